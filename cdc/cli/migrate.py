@@ -1,0 +1,47 @@
+"""``cdc migrate``: everything a first deployment needs, idempotent."""
+
+from __future__ import annotations
+
+import click
+import orjson
+
+from ..logs import get_logger
+from ..migrate import migrate as run_migrations
+from ..settings import Settings
+from ..sink.clickhouse import ClickHouseSink
+from .options import require_pg, shared_options
+
+
+@click.command()
+@shared_options
+@click.option("--json", "as_json", is_flag=True, help="Report as JSON.")
+def migrate(settings: Settings, as_json: bool) -> None:
+    """Create the outbox table, its publication and slot, and (with a ClickHouse URL) the events table.
+
+    Safe to run again: applied migrations are recorded and skipped.
+    """
+    require_pg(settings)
+    report = run_migrations(settings)
+    clickhouse = None
+    if settings.clickhouse_url:
+        sink = ClickHouseSink(settings.clickhouse_url, settings.clickhouse_table,
+                              password=settings.clickhouse_password, log=get_logger())
+        try:
+            sink.ensure_schema()
+            clickhouse = settings.clickhouse_table
+        finally:
+            sink.close()
+    if as_json:
+        click.echo(orjson.dumps({
+            "migrations_applied": report.applied, "publication_created": report.publication_created,
+            "slot_created": report.slot_created, "slot_skipped_reason": report.slot_skipped_reason,
+            "clickhouse_table": clickhouse,
+        }).decode())
+        return
+    click.echo(f"migrations applied: {', '.join(report.applied) or 'none (up to date)'}")
+    click.echo(f"publication {settings.publication}: {'created' if report.publication_created else 'exists'}")
+    if report.slot_skipped_reason:
+        click.echo(f"slot {settings.slot}: not created: {report.slot_skipped_reason}")
+    else:
+        click.echo(f"slot {settings.slot}: {'created' if report.slot_created else 'exists'}")
+    click.echo(f"ClickHouse table: {clickhouse or 'skipped (no --clickhouse-url)'}")

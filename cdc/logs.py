@@ -1,0 +1,57 @@
+"""structlog set-up, done once by the CLI entry point: JSON off a terminal, key=value on one."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+import orjson
+import structlog
+
+
+class SecretScrubber:
+    """A last line of defence: masks known secrets in any string a log event carries."""
+
+    def __init__(self, secrets: Iterable[str | None]) -> None:
+        self._secrets = tuple(sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True))
+
+    def __call__(self, _logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        if self._secrets:
+            for key, value in event.items():
+                if isinstance(value, str):
+                    for secret in self._secrets:
+                        if secret in value:
+                            value = value.replace(secret, "***")
+                    event[key] = value
+        return event
+
+
+def _orjson_dumps(event: Any, **_: Any) -> str:
+    return orjson.dumps(event, default=str).decode()
+
+
+def configure(*, fmt: str = "auto", level: str = "info", secrets: Iterable[str | None] = ()) -> None:
+    as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            SecretScrubber(secrets),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(**bound: Any) -> structlog.stdlib.BoundLogger:
+    return structlog.get_logger("cdc").bind(**bound)  # type: ignore[no-any-return]

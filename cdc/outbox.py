@@ -1,0 +1,122 @@
+"""The outbox contract: which columns a row must have, and how a pgoutput tuple becomes an event.
+
+A ``RowConverter`` is built once per Relation message (and rebuilt when the
+server re-sends the Relation after an ALTER TABLE), so the per-row path is a
+handful of index lookups and conversions with no dictionaries.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Final
+
+import orjson
+
+from .pgoutput.messages import UNCHANGED, Relation, TupleData, pg_epoch_micros_to_datetime
+from .sink.base import DeadLetter
+
+REQUIRED_COLUMNS: Final = (
+    "id", "unique_id", "event_type", "occurred_at", "environment", "payload", "metadata_version",
+)
+
+
+class OutboxSchemaError(Exception):
+    """The outbox table, as the server describes it, lacks a column we need."""
+
+
+class RowRejected(Exception):
+    """A row the sink cannot take; ``reason`` goes to the dead-letter table."""
+
+
+def parse_timestamptz(text: str) -> datetime:
+    # The replication session pins TimeZone=UTC and DateStyle=ISO, so values look
+    # like "2026-11-24 21:58:27.123456+00"; infinity, BC dates and years past 9999
+    # do not parse and are rejected by the caller.
+    return datetime.fromisoformat(text)
+
+
+class RowConverter:
+    """Turns Insert tuples of one outbox relation into event rows."""
+
+    def __init__(
+        self, relation: Relation, *, bounds: tuple[datetime, datetime], max_payload_bytes: int
+    ) -> None:
+        names = [column.name for column in relation.columns]
+        missing = [column for column in REQUIRED_COLUMNS if column not in names]
+        if missing:
+            raise OutboxSchemaError(
+                f"outbox table {relation.namespace}.{relation.name} lacks column(s) {', '.join(missing)}: "
+                "apply the migrations with `cdc migrate` or add them"
+            )
+        self.relation_name: Final = f"{relation.namespace}.{relation.name}"
+        self._names: Final = tuple(names)
+        self._index: Final = tuple(names.index(column) for column in REQUIRED_COLUMNS)
+        self._min, self._max = bounds
+        self._max_payload: Final = max_payload_bytes
+
+    def convert(self, values: TupleData) -> tuple[Any, ...]:
+        """The row's values in EVENT_COLUMNS order (up to outbox_id), or RowRejected."""
+        if len(values) != len(self._names):
+            raise RowRejected(f"row has {len(values)} columns, its relation {len(self._names)}")
+        i_id, i_uid, i_type, i_at, i_env, i_payload, i_version = self._index
+        unique_id = self._text(values, i_uid)
+        if not unique_id:
+            raise RowRejected("unique_id is empty")
+        payload = self._text(values, i_payload)
+        if len(payload) > self._max_payload:
+            raise RowRejected(f"payload is {len(payload)} characters, over the limit of {self._max_payload}")
+        occurred_text = self._text(values, i_at)
+        try:
+            occurred_at = parse_timestamptz(occurred_text)
+        except ValueError:
+            raise RowRejected(f"occurred_at {occurred_text!r} is not a timestamp ClickHouse can store") from None
+        if not self._min <= occurred_at <= self._max:
+            raise RowRejected(
+                f"occurred_at {occurred_text} is outside what ClickHouse can store "
+                f"({self._min.isoformat()} to {self._max.isoformat()})"
+            )
+        return (
+            unique_id,
+            self._text(values, i_type),
+            occurred_at,
+            self._text(values, i_env),
+            payload,
+            self._int(values, i_version),
+            self._int(values, i_id),
+        )
+
+    def _text(self, values: TupleData, index: int) -> str:
+        value = values[index]
+        if type(value) is bytes:
+            try:
+                return value.decode()
+            except UnicodeDecodeError:
+                raise RowRejected(f"{self._names[index]} is not valid UTF-8") from None
+        if value is None:
+            raise RowRejected(f"{self._names[index]} is NULL")
+        raise RowRejected(f"{self._names[index]} was not sent (unchanged TOAST value)")
+
+    def _int(self, values: TupleData, index: int) -> int:
+        text = self._text(values, index)
+        try:
+            return int(text)
+        except ValueError:
+            raise RowRejected(f"{self._names[index]} {text!r} is not an integer") from None
+
+    def dead_letter(self, values: TupleData, commit_lsn: int, seq: int, commit_time: int, reason: str) -> DeadLetter:
+        row = {
+            name: (
+                None if value is None
+                else "<unchanged>" if value is UNCHANGED
+                else bytes(value).decode("utf-8", "backslashreplace")  # type: ignore[arg-type]
+            )
+            for name, value in zip(self._names, values)
+        }
+        return DeadLetter(
+            commit_lsn=commit_lsn,
+            commit_seq=seq,
+            committed_at=pg_epoch_micros_to_datetime(commit_time),
+            relation=self.relation_name,
+            reason=reason,
+            row_json=orjson.dumps(row).decode(),
+        )

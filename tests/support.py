@@ -1,0 +1,102 @@
+"""Helpers for tests that drive the real ``cdc`` command against real servers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import psycopg
+from clickhouse_driver import Client
+
+CDC = [sys.executable, "-m", "cdc"]
+
+
+@dataclass(frozen=True)
+class Target:
+    pg_dsn: str
+    clickhouse_url: str
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CDC_")}
+        env.update(CDC_PG_DSN=self.pg_dsn, CDC_CLICKHOUSE_URL=self.clickhouse_url, CDC_LOG_FORMAT="json")
+        env.update(extra)
+        return env
+
+    def cdc(self, *args: str, timeout: float = 300, **extra_env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CDC, *args], env=self.env(**extra_env), capture_output=True, text=True, timeout=timeout
+        )
+
+    def start(self, *args: str, **extra_env: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*CDC, *args], env=self.env(**extra_env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    def pg(self) -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(self.pg_dsn, autocommit=True)
+
+    def ch(self) -> Client:
+        return Client.from_url(self.clickhouse_url)
+
+    def current_lsn(self) -> str:
+        with self.pg() as conn:
+            return str(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])  # type: ignore[index]
+
+    def confirmed_lsn(self, slot: str = "cdc_outbox") -> str | None:
+        with self.pg() as conn:
+            row = conn.execute(
+                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+            ).fetchone()
+            return None if row is None else row[0]  # type: ignore[return-value]
+
+    def slot_reached(self, lsn: str, slot: str = "cdc_outbox") -> bool:
+        with self.pg() as conn:
+            row = conn.execute(
+                "SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots WHERE slot_name = %s", (lsn, slot)
+            ).fetchone()
+            return bool(row and row[0])
+
+    def delivered_ids(self, table: str = "events") -> list[str]:
+        return [r[0] for r in self.ch().execute(f"SELECT unique_id FROM {table}")]
+
+
+def checked(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr[-4000:]}"
+    return result
+
+
+def wait_until(predicate: object, timeout: float, what: str, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 60) -> tuple[int, str]:
+    proc.send_signal(sig)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"cdc did not stop within {timeout}s:\n{err[-4000:]}") from None
+    return proc.returncode, err
+
+
+def insert_events(
+    conn: psycopg.Connection[tuple[object, ...]], ids: Sequence[str], *, event_type: str = "test", rollback: bool = False
+) -> None:
+    """One transaction inserting one outbox row per id."""
+    with conn.transaction(force_rollback=rollback):
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO outbox (unique_id, event_type, environment, payload) VALUES (%s, %s, 'test', %s)",
+                [(uid, event_type, f'{{"uid": "{uid}"}}') for uid in ids],
+            )
