@@ -62,7 +62,12 @@ class Target:
             return bool(row and row[0])
 
     def delivered_ids(self, table: str = "events") -> list[str]:
-        return [r[0] for r in self.ch().execute(f"SELECT unique_id FROM {table}")]
+        """Every row ever inserted into the events table, duplicates included.
+
+        Read from the progress ledger (a plain MergeTree fed by the same INSERT):
+        the events table is a ReplacingMergeTree whose merges would hide duplicates.
+        """
+        return [r[0] for r in self.ch().execute(f"SELECT unique_id FROM {table}_cdc_progress")]
 
 
 def checked(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
