@@ -3,7 +3,10 @@
 Field names follow PostgreSQL's "Logical Replication Message Formats" page.
 LSNs are unsigned 64-bit integers; timestamps are microseconds since
 2000-01-01 00:00:00 UTC, exactly as on the wire (see ``pg_epoch_micros_to_datetime``).
-``xid`` on change messages is set only inside a streamed block (protocol >= 2).
+``xid`` on change messages is set only inside a streamed block (protocol >= 2),
+and it is the xid of the (sub)transaction that made the change: after a
+SAVEPOINT it is the subtransaction's own xid, the one a Stream Abort's
+``subxid`` names, not the top-level xid of the Stream Start.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ UNCHANGED: Final = _Unchanged()
 
 # One value per column: text ('t') and binary ('b') values as the raw bytes the
 # server sent, None for NULL ('n'), UNCHANGED for an unchanged TOAST value ('u').
+# Text and binary look alike here: with binary = true the server still sends
+# text for a type without a send function, which nothing below records.
 Value = Union[bytes, None, _Unchanged]
 TupleData = tuple[Value, ...]
 
@@ -77,7 +82,7 @@ class Column:
 class Relation:
     xid: int | None
     relation_id: int
-    namespace: str
+    namespace: str  # '' stands for pg_catalog
     name: str
     replica_identity: int  # ord() of 'd', 'n', 'f' or 'i'
     columns: tuple[Column, ...]
@@ -85,6 +90,9 @@ class Relation:
 
 @dataclass(frozen=True, slots=True)
 class Type:
+    """A non-built-in column type. For a domain the server sends the domain's
+    OID but its base type's namespace and name (e.g. '' and 'int4')."""
+
     xid: int | None
     type_oid: int
     namespace: str
