@@ -10,8 +10,8 @@ Every scenario runs in a fresh database ``cdc_capture`` (dropped afterwards)
 with its own slot, read by a real walsender: START_REPLICATION over libpq's
 COPY BOTH, so the bytes are exactly the payloads of the XLogData messages a
 subscriber receives. (The SQL function pg_logical_slot_get_binary_changes
-decodes after the fact, and PostgreSQL 17+ then skips a transaction it
-already knows aborted instead of streaming it: no Stream Abort to capture.)
+decodes after the fact, and PostgreSQL 18, unlike 15, then drops a big
+transaction it already knows aborted instead of streaming it: no Stream Abort.)
 The workload waits for the walsender where timing matters, e.g. until a big
 transaction has been streamed before rolling it back.
 
