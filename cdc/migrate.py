@@ -110,6 +110,7 @@ def ensure_slot(conn: psycopg.Connection[tuple[object, ...]], s: Settings) -> tu
 def migrate(s: Settings) -> MigrateReport:
     report = MigrateReport()
     with preflight.connect(s.pg_dsn) as conn:
+        preflight.check_server(conn)
         report.applied = apply_migrations(conn, s)
         report.publication_created = ensure_publication(conn, s)
         report.slot_created, report.slot_skipped_reason = ensure_slot(conn, s)

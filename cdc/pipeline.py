@@ -85,10 +85,16 @@ class Pipeline:
             until_lsn = self._resolve_until(conn, until)
         hwm = self._sink.high_water_mark()
         if hwm is not None and hwm[0] == _SNAPSHOT_LSN:
-            raise PipelineError(
-                "the first copy of the outbox into ClickHouse was interrupted: drop the slot with "
-                f"`cdc slot drop {s.slot}` and run `cdc run --create-slot` again (copied rows are deduplicated)"
-            )
+            # Snapshot rows are the newest stored and no completion mark follows them.
+            if not create_slot:
+                raise PipelineError(
+                    "the first copy of the outbox into ClickHouse was interrupted: run `cdc run --create-slot` "
+                    "to copy it again from a new slot (rows already copied are deduplicated)"
+                )
+            self._log.warning("the first copy was interrupted: recreating the slot and copying again", slot=s.slot)
+            with preflight.connect(s.pg_dsn) as conn:
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (s.slot,))
+            info = None
         self._dedup_remember()
         tracker = AckTracker(0 if info is None else info.confirmed_flush_lsn or 0)
         builder = BatchBuilder(max_rows=s.batch_rows, max_bytes=s.batch_bytes, max_age=s.flush_interval)
@@ -163,6 +169,10 @@ class _Session:
             copied = 0
             if new.snapshot_name is not None:
                 copied = self._copy_snapshot(new.snapshot_name)
+            if copied:
+                # Without this mark a copy cut short would look finished; see Pipeline.run.
+                self.p._sink.mark_position(new.consistent_point - 1, 0)
+            self.collector.high_water_mark = self.p._sink.high_water_mark()
             self.log.info("snapshot delivered", rows=copied)
         finally:
             repl.close()
@@ -175,6 +185,9 @@ class _Session:
         )
         commit_time = int((time.time() - 946_684_800) * 1_000_000)
         copied = 0
+        # Rows already in ClickHouse (an older slot's, an interrupted copy's) are
+        # recognised by unique_id, not by position: positions of this copy are new.
+        self.collector.high_water_mark = None
         with preflight.connect(s.pg_dsn) as conn:
             for seq, values in enumerate(snapshot.outbox_rows(conn, snapshot_name, s.outbox_schema, s.outbox_table)):
                 self.collector.row(relation, values, _SNAPSHOT_LSN, seq, commit_time)

@@ -66,8 +66,9 @@ class Target:
 
         Read from the progress ledger (a plain MergeTree fed by the same INSERT):
         the events table is a ReplacingMergeTree whose merges would hide duplicates.
+        Position marks (unique_id '') are not events.
         """
-        return [r[0] for r in self.ch().execute(f"SELECT unique_id FROM {table}_cdc_progress")]
+        return [r[0] for r in self.ch().execute(f"SELECT unique_id FROM {table}_cdc_progress WHERE unique_id != ''")]
 
 
 def checked(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:

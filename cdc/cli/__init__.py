@@ -6,6 +6,7 @@ import sys
 from typing import Any
 
 import click
+import psycopg
 
 from .. import __version__
 from ..lsn import LsnError
@@ -20,7 +21,7 @@ from ..transactions import TransactionError
 # Errors that mean "cannot do what was asked": one line on stderr, exit 1, no traceback.
 _USER_ERRORS = (
     PreflightError, PipelineError, SinkConfigError, LsnError, OutboxSchemaError, ReplicationError,
-    TransactionError, PgOutputError,
+    TransactionError, PgOutputError, psycopg.Error,
 )
 
 
@@ -29,7 +30,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except _USER_ERRORS as exc:
-            click.echo(f"cdc: error: {exc}", err=True)
+            click.echo(f"cdc: error: {' '.join(str(exc).split())}", err=True)
             sys.exit(1)
 
 

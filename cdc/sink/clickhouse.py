@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, Final
 
@@ -103,7 +103,7 @@ class ClickHouseSink:
         self._latest_sql = f"SELECT commit_lsn, committed_at FROM {names.progress} {newest}"
         self._newest_hour_sql = f"SELECT toUInt32(toStartOfHour(inserted_at)) FROM {names.progress} {newest}"
         self._recent_sql = (
-            f"SELECT unique_id FROM {names.progress} WHERE inserted_at >= toDateTime(%(since)s) "
+            f"SELECT unique_id FROM {names.progress} WHERE inserted_at >= toDateTime(%(since)s) AND unique_id != '' "
             "ORDER BY commit_lsn DESC, commit_seq DESC LIMIT %(limit)s"
         )
         self._partitions_sql = (
@@ -228,6 +228,19 @@ class ClickHouseSink:
             [letter.row_json for letter in letters],
             [inserted_at] * len(letters),
         ]
+
+    def mark_position(self, commit_lsn: int, commit_seq: int) -> None:
+        """Record a position with no event behind it (unique_id ''), so high_water_mark() moves past it.
+
+        The pipeline marks the end of an initial snapshot copy this way: without
+        the mark, a copy cut short by a crash would look like a finished one.
+        """
+        now = datetime.now(timezone.utc)
+        layout = self._current_layout()
+        self._conn.insert(
+            f"INSERT INTO {self.names.progress} (unique_id, commit_lsn, commit_seq, committed_at, inserted_at) VALUES",
+            [[""], [commit_lsn], [commit_seq], layout.committed_at.to_ticks([now], "committed_at"), [int(now.timestamp())]],
+        )
 
     # -- reading ------------------------------------------------------------
 

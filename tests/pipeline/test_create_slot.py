@@ -1,0 +1,70 @@
+"""`cdc run --create-slot`: rows already in the outbox first, from the slot's snapshot, then the stream."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+from support import Target, checked, insert_events, stop, wait_until
+
+
+def _drop_slot_and_fill(t: Target, rows: int) -> set[str]:
+    ids = {f"old-{i}" for i in range(rows)}
+    with t.pg() as conn:
+        conn.execute("SELECT pg_drop_replication_slot('cdc_outbox')")
+        ordered = sorted(ids)
+        for start in range(0, rows, 1000):
+            insert_events(conn, ordered[start:start + 1000])
+    return ids
+
+
+def test_existing_rows_then_new_ones_arrive_with_no_gap_and_no_overlap(pg_dsn: str, clickhouse_url: str) -> None:
+    t = Target(pg_dsn, clickhouse_url)
+    checked(t.cdc("migrate"))
+    expected = _drop_slot_and_fill(t, 5_000)
+    done = threading.Event()
+    written: list[str] = []
+
+    def keep_writing() -> None:  # commits land before, during and after the slot's creation
+        with t.pg() as conn:
+            n = 0
+            while not done.is_set():
+                insert_events(conn, [f"new-{n}"])
+                written.append(f"new-{n}")
+                n += 1
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    proc = t.start("run", "--create-slot", "--flush-interval", "0.2")
+    try:
+        wait_until(lambda: t.confirmed_lsn() is not None and len(written) > 200, 60, "the slot and some new rows")
+        done.set()
+        writer.join()
+        lsn = t.current_lsn()
+        wait_until(lambda: t.slot_reached(lsn), 60, "everything acknowledged")
+    finally:
+        done.set()
+        code, err = stop(proc)
+    assert code == 0, err[-3000:]
+    delivered = t.delivered_ids()
+    expected |= set(written)
+    assert len(delivered) == len(expected), "a row was lost or delivered twice"
+    assert set(delivered) == expected
+
+
+def test_an_interrupted_first_copy_is_refused_then_redone_without_duplicates(pg_dsn: str, clickhouse_url: str) -> None:
+    t = Target(pg_dsn, clickhouse_url)
+    checked(t.cdc("migrate"))
+    expected = _drop_slot_and_fill(t, 30_000)
+    killed = t.cdc("run", "--create-slot", "--batch-rows", "5000", CDC_FAILPOINTS="after_insert=2")
+    assert killed.returncode == -signal.SIGKILL
+    assert 0 < len(t.delivered_ids()) < len(expected)
+
+    refused = t.cdc("run", "--until-lsn", "current")
+    assert refused.returncode == 1
+    assert "was interrupted" in refused.stderr and "--create-slot" in refused.stderr
+
+    checked(t.cdc("run", "--create-slot", "--until-lsn", "current", "--batch-rows", "5000"))
+    delivered = t.delivered_ids()
+    assert set(delivered) == expected
+    assert len(delivered) == len(expected), "rows copied before the crash were copied again"

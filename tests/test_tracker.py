@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from cdc.tracker import AckTracker
+
+
+def test_commit_becomes_safe_only_when_its_batch_is_stored() -> None:
+    tracker = AckTracker(100)
+    tracker.commit(200, batch_seq=1)
+    tracker.commit(300, batch_seq=2)
+    assert tracker.safe_lsn == 100
+    assert tracker.stored(1) == 200
+    assert tracker.safe_lsn == 200
+    assert tracker.stored(2) == 300
+
+
+def test_commit_into_an_already_stored_batch_is_safe_at_once() -> None:
+    tracker = AckTracker(0)
+    tracker.stored(5)
+    tracker.commit(42, batch_seq=5)
+    assert tracker.safe_lsn == 42
+
+
+def test_idle_position_never_overtakes_pending_commits() -> None:
+    tracker = AckTracker(10)
+    tracker.commit(50, batch_seq=1)
+    tracker.advance_idle(1000)
+    assert tracker.safe_lsn == 10
+    tracker.stored(1)
+    tracker.advance_idle(1000)
+    assert tracker.safe_lsn == 1000
+
+
+def test_safe_lsn_never_moves_backwards() -> None:
+    tracker = AckTracker(500)
+    tracker.commit(400, batch_seq=1)
+    tracker.stored(1)
+    tracker.advance_idle(300)
+    assert tracker.safe_lsn == 500

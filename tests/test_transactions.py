@@ -1,0 +1,145 @@
+"""How the message sequence becomes committed rows: ordinary, streamed, aborted, spilled."""
+
+from __future__ import annotations
+
+import pytest
+import structlog
+
+from cdc.pgoutput import messages as m
+from cdc.spill import SpillBudget
+from cdc.transactions import TransactionAssembler, TransactionError
+
+REL = m.Relation(None, 16384, "public", "outbox", ord("d"), (m.Column(1, "id", 20, -1), m.Column(0, "v", 25, -1)))
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.rows: list[tuple[object, ...]] = []
+        self.commits: list[int] = []
+        self.relations: list[m.Relation] = []
+
+    def relation(self, relation: m.Relation) -> None:
+        self.relations.append(relation)
+
+    def row(self, relation: m.Relation, values: m.TupleData, commit_lsn: int, seq: int, commit_time: int) -> None:
+        self.rows.append((relation.name, values, commit_lsn, seq))
+
+    def commit(self, end_lsn: int) -> None:
+        self.commits.append(end_lsn)
+
+
+def _assembler(budget: int = 10**9) -> tuple[TransactionAssembler, Recorder]:
+    recorder = Recorder()
+    return TransactionAssembler(recorder, SpillBudget(budget), structlog.get_logger()), recorder
+
+
+def _insert(value: bytes, xid: int | None = None) -> m.Insert:
+    return m.Insert(xid, REL.relation_id, (b"1", value))
+
+
+def test_ordinary_transaction_rows_carry_the_commit_lsn_from_begin_and_their_position() -> None:
+    asm, rec = _assembler()
+    for message in (m.Begin(1000, 5, 700), REL, _insert(b"a"), _insert(b"b"), m.Commit(0, 1000, 1040, 5)):
+        asm.feed(message)
+    assert rec.rows == [("outbox", (b"1", b"a"), 1000, 0), ("outbox", (b"1", b"b"), 1000, 1)]
+    assert rec.commits == [1040]
+    assert not asm.busy
+
+
+def test_rows_are_passed_on_before_the_commit_arrives() -> None:
+    asm, rec = _assembler()
+    for message in (m.Begin(1000, 5, 700), REL, _insert(b"a")):
+        asm.feed(message)
+    assert len(rec.rows) == 1 and rec.commits == []
+    assert asm.busy
+
+
+def test_streamed_transaction_is_held_until_stream_commit() -> None:
+    asm, rec = _assembler()
+    asm.feed(m.StreamStart(900, True))
+    assert asm.in_stream
+    asm.feed(m.Relation(900, REL.relation_id, "public", "outbox", ord("d"), REL.columns))
+    asm.feed(_insert(b"a", xid=900))
+    asm.feed(m.StreamStop())
+    asm.feed(m.StreamStart(900, False))
+    asm.feed(_insert(b"b", xid=900))
+    asm.feed(m.StreamStop())
+    assert rec.rows == [] and asm.busy
+    asm.feed(m.StreamCommit(900, 0, 5000, 5050, 9))
+    assert [(r[1][1], r[2], r[3]) for r in rec.rows] == [(b"a", 5000, 0), (b"b", 5000, 1)]
+    assert rec.commits == [5050]
+    assert not asm.busy
+
+
+def test_stream_abort_drops_the_transaction_and_subtransaction_abort_drops_only_its_rows() -> None:
+    asm, rec = _assembler()
+    asm.feed(REL)
+    asm.feed(m.StreamStart(900, True))
+    asm.feed(_insert(b"keep", xid=900))
+    asm.feed(_insert(b"sub", xid=901))
+    asm.feed(m.StreamStop())
+    asm.feed(m.StreamAbort(900, 901, None, None))
+    asm.feed(m.StreamStart(800, True))
+    asm.feed(_insert(b"gone", xid=800))
+    asm.feed(m.StreamStop())
+    asm.feed(m.StreamAbort(800, 800, None, None))
+    asm.feed(m.StreamCommit(900, 0, 6000, 6100, 9))
+    assert [(r[1][1], r[3]) for r in rec.rows] == [(b"keep", 0)]
+    assert rec.commits == [6100]
+
+
+def test_streamed_rows_past_the_memory_budget_spill_to_a_file_and_come_back_in_order() -> None:
+    budget = SpillBudget(2_000)
+    rec = Recorder()
+    asm = TransactionAssembler(rec, budget, structlog.get_logger())
+    asm.feed(REL)
+    asm.feed(m.StreamStart(900, True))
+    for i in range(5_000):
+        asm.feed(_insert(str(i).encode(), xid=900))
+    asm.feed(m.StreamStop())
+    assert budget.spilled_files == 1
+    assert budget.in_memory <= 2_000
+    asm.feed(m.StreamCommit(900, 0, 7000, 7100, 9))
+    assert [r[1][1] for r in rec.rows] == [str(i).encode() for i in range(5_000)]
+    assert [r[3] for r in rec.rows] == list(range(5_000))
+    assert budget.in_memory == 0
+
+
+def test_rows_held_from_before_an_alter_table_keep_their_old_relation() -> None:
+    asm, rec = _assembler()
+    asm.feed(REL)
+    asm.feed(m.StreamStart(900, True))
+    asm.feed(_insert(b"old", xid=900))
+    altered = m.Relation(900, REL.relation_id, "public", "outbox", ord("d"), (*REL.columns, m.Column(0, "w", 25, -1)))
+    asm.feed(altered)
+    asm.feed(m.Insert(900, REL.relation_id, (b"2", b"new", b"w")))
+    asm.feed(m.StreamStop())
+    asm.feed(m.StreamCommit(900, 0, 7000, 7100, 9))
+    assert len(rec.rows[0][1]) == 2 and len(rec.rows[1][1]) == 3
+    assert rec.relations[-1] is altered
+
+
+def test_a_relation_sent_again_replaces_the_cached_one() -> None:
+    asm, _ = _assembler()
+    asm.feed(REL)
+    newer = m.Relation(None, REL.relation_id, "public", "outbox", ord("d"), REL.columns[:1])
+    asm.feed(newer)
+    assert asm.relations[REL.relation_id] is newer
+
+
+@pytest.mark.parametrize(
+    "sequence",
+    [
+        [m.Begin(1, 1, 1), m.Begin(2, 2, 2)],
+        [m.Commit(0, 1, 2, 3)],
+        [_insert(b"x")],
+        [m.Begin(1, 1, 1), _insert(b"x")],  # no Relation first
+        [m.BeginPrepare(1, 2, 3, 4, "gid")],
+    ],
+    ids=["nested-begin", "commit-outside", "insert-outside", "insert-before-relation", "two-phase"],
+)
+def test_protocol_violations_are_a_defined_error(sequence: list[m.Message]) -> None:
+    asm, _ = _assembler()
+    with pytest.raises(TransactionError):
+        for message in sequence:
+            asm.feed(message)
