@@ -29,9 +29,11 @@ class FlushAborted(Exception):
 class Flusher:
     def __init__(
         self, sink: Sink, tracker: AckTracker, backoff: Backoff, log: structlog.stdlib.BoundLogger,
-        failpoints: Failpoints | None = None,
+        failpoints: Failpoints | None = None, *, keep_progress_seconds: float = 7200.0,
     ) -> None:
         self._sink = sink
+        self._keep_progress = keep_progress_seconds
+        self._next_prune = 0.0
         self._failpoints = failpoints
         self._tracker = tracker
         self._backoff = backoff
@@ -91,6 +93,18 @@ class Flusher:
             with self._lock:
                 self._busy -= 1
 
+    def _prune_now_and_then(self) -> None:
+        # The progress ledger only needs the dedup window and the newest position;
+        # pruning here keeps it small and runs on the thread that owns the sink.
+        now = time.monotonic()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + 600
+        try:
+            self._sink.prune_progress(self._keep_progress)
+        except SinkError as exc:
+            self._log.warning("could not prune the progress table, will try again", error=str(exc))
+
     def _store(self, batch: Batch) -> None:
         if len(batch) == 0:
             self._tracker.stored(batch.seq)
@@ -121,6 +135,7 @@ class Flusher:
         safe = self._tracker.stored(batch.seq)
         self.rows_stored += batch.rows
         self.dead_letters_stored += len(batch.dead_letters)
+        self._prune_now_and_then()
         self._log.info(
             "flushed", rows=batch.rows, dead_letters=len(batch.dead_letters), bytes=batch.nbytes,
             seconds=round(time.monotonic() - started, 3), ack_lsn=format_lsn(safe), batch=batch.seq,

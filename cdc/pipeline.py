@@ -104,7 +104,10 @@ class Pipeline:
             log=self._log, failpoints=self._failpoints,
         )
         assembler = TransactionAssembler(collector, SpillBudget(s.spill_bytes), self._log)
-        flusher = self._flusher = Flusher(self._sink, tracker, self._backoff, self._log, self._failpoints)
+        flusher = self._flusher = Flusher(
+            self._sink, tracker, self._backoff, self._log, self._failpoints,
+            keep_progress_seconds=max(s.dedup_max_age, 3600.0) + 3600.0,
+        )
         session = _Session(self, tracker, builder, collector, assembler, flusher, until_lsn)
         try:
             if info is None:
