@@ -35,12 +35,17 @@ class BatchBuilder:
             # Rows of one transaction share a commit time: convert it once per transaction.
             self._commit_time = commit_time
             self._committed_at = pg_epoch_micros_to_datetime(commit_time)
-        columns = self.batch.columns
-        for column, value in zip(columns, row):
-            column.append(value)
-        columns[7].append(commit_lsn)
-        columns[8].append(seq)
-        columns[9].append(self._committed_at)
+        c = self.batch.columns
+        c[0].append(row[0])
+        c[1].append(row[1])
+        c[2].append(row[2])
+        c[3].append(row[3])
+        c[4].append(row[4])
+        c[5].append(row[5])
+        c[6].append(row[6])
+        c[7].append(commit_lsn)
+        c[8].append(seq)
+        c[9].append(self._committed_at)
         self.batch.nbytes += len(row[4]) + ROW_OVERHEAD
 
     def dead_letter(self, letter: DeadLetter) -> None:

@@ -53,18 +53,60 @@ class RowConverter:
         self._index: Final = tuple(names.index(column) for column in REQUIRED_COLUMNS)
         self._min, self._max = bounds
         self._max_payload: Final = max_payload_bytes
+        self._width: Final = len(names)
+        self._strings: dict[bytes, str] = {}
 
     def convert(self, values: TupleData) -> tuple[Any, ...]:
-        """The row's values in EVENT_COLUMNS order (up to outbox_id), or RowRejected."""
-        if len(values) != len(self._names):
-            raise RowRejected(f"row has {len(values)} columns, its relation {len(self._names)}")
+        """The row's values in EVENT_COLUMNS order (up to outbox_id), or RowRejected.
+
+        The payload stays the UTF-8 bytes PostgreSQL sent (the preflight insists
+        on a UTF8 database); event_type and environment are shared strings.
+        """
+        i_id, i_uid, i_type, i_at, i_env, i_payload, i_version = self._index
+        try:
+            # The common case in one go; anything odd falls through to the
+            # careful path, which finds the exact reason.
+            unique_id = values[i_uid].decode()  # type: ignore[union-attr]
+            payload = values[i_payload]
+            occurred_at = datetime.fromisoformat(values[i_at].decode())  # type: ignore[union-attr]
+            row = (
+                unique_id,
+                self._shared(values[i_type]),  # type: ignore[arg-type]
+                occurred_at,
+                self._shared(values[i_env]),  # type: ignore[arg-type]
+                payload,
+                int(values[i_version]),  # type: ignore[arg-type]
+                int(values[i_id]),  # type: ignore[arg-type]
+            )
+        except (AttributeError, TypeError, ValueError, IndexError):
+            return self._checked_convert(values)
+        if (
+            not unique_id or len(payload) > self._max_payload  # type: ignore[arg-type]
+            or not self._min <= occurred_at <= self._max or len(values) != self._width
+        ):
+            return self._checked_convert(values)
+        return row
+
+    def _shared(self, value: bytes) -> str:
+        # Event types and environments repeat: decode each once and share the
+        # string, which saves the decoding and the memory of a copy per row.
+        text = self._strings.get(value)
+        if text is None:
+            if len(self._strings) >= 4096:
+                self._strings.clear()
+            text = self._strings[value] = value.decode()
+        return text
+
+    def _checked_convert(self, values: TupleData) -> tuple[Any, ...]:
+        if len(values) != self._width:
+            raise RowRejected(f"row has {len(values)} columns, its relation {self._width}")
         i_id, i_uid, i_type, i_at, i_env, i_payload, i_version = self._index
         unique_id = self._text(values, i_uid)
         if not unique_id:
             raise RowRejected("unique_id is empty")
-        payload = self._text(values, i_payload)
+        payload = self._text(values, i_payload).encode()
         if len(payload) > self._max_payload:
-            raise RowRejected(f"payload is {len(payload)} characters, over the limit of {self._max_payload}")
+            raise RowRejected(f"payload is {len(payload)} bytes, over the limit of {self._max_payload}")
         occurred_text = self._text(values, i_at)
         try:
             occurred_at = parse_timestamptz(occurred_text)

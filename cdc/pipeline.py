@@ -25,7 +25,7 @@ from .pgoutput import decode
 from .pgoutput.messages import Column, Relation
 from .replication import preflight, snapshot
 from .replication.connection import ReplicationConnection, ReplicationError, StreamEnded
-from .replication.protocol import Keepalive, parse_copy_data
+from .replication.protocol import XLOGDATA_HEADER_SIZE, Keepalive, parse_copy_data
 from .settings import Settings
 from .sink.base import Sink
 from .spill import SpillBudget
@@ -33,6 +33,8 @@ from .tracker import AckTracker
 from .transactions import TransactionAssembler
 
 _MAX_MESSAGES_PER_READ: Final = 4096
+_XLOGDATA: Final = ord("w")
+_XLOGDATA_HEADER: Final = XLOGDATA_HEADER_SIZE
 # Rows copied from an exported snapshot sort before everything the slot streams.
 _SNAPSHOT_LSN: Final = 0
 
@@ -278,13 +280,15 @@ class _Session:
             timeout = builder.seconds_until_due(time.monotonic())
             frames = repl.read(max_messages, 0.5 if timeout is None else min(0.5, timeout))
             for data in frames:
+                if data[0] == _XLOGDATA:
+                    # The hot path: skip the 25-byte XLogData header, decode the pgoutput message.
+                    assembler.feed(decode(data[_XLOGDATA_HEADER:], in_stream=assembler.in_stream))
+                    if builder.full():
+                        self.hand_off()
+                    continue
                 frame = parse_copy_data(data)
                 if type(frame) is Keepalive:
                     self._keepalive(frame)
-                    continue
-                assembler.feed(decode(frame.payload, in_stream=assembler.in_stream))  # type: ignore[union-attr]
-                if builder.full():
-                    self.hand_off()
             now = time.monotonic()
             if builder.due(now) or (not len(builder) and self.tracker.pending):
                 self.hand_off()

@@ -16,6 +16,8 @@ _XLOGDATA: Final = struct.Struct("!QQq")       # wal_start, wal_end, send_time
 _KEEPALIVE: Final = struct.Struct("!Qq?")      # wal_end, send_time, reply_requested
 _STATUS: Final = struct.Struct("!cQQQq?")      # 'r', written, flushed, applied, client_time, reply
 
+XLOGDATA_HEADER_SIZE: Final = 1 + _XLOGDATA.size  # 'w' + wal_start, wal_end, send_time
+
 # Seconds between the Unix epoch and PostgreSQL's epoch (2000-01-01 UTC).
 _PG_EPOCH_OFFSET: Final = 946_684_800
 

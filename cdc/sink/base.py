@@ -12,7 +12,7 @@ EVENT_COLUMNS: Final = (
     "event_type",        # str
     "occurred_at",       # datetime, tz-aware UTC
     "environment",       # str
-    "payload",           # str: the jsonb text exactly as PostgreSQL printed it
+    "payload",           # bytes: the jsonb text exactly as PostgreSQL printed it, UTF-8
     "metadata_version",  # int
     "outbox_id",         # int: the outbox row's id
     "commit_lsn",        # int: LSN of the transaction's commit record

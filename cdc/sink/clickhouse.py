@@ -210,7 +210,7 @@ class ClickHouseSink:
             raise ValueError(f"batch {batch.seq} has columns of different lengths")
         columns = list(batch.columns)
         columns[_OCCURRED_AT] = layout.occurred_at.to_ticks(columns[_OCCURRED_AT], "occurred_at")
-        columns[_COMMITTED_AT] = layout.committed_at.to_ticks(columns[_COMMITTED_AT], "committed_at")
+        columns[_COMMITTED_AT] = layout.committed_at.to_ticks(columns[_COMMITTED_AT], "committed_at", repeated=True)
         columns.append([inserted_at] * rows)
         return columns
 

@@ -15,6 +15,7 @@ from typing import Final
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND: Final = timedelta(microseconds=1)
+_NOTHING: Final = object()
 _INT64_MAX: Final = 2**63 - 1
 
 _TYPE_RE: Final = re.compile(
@@ -58,17 +59,37 @@ class TimestampType:
         self._low_ticks = max(self._micros_to_ticks(_micros(low)), -_INT64_MAX)
         self._high_ticks = min(self._micros_to_ticks(_micros(high)), _INT64_MAX)
         self.bounds = (self._first_instant(self._low_ticks), self._last_instant(self._high_ticks))
+        # One timedelta floor division per value gives the ticks directly (floor, as
+        # ClickHouse truncates); only precisions finer than microseconds need scaling.
+        if self.ticks_per_second <= 1_000_000:
+            self._step, self._scale = timedelta(microseconds=1_000_000 // self.ticks_per_second), 1
+        else:
+            self._step, self._scale = _MICROSECOND, self.ticks_per_second // 1_000_000
 
-    def to_ticks(self, values: Sequence[datetime], column: str) -> list[int]:
-        """Ticks since the epoch for each tz-aware datetime; raises ValueError/TypeError for bad input."""
+    def to_ticks(self, values: Sequence[datetime], column: str, *, repeated: bool = False) -> list[int]:
+        """Ticks since the epoch for each tz-aware datetime; raises ValueError/TypeError for bad input.
+
+        ``repeated``: runs of the very same object are common (a transaction's
+        commit time), so each run is converted once.
+        """
+        step = self._step
         try:
-            micros = [(value - EPOCH) // _MICROSECOND for value in values]
+            if repeated:
+                ticks: list[int] = []
+                append = ticks.append
+                last: object = _NOTHING
+                tick = 0
+                for value in values:
+                    if value is not last:
+                        tick = (value - EPOCH) // step
+                        last = value
+                    append(tick)
+            else:
+                ticks = [(value - EPOCH) // step for value in values]
         except TypeError:
             raise TypeError(f"{column} must hold timezone-aware datetimes") from None
-        if self.ticks_per_second == 1_000_000:
-            ticks = micros
-        else:
-            ticks = [self._micros_to_ticks(m) for m in micros]
+        if self._scale != 1:
+            ticks = [tick * self._scale for tick in ticks]
         if ticks and (min(ticks) < self._low_ticks or max(ticks) > self._high_ticks):
             bad = next(v for v, t in zip(values, ticks) if not self._low_ticks <= t <= self._high_ticks)
             raise ValueError(
