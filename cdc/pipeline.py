@@ -25,6 +25,7 @@ from .pgoutput import decode
 from .pgoutput.messages import Column, Relation
 from .replication import preflight, snapshot
 from .replication.connection import ReplicationConnection, ReplicationError, StreamEnded
+from .retain import Retention
 from .replication.protocol import XLOGDATA_HEADER_SIZE, Keepalive, parse_copy_data
 from .settings import Settings
 from .sink.base import Sink
@@ -71,7 +72,11 @@ class Pipeline:
         if self._flusher is not None:
             self._flusher.abort()
 
-    def run(self, *, until: str | None = None, create_slot: bool = False) -> RunSummary:
+    def run(
+        self, *, until: str | None = None, create_slot: bool = False, from_lsn: int | None = None,
+        retention: Retention | None = None,
+    ) -> RunSummary:
+        """Stream until stopped (or ``until``); ``from_lsn`` replays what the slot still holds after it."""
         s = self.settings
         with preflight.connect(s.pg_dsn) as conn:
             preflight.check_server(conn)
@@ -80,6 +85,10 @@ class Pipeline:
             info = preflight.slot_info(conn, s.slot)
             if info is not None:
                 preflight.check_slot(conn, info)
+                if from_lsn is not None:
+                    _check_replayable(info, from_lsn)
+            elif from_lsn is not None:
+                raise preflight.PreflightError(f"replication slot {s.slot} does not exist: there is nothing to replay")
             elif not create_slot:
                 raise preflight.PreflightError(
                     f"replication slot {s.slot} does not exist: run `cdc migrate`, or `cdc run --create-slot`"
@@ -100,6 +109,11 @@ class Pipeline:
         self._dedup_remember()
         tracker = AckTracker(0 if info is None else info.confirmed_flush_lsn or 0)
         builder = BatchBuilder(max_rows=s.batch_rows, max_bytes=s.batch_bytes, max_age=s.flush_interval)
+        if from_lsn is not None:
+            # Deliver again what is already stored: deduplication and the
+            # ReplacingMergeTree keep it from counting twice.
+            hwm = None
+            self._log.info("replaying", from_lsn=format_lsn(from_lsn))
         collector = Collector(
             outbox=(s.outbox_schema, s.outbox_table), builder=builder, tracker=tracker, dedup=self._dedup,
             high_water_mark=hwm, bounds=self._sink.timestamp_bounds(), max_payload_bytes=s.max_payload_bytes,
@@ -110,7 +124,9 @@ class Pipeline:
             self._sink, tracker, self._backoff, self._log, self._failpoints,
             keep_progress_seconds=max(s.dedup_max_age, 3600.0) + 3600.0,
         )
-        session = _Session(self, tracker, builder, collector, assembler, flusher, until_lsn)
+        session = _Session(self, tracker, builder, collector, assembler, flusher, until_lsn, retention or Retention())
+        if from_lsn is not None:
+            session.start_lsn = format_lsn(from_lsn)
         try:
             if info is None:
                 session.create_slot_and_copy()
@@ -145,7 +161,7 @@ class _Session:
 
     def __init__(
         self, pipeline: Pipeline, tracker: AckTracker, builder: BatchBuilder, collector: Collector,
-        assembler: TransactionAssembler, flusher: Flusher, until_lsn: int | None,
+        assembler: TransactionAssembler, flusher: Flusher, until_lsn: int | None, retention: Retention,
     ) -> None:
         self.p = pipeline
         self.s = pipeline.settings
@@ -156,6 +172,8 @@ class _Session:
         self.assembler = assembler
         self.flusher = flusher
         self.until_lsn = until_lsn
+        self.retention = retention
+        self.start_lsn = "0/0"  # the slot's confirmed position, unless replaying
         self.repl: ReplicationConnection | None = None
         self.sent_lsn = -1
         self.last_status = 0.0
@@ -246,7 +264,7 @@ class _Session:
                 raise preflight.PreflightError("streaming needs PostgreSQL 14 or newer: drop --streaming")
             options["streaming"] = "on"
         try:
-            repl.start_replication(s.slot, "0/0", options)
+            repl.start_replication(s.slot, self.start_lsn, options)
         except ReplicationError as exc:
             repl.close()
             if exc.sqlstate == "55006":
@@ -257,6 +275,7 @@ class _Session:
                 ) from None
             raise
         self.repl = repl
+        self.start_lsn = "0/0"  # a replay happens once; a reconnect resumes from the slot
         self.sent_lsn = -1
         self.log.info("streaming", slot=s.slot, publication=s.publication, protocol=options["proto_version"],
                       from_lsn=format_lsn(self.tracker.safe_lsn))
@@ -309,7 +328,7 @@ class _Session:
         if not self.assembler.busy and not len(self.builder) and self.flusher.idle and now - self.last_ping > 0.5:
             # Ask the server where it is: its keepalive answer lets an idle slot catch up.
             self.last_ping = now
-            self.repl.send_status(self.tracker.safe_lsn, reply=True)
+            self.repl.send_status(self.retention.held(self.tracker.safe_lsn, now), reply=True)
         return False
 
     def hand_off(self) -> None:
@@ -327,10 +346,10 @@ class _Session:
         if self.repl is None:
             return
         now = time.monotonic()
-        safe = self.tracker.safe_lsn
-        if force or safe != self.sent_lsn or now - self.last_status >= self.s.status_interval:
-            self.repl.send_status(safe)
-            self.sent_lsn = safe
+        ack = self.retention.held(self.tracker.safe_lsn, now)
+        if force or ack != self.sent_lsn or now - self.last_status >= self.s.status_interval:
+            self.repl.send_status(ack)
+            self.sent_lsn = ack
             self.last_status = now
 
     def finish(self) -> None:
@@ -340,7 +359,7 @@ class _Session:
         self.flusher.wait_idle(while_waiting=self._status_if_connected, interval=self.s.status_interval)
         if self.repl is not None:
             try:
-                self.repl.send_status(self.tracker.safe_lsn)
+                self.repl.send_status(self.retention.held(self.tracker.safe_lsn, time.monotonic()))
             except StreamEnded:
                 self.log.warning("could not send the final acknowledgement; the slot resumes from the previous one")
             self.repl.close()
@@ -352,6 +371,16 @@ class _Session:
             self.send_status(force=True)
         except StreamEnded:
             self.repl = None
+
+
+def _check_replayable(info: preflight.SlotInfo, from_lsn: int) -> None:
+    oldest = info.confirmed_flush_lsn or 0
+    if from_lsn < oldest:
+        raise preflight.PreflightError(
+            f"cannot replay from {format_lsn(from_lsn)}: slot {info.name} can give nothing older than "
+            f"{format_lsn(oldest)} (its confirmed position); replay from there, use `cdc backfill --since` "
+            "for older events, and keep a replay window next time with `cdc run --retain`"
+        )
 
 
 def vars_of(counters: Counters) -> dict[str, int]:

@@ -29,14 +29,16 @@ _SHARED: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--slot",), dict(envvar="CDC_SLOT", default="cdc_outbox", show_default=True, help="Replication slot.")),
     (("--publication",), dict(envvar="CDC_PUBLICATION", default="cdc_outbox", show_default=True,
                               help="Publication of the outbox table.")),
-    (("--outbox-schema",), dict(envvar="CDC_OUTBOX_SCHEMA", default="public", show_default=True)),
-    (("--outbox-table",), dict(envvar="CDC_OUTBOX_TABLE", default="outbox", show_default=True)),
+    (("--outbox-schema",), dict(envvar="CDC_OUTBOX_SCHEMA", default="public", show_default=True,
+                                help="Schema of the outbox table.")),
+    (("--outbox-table",), dict(envvar="CDC_OUTBOX_TABLE", default="outbox", show_default=True,
+                               help="Outbox table.")),
     (("--clickhouse-table",), dict(envvar="CDC_CLICKHOUSE_TABLE", default="events", show_default=True,
                                    help="Events table in the URL's database.")),
     (("--log-format",), dict(envvar="CDC_LOG_FORMAT", type=click.Choice(["auto", "json", "console"]),
                              default="auto", show_default=True, help="auto: JSON unless stderr is a terminal.")),
     (("--log-level",), dict(envvar="CDC_LOG_LEVEL", type=click.Choice(["debug", "info", "warning", "error"]),
-                            default="info", show_default=True)),
+                            default="info", show_default=True, help="Least severe log level shown.")),
 ]
 _SHARED_NAMES = [names[0].lstrip("-").replace("-", "_") for names, _ in _SHARED]
 

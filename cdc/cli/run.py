@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from pathlib import Path
 from types import FrameType
 
 import click
@@ -11,8 +12,9 @@ import click
 from ..dedup import DedupWindow
 from ..failpoints import Failpoints
 from ..logs import get_logger
-from ..lsn import format_lsn
+from ..lsn import format_lsn, parse_lsn
 from ..pipeline import Pipeline
+from ..retain import RetainError, Retention
 from ..settings import Settings
 from ..sink.clickhouse import ClickHouseSink
 from .options import require_clickhouse, require_pg, shared_options, with_changes
@@ -24,6 +26,13 @@ from .options import require_clickhouse, require_pg, shared_options, with_change
               help="Create the slot if it is missing, first delivering the rows already in the outbox.")
 @click.option("--until-lsn", envvar="CDC_UNTIL_LSN", show_envvar=True, metavar="LSN|current",
               help="Stop once everything committed up to this LSN ('current': now) is stored and acknowledged.")
+@click.option("--from-lsn", envvar="CDC_FROM_LSN", show_envvar=True, metavar="LSN",
+              help="Replay: deliver again everything committed after LSN that the slot still holds.")
+@click.option("--from-checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              envvar="CDC_FROM_CHECKPOINT", show_envvar=True,
+              help="Replay from the position in a file written by `cdc checkpoint save`.")
+@click.option("--retain", envvar="CDC_RETAIN", show_envvar=True, metavar="SIZE|TIME",
+              help="Replay window: acknowledge this much WAL (512MB) or time (6h) behind what is stored.")
 @click.option("--batch-rows", type=click.IntRange(min=1), default=50_000, show_default=True,
               envvar="CDC_BATCH_ROWS", show_envvar=True, help="Flush when the buffer holds this many rows.")
 @click.option("--batch-bytes", type=click.IntRange(min=1), default=32 * 1024 * 1024, show_default=True,
@@ -49,7 +58,10 @@ from .options import require_clickhouse, require_pg, shared_options, with_change
               envvar="CDC_RETRY_MAX", show_envvar=True, help="Longest wait between retries (seconds).")
 @click.option("--retry-initial", type=click.FloatRange(min=0.01), default=0.5, show_default=True,
               envvar="CDC_RETRY_INITIAL", show_envvar=True, help="First wait between retries (seconds).")
-def run(settings: Settings, create_slot: bool, until_lsn: str | None, **tuning: object) -> None:
+def run(
+    settings: Settings, create_slot: bool, until_lsn: str | None, from_lsn: str | None,
+    from_checkpoint: Path | None, retain: str | None, **tuning: object,
+) -> None:
     """Stream committed outbox rows into ClickHouse until stopped (SIGINT/SIGTERM flush, acknowledge, exit 0)."""
     settings = with_changes(
         settings,
@@ -60,6 +72,11 @@ def run(settings: Settings, create_slot: bool, until_lsn: str | None, **tuning: 
         retry_initial=tuning["retry_initial"], retry_max=max(tuning["retry_max"], tuning["retry_initial"]),  # type: ignore[type-var]
     )
     require_pg(settings)
+    replay_from = _replay_position(from_lsn, from_checkpoint)
+    try:
+        retention = Retention.parse(retain)
+    except RetainError as exc:
+        raise click.UsageError(str(exc)) from None
     try:
         failpoints = Failpoints.from_env()
     except ValueError as exc:
@@ -74,11 +91,21 @@ def run(settings: Settings, create_slot: bool, until_lsn: str | None, **tuning: 
         dedup = DedupWindow(capacity=settings.dedup_window, max_age=settings.dedup_max_age)
         pipeline = Pipeline(settings, sink, dedup, log, stop, failpoints=failpoints)
         _install_signal_handlers(stop, pipeline)
-        summary = pipeline.run(until=until_lsn, create_slot=create_slot)
+        summary = pipeline.run(until=until_lsn, create_slot=create_slot, from_lsn=replay_from, retention=retention)
     finally:
         sink.close()
     log.info("done", ack_lsn=format_lsn(summary.acknowledged_lsn), rows_stored=summary.rows_stored,
              dead_letters=summary.dead_letters_stored, duplicates=summary.counters.duplicates)
+
+
+def _replay_position(from_lsn: str | None, from_checkpoint: Path | None) -> int | None:
+    if from_lsn is not None and from_checkpoint is not None:
+        raise click.UsageError("give --from-lsn or --from-checkpoint, not both")
+    if from_checkpoint is not None:
+        from ..admin.checkpoint import load_checkpoint
+
+        return load_checkpoint(from_checkpoint)
+    return None if from_lsn is None else parse_lsn(from_lsn)
 
 
 def _install_signal_handlers(stop: threading.Event, pipeline: Pipeline) -> None:
