@@ -18,6 +18,10 @@ from .sink.base import DeadLetter
 REQUIRED_COLUMNS: Final = (
     "id", "unique_id", "event_type", "occurred_at", "environment", "payload", "metadata_version",
 )
+# ClickHouse's events.metadata_version is Int32; the outbox column may be widened
+# (ALTER ... TYPE bigint), and a value past Int32 would fail every INSERT of its batch.
+_INT32_MIN: Final = -(2**31)
+_INT32_MAX: Final = 2**31 - 1
 
 
 class OutboxSchemaError(Exception):
@@ -83,6 +87,7 @@ class RowConverter:
         if (
             not unique_id or len(payload) > self._max_payload  # type: ignore[arg-type]
             or not self._min <= occurred_at <= self._max or len(values) != self._width
+            or not _INT32_MIN <= row[5] <= _INT32_MAX
         ):
             return self._checked_convert(values)
         return row
@@ -117,13 +122,16 @@ class RowConverter:
                 f"occurred_at {occurred_text} is outside what ClickHouse can store "
                 f"({self._min.isoformat()} to {self._max.isoformat()})"
             )
+        version = self._int(values, i_version)
+        if not _INT32_MIN <= version <= _INT32_MAX:
+            raise RowRejected(f"metadata_version {version} is outside ClickHouse's Int32 range")
         return (
             unique_id,
             self._text(values, i_type),
             occurred_at,
             self._text(values, i_env),
             payload,
-            self._int(values, i_version),
+            version,
             self._int(values, i_id),
         )
 
