@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-import structlog
+from structlog.typing import FilteringBoundLogger
 
 from .buffer import BatchBuilder
 from .failpoints import Failpoints
@@ -18,6 +19,8 @@ from .tracker import AckTracker
 
 class Dedup(Protocol):
     def admit(self, unique_id: str, now: float) -> bool: ...
+
+    def remember(self, ids_oldest_first: Iterable[str], now: float) -> int: ...
 
 
 @dataclass(slots=True)
@@ -43,7 +46,7 @@ class Collector:
         high_water_mark: tuple[int, int] | None,
         bounds: tuple[datetime, datetime],
         max_payload_bytes: int,
-        log: structlog.stdlib.BoundLogger,
+        log: FilteringBoundLogger,
         failpoints: Failpoints | None = None,
     ) -> None:
         self._outbox = outbox

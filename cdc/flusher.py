@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
-import structlog
+from structlog.typing import FilteringBoundLogger
 
 from .backoff import Backoff
 from .failpoints import Failpoints
@@ -28,7 +28,7 @@ class FlushAborted(Exception):
 
 class Flusher:
     def __init__(
-        self, sink: Sink, tracker: AckTracker, backoff: Backoff, log: structlog.stdlib.BoundLogger,
+        self, sink: Sink, tracker: AckTracker, backoff: Backoff, log: FilteringBoundLogger,
         failpoints: Failpoints | None = None, *, keep_progress_seconds: float = 7200.0,
     ) -> None:
         self._sink = sink

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import structlog
+from structlog.typing import FilteringBoundLogger
 
 
 class SecretScrubber:
@@ -53,5 +54,5 @@ def configure(*, fmt: str = "auto", level: str = "info", secrets: Iterable[str |
     )
 
 
-def get_logger(**bound: Any) -> structlog.stdlib.BoundLogger:
+def get_logger(**bound: Any) -> FilteringBoundLogger:
     return structlog.get_logger("cdc").bind(**bound)  # type: ignore[no-any-return]

@@ -1,8 +1,8 @@
-"""The run loop: slot -> decoder -> transactions -> collector -> buffer -> flusher -> acknowledgement.
+"""A run, put together: slot -> decoder -> transactions -> collector -> buffer -> flusher -> acknowledgement.
 
-The reader (this thread) reads many messages per wake-up, decodes them and
-fills the open batch; the flusher thread writes sealed batches. The reader sends
-the server only what the tracker says is stored.
+``Pipeline.run`` checks the preconditions, reads where ClickHouse stands, builds
+the parts, and hands them to the ``Reader`` (the loop, on this thread) and the
+``Flusher`` (the inserts, on their own thread).
 """
 
 from __future__ import annotations
@@ -10,38 +10,26 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Final
 
-import structlog
+import psycopg
+from structlog.typing import FilteringBoundLogger
 
 from .backoff import Backoff
 from .buffer import BatchBuilder
 from .collector import Collector, Counters, Dedup
 from .failpoints import Failpoints
 from .flusher import Flusher
-from .lsn import format_lsn
-from .outbox import REQUIRED_COLUMNS
-from .pgoutput import decode
-from .pgoutput.messages import Column, Relation
-from .replication import preflight, snapshot
-from .replication.connection import ReplicationConnection, ReplicationError, StreamEnded
+from .lsn import format_lsn, parse_lsn
+from .reader import SNAPSHOT_LSN, PipelineError, Reader
+from .replication import preflight
 from .retain import Retention
-from .replication.protocol import XLOGDATA_HEADER_SIZE, Keepalive, parse_copy_data
 from .settings import Settings
 from .sink.base import Sink
 from .spill import SpillBudget
 from .tracker import AckTracker
 from .transactions import TransactionAssembler
 
-_MAX_MESSAGES_PER_READ: Final = 4096
-_XLOGDATA: Final = ord("w")
-_XLOGDATA_HEADER: Final = XLOGDATA_HEADER_SIZE
-# Rows copied from an exported snapshot sort before everything the slot streams.
-_SNAPSHOT_LSN: Final = 0
-
-
-class PipelineError(Exception):
-    """The pipeline cannot go on; nothing unstored was acknowledged."""
+__all__ = ["Pipeline", "PipelineError", "RunSummary"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +42,7 @@ class RunSummary:
 
 class Pipeline:
     def __init__(
-        self, settings: Settings, sink: Sink, dedup: Dedup, log: structlog.stdlib.BoundLogger, stop: threading.Event,
+        self, settings: Settings, sink: Sink, dedup: Dedup, log: FilteringBoundLogger, stop: threading.Event,
         *, failpoints: Failpoints | None = None,
     ) -> None:
         self.settings = settings
@@ -95,7 +83,7 @@ class Pipeline:
                 )
             until_lsn = self._resolve_until(conn, until)
         hwm = self._sink.high_water_mark()
-        if hwm is not None and hwm[0] == _SNAPSHOT_LSN:
+        if hwm is not None and hwm[0] == SNAPSHOT_LSN:
             # Snapshot rows are the newest stored and no completion mark follows them.
             if not create_slot:
                 raise PipelineError(
@@ -124,25 +112,26 @@ class Pipeline:
             self._sink, tracker, self._backoff, self._log, self._failpoints,
             keep_progress_seconds=max(s.dedup_max_age, 3600.0) + 3600.0,
         )
-        session = _Session(self, tracker, builder, collector, assembler, flusher, until_lsn, retention or Retention())
-        if from_lsn is not None:
-            session.start_lsn = format_lsn(from_lsn)
+        reader = Reader(
+            settings=s, sink=self._sink, backoff=self._backoff, stop=self._stop, log=self._log, tracker=tracker,
+            builder=builder, collector=collector, assembler=assembler, flusher=flusher, until_lsn=until_lsn,
+            retention=retention or Retention(),
+            start_lsn="0/0" if from_lsn is None else format_lsn(from_lsn),
+        )
         try:
             if info is None:
-                session.create_slot_and_copy()
-            session.stream_forever()
-            session.finish()
+                reader.create_slot_and_copy()
+            reader.stream_forever()
+            reader.finish()
         finally:
             flusher.close()
         return RunSummary(tracker.safe_lsn, collector.counters, flusher.rows_stored, flusher.dead_letters_stored)
 
-    def _resolve_until(self, conn: preflight.psycopg.Connection[tuple[object, ...]], until: str | None) -> int | None:
+    def _resolve_until(self, conn: psycopg.Connection[tuple[object, ...]], until: str | None) -> int | None:
         if until is None:
             return None
         if until == "current":
             return preflight.current_wal_lsn(conn)
-        from .lsn import parse_lsn
-
         return parse_lsn(until)
 
     def _dedup_remember(self) -> None:
@@ -150,227 +139,8 @@ class Pipeline:
         if s.dedup_window <= 0:
             return
         ids = self._sink.recent_unique_ids(s.dedup_window, s.dedup_max_age)
-        remember = getattr(self._dedup, "remember", None)
-        if remember is not None:
-            remember(ids, time.monotonic())
+        self._dedup.remember(ids, time.monotonic())
         self._log.info("dedup window rebuilt", ids=len(ids))
-
-
-class _Session:
-    """State of one run: what the reader loop touches, in one place."""
-
-    def __init__(
-        self, pipeline: Pipeline, tracker: AckTracker, builder: BatchBuilder, collector: Collector,
-        assembler: TransactionAssembler, flusher: Flusher, until_lsn: int | None, retention: Retention,
-    ) -> None:
-        self.p = pipeline
-        self.s = pipeline.settings
-        self.log = pipeline._log
-        self.tracker = tracker
-        self.builder = builder
-        self.collector = collector
-        self.assembler = assembler
-        self.flusher = flusher
-        self.until_lsn = until_lsn
-        self.retention = retention
-        self.start_lsn = "0/0"  # the slot's confirmed position, unless replaying
-        self.repl: ReplicationConnection | None = None
-        self.sent_lsn = -1
-        self.last_status = 0.0
-        self.last_ping = 0.0
-        self.reconnecting = False
-
-    # -- slot creation -------------------------------------------------------------------------
-
-    def create_slot_and_copy(self) -> None:
-        s = self.s
-        repl = ReplicationConnection.connect(s.pg_dsn, application_name="cdc-create-slot")
-        try:
-            new = snapshot.create_slot(repl, s.slot, export_snapshot=True)
-            self.log.info("slot created", slot=s.slot, consistent_point=format_lsn(new.consistent_point))
-            self.tracker.advance_idle(new.consistent_point)
-            copied = 0
-            if new.snapshot_name is not None:
-                copied = self._copy_snapshot(new.snapshot_name)
-            if copied:
-                # Without this mark a copy cut short would look finished; see Pipeline.run.
-                self.p._sink.mark_position(new.consistent_point - 1, 0)
-            self.collector.high_water_mark = self.p._sink.high_water_mark()
-            self.log.info("snapshot delivered", rows=copied)
-        finally:
-            repl.close()
-
-    def _copy_snapshot(self, snapshot_name: str) -> int:
-        s = self.s
-        relation = Relation(
-            xid=None, relation_id=0, namespace=s.outbox_schema, name=s.outbox_table, replica_identity=ord("d"),
-            columns=tuple(Column(0, name, 0, -1) for name in REQUIRED_COLUMNS),
-        )
-        commit_time = int((time.time() - 946_684_800) * 1_000_000)
-        copied = 0
-        # Rows already in ClickHouse (an older slot's, an interrupted copy's) are
-        # recognised by unique_id, not by position: positions of this copy are new.
-        self.collector.high_water_mark = None
-        with preflight.connect(s.pg_dsn) as conn:
-            for seq, values in enumerate(snapshot.outbox_rows(conn, snapshot_name, s.outbox_schema, s.outbox_table)):
-                self.collector.row(relation, values, _SNAPSHOT_LSN, seq, commit_time)
-                copied += 1
-                if self.builder.full():
-                    self.hand_off()
-        if len(self.builder):
-            self.hand_off()
-        self.flusher.wait_idle(while_waiting=lambda: None, interval=self.s.status_interval)
-        return copied
-
-    # -- streaming -----------------------------------------------------------------------------
-
-    def stream_forever(self) -> None:
-        delays = self.p._backoff.delays()
-        while not self._stop_now():
-            try:
-                self._connect()
-                delays = self.p._backoff.delays()
-                self._stream()
-                return
-            except (StreamEnded, ReplicationError, preflight.ConnectError) as exc:
-                if isinstance(exc, ReplicationError) and not isinstance(exc, StreamEnded) and exc.sqlstate:
-                    raise PipelineError(f"the server refused to stream: {exc}") from None
-                if self._stop_now():
-                    return
-                delay = next(delays)
-                self.log.warning("replication connection lost, reconnecting", error=str(exc), retry_in=round(delay, 2))
-                self.reconnecting = True
-                self._resume_after_loss()
-                self.p._stop.wait(delay)
-
-    def _stop_now(self) -> bool:
-        return self.p._stop.is_set()
-
-    def _connect(self) -> None:
-        s = self.s
-        with preflight.connect(s.pg_dsn) as conn:
-            info = preflight.slot_info(conn, s.slot)
-            if info is None:
-                raise preflight.PreflightError(f"replication slot {s.slot} disappeared: it was dropped while we ran")
-            if info.active_pid is not None and self.reconnecting:
-                # Our previous walsender may linger until the server notices it is gone.
-                raise ReplicationError(f"slot {s.slot} is still held by process {info.active_pid}")
-            preflight.check_slot(conn, info)
-        repl = ReplicationConnection.connect(s.pg_dsn)
-        options = {"proto_version": str(preflight.protocol_version(repl.server_version)),
-                   "publication_names": f'"{s.publication}"'}
-        if s.streaming:
-            if repl.server_version < 140000:
-                raise preflight.PreflightError("streaming needs PostgreSQL 14 or newer: drop --streaming")
-            options["streaming"] = "on"
-        try:
-            repl.start_replication(s.slot, self.start_lsn, options)
-        except ReplicationError as exc:
-            repl.close()
-            if exc.sqlstate == "55006":
-                if self.reconnecting:
-                    raise ReplicationError(str(exc)) from None  # retried: see above
-                raise preflight.PreflightError(
-                    f"replication slot {s.slot} is in use by another process: stop it, or use another --slot"
-                ) from None
-            raise
-        self.repl = repl
-        self.start_lsn = "0/0"  # a replay happens once; a reconnect resumes from the slot
-        self.sent_lsn = -1
-        self.log.info("streaming", slot=s.slot, publication=s.publication, protocol=options["proto_version"],
-                      from_lsn=format_lsn(self.tracker.safe_lsn))
-
-    def _resume_after_loss(self) -> None:
-        """Store what we hold, then start over from the slot: the server re-sends what we did not acknowledge."""
-        if self.repl is not None:
-            self.repl.close()
-            self.repl = None
-        if len(self.builder) or self.tracker.pending:
-            self.hand_off()
-        self.flusher.wait_idle(while_waiting=lambda: None, interval=self.s.status_interval)
-        self.assembler.reset()
-        self.collector.high_water_mark = self.p._sink.high_water_mark()
-
-    def _stream(self) -> None:
-        assert self.repl is not None
-        repl, assembler, builder, flusher = self.repl, self.assembler, self.builder, self.flusher
-        max_messages = min(_MAX_MESSAGES_PER_READ, self.s.batch_rows)
-        while not self._stop_now():
-            timeout = builder.seconds_until_due(time.monotonic())
-            frames = repl.read(max_messages, 0.5 if timeout is None else min(0.5, timeout))
-            for data in frames:
-                if data[0] == _XLOGDATA:
-                    # The hot path: skip the 25-byte XLogData header, decode the pgoutput message.
-                    assembler.feed(decode(data[_XLOGDATA_HEADER:], in_stream=assembler.in_stream))
-                    if builder.full():
-                        self.hand_off()
-                    continue
-                frame = parse_copy_data(data)
-                if type(frame) is Keepalive:
-                    self._keepalive(frame)
-            now = time.monotonic()
-            if builder.due(now) or (not len(builder) and self.tracker.pending):
-                self.hand_off()
-            self.send_status()
-            if self.until_lsn is not None and self._reached_until(now):
-                return
-
-    def _keepalive(self, frame: Keepalive) -> None:
-        if not self.assembler.busy and not len(self.builder) and self.flusher.idle:
-            self.tracker.advance_idle(frame.wal_end)
-        if frame.reply_requested:
-            self.send_status(force=True)
-
-    def _reached_until(self, now: float) -> bool:
-        assert self.until_lsn is not None and self.repl is not None
-        if self.tracker.safe_lsn >= self.until_lsn:
-            return True
-        if not self.assembler.busy and not len(self.builder) and self.flusher.idle and now - self.last_ping > 0.5:
-            # Ask the server where it is: its keepalive answer lets an idle slot catch up.
-            self.last_ping = now
-            self.repl.send_status(self.retention.held(self.tracker.safe_lsn, now), reply=True)
-        return False
-
-    def hand_off(self) -> None:
-        batch = self.builder.seal()
-        if not len(batch) and self.flusher.idle:
-            self.tracker.stored(batch.seq)
-            return
-        self.flusher.submit(batch, while_waiting=self.send_status_forced, interval=min(1.0, self.s.status_interval))
-
-    def send_status_forced(self) -> None:
-        self.send_status(force=True)
-
-    def send_status(self, *, force: bool = False) -> None:
-        """Tell the server what is stored: when it changed, every status_interval, or when asked."""
-        if self.repl is None:
-            return
-        now = time.monotonic()
-        ack = self.retention.held(self.tracker.safe_lsn, now)
-        if force or ack != self.sent_lsn or now - self.last_status >= self.s.status_interval:
-            self.repl.send_status(ack)
-            self.sent_lsn = ack
-            self.last_status = now
-
-    def finish(self) -> None:
-        """Flush what is buffered, wait until it is stored, acknowledge, close."""
-        if len(self.builder) or self.tracker.pending:
-            self.hand_off()
-        self.flusher.wait_idle(while_waiting=self._status_if_connected, interval=self.s.status_interval)
-        if self.repl is not None:
-            try:
-                self.repl.send_status(self.retention.held(self.tracker.safe_lsn, time.monotonic()))
-            except StreamEnded:
-                self.log.warning("could not send the final acknowledgement; the slot resumes from the previous one")
-            self.repl.close()
-            self.repl = None
-        self.log.info("stopped", ack_lsn=format_lsn(self.tracker.safe_lsn), **vars_of(self.collector.counters))
-
-    def _status_if_connected(self) -> None:
-        try:
-            self.send_status(force=True)
-        except StreamEnded:
-            self.repl = None
 
 
 def _check_replayable(info: preflight.SlotInfo, from_lsn: int) -> None:
@@ -381,7 +151,3 @@ def _check_replayable(info: preflight.SlotInfo, from_lsn: int) -> None:
             f"{format_lsn(oldest)} (its confirmed position); replay from there, use `cdc backfill --since` "
             "for older events, and keep a replay window next time with `cdc run --retain`"
         )
-
-
-def vars_of(counters: Counters) -> dict[str, int]:
-    return {name: getattr(counters, name) for name in counters.__slots__}  # type: ignore[attr-defined]

@@ -10,9 +10,10 @@ dropped on Stream Abort.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
-import structlog
+from structlog.typing import FilteringBoundLogger
 
 from .pgoutput import messages as m
 from .spill import SpillBudget, Spool
@@ -37,7 +38,7 @@ class _StreamedTransaction:
 
 
 class TransactionAssembler:
-    def __init__(self, handler: RowHandler, budget: SpillBudget, log: structlog.stdlib.BoundLogger) -> None:
+    def __init__(self, handler: RowHandler, budget: SpillBudget, log: FilteringBoundLogger) -> None:
         self._handler = handler
         self._budget = budget
         self._log = log
@@ -48,7 +49,7 @@ class TransactionAssembler:
         self._seq = 0
         self._streams: dict[int, _StreamedTransaction] = {}
         self._stream_xid: int | None = None
-        self._handlers = {
+        self._handlers: dict[type, Callable[[Any], None]] = {
             m.Begin: self._begin, m.Commit: self._commit, m.Relation: self._relation,
             m.Insert: self._insert, m.StreamStart: self._stream_start, m.StreamStop: self._stream_stop,
             m.StreamCommit: self._stream_commit, m.StreamAbort: self._stream_abort,

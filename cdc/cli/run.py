@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
+from typing import Any
 from types import FrameType
 
 import click
@@ -60,7 +61,7 @@ from .options import require_clickhouse, require_pg, shared_options, with_change
               envvar="CDC_RETRY_INITIAL", show_envvar=True, help="First wait between retries (seconds).")
 def run(
     settings: Settings, create_slot: bool, until_lsn: str | None, from_lsn: str | None,
-    from_checkpoint: Path | None, retain: str | None, **tuning: object,
+    from_checkpoint: Path | None, retain: str | None, **tuning: Any,
 ) -> None:
     """Stream committed outbox rows into ClickHouse until stopped (SIGINT/SIGTERM flush, acknowledge, exit 0)."""
     settings = with_changes(
@@ -69,7 +70,7 @@ def run(
         dedup_window=tuning["dedup_window"], dedup_max_age=tuning["dedup_max_age"],
         max_payload_bytes=tuning["max_payload_bytes"], streaming=tuning["streaming"],
         spill_bytes=tuning["spill_bytes"], status_interval=tuning["status_interval"],
-        retry_initial=tuning["retry_initial"], retry_max=max(tuning["retry_max"], tuning["retry_initial"]),  # type: ignore[type-var]
+        retry_initial=tuning["retry_initial"], retry_max=max(tuning["retry_max"], tuning["retry_initial"]),
     )
     require_pg(settings)
     replay_from = _replay_position(from_lsn, from_checkpoint)
