@@ -9,19 +9,20 @@ import click
 import psycopg
 
 from .. import __version__
+from ..flusher import FlushAborted
 from ..lsn import LsnError
 from ..outbox import OutboxSchemaError
 from ..pgoutput import PgOutputError
 from ..pipeline import PipelineError
 from ..replication.connection import ReplicationError
 from ..replication.preflight import PreflightError
-from ..sink.base import SinkConfigError
+from ..sink.base import SinkConfigError, SinkError
 from ..transactions import TransactionError
 
 # Errors that mean "cannot do what was asked": one line on stderr, exit 1, no traceback.
 _USER_ERRORS = (
-    PreflightError, PipelineError, SinkConfigError, LsnError, OutboxSchemaError, ReplicationError,
-    TransactionError, PgOutputError, psycopg.Error,
+    PreflightError, PipelineError, SinkConfigError, SinkError, FlushAborted, LsnError, OutboxSchemaError,
+    ReplicationError, TransactionError, PgOutputError, psycopg.Error,
 )
 
 
