@@ -194,11 +194,15 @@ class Reader:
                 if type(frame) is Keepalive:
                     self._keepalive(frame)
             now = time.monotonic()
-            if builder.due(now) or (not len(builder) and self.tracker.pending):
+            if builder.due(now) or (self.tracker.pending and (not len(builder) or self._until_received())):
                 self.hand_off()
             self.send_status()
             if self.until_lsn is not None and self._reached_until(now):
                 return
+
+    def _until_received(self) -> bool:
+        # Everything up to --until-lsn is here: waiting for the flush interval would only add latency.
+        return self.until_lsn is not None and self.tracker.last_commit_lsn >= self.until_lsn
 
     def _keepalive(self, frame: Keepalive) -> None:
         if not self.assembler.busy and not len(self.builder) and self.flusher.idle:

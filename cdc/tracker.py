@@ -27,6 +27,12 @@ class AckTracker:
     def pending(self) -> int:
         return len(self._pending)
 
+    @property
+    def last_commit_lsn(self) -> int:
+        """End LSN of the newest commit seen, stored or not."""
+        pending = self._pending
+        return pending[-1][1] if pending else self._safe
+
     def commit(self, end_lsn: int, batch_seq: int) -> None:
         with self._lock:
             if batch_seq <= self._stored_seq:

@@ -36,3 +36,13 @@ def test_safe_lsn_never_moves_backwards() -> None:
     tracker.stored(1)
     tracker.advance_idle(300)
     assert tracker.safe_lsn == 500
+
+
+def test_last_commit_is_the_newest_seen_even_before_it_is_stored() -> None:
+    tracker = AckTracker(10)
+    assert tracker.last_commit_lsn == 10
+    tracker.commit(50, batch_seq=1)
+    tracker.commit(70, batch_seq=2)
+    assert tracker.last_commit_lsn == 70
+    tracker.stored(2)
+    assert tracker.last_commit_lsn == 70
