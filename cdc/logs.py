@@ -29,6 +29,24 @@ class SecretScrubber:
         return event
 
 
+class _ForeignRecords(logging.Handler):
+    """Records of libraries that use the standard logging module, as one line of ours.
+
+    clickhouse-driver logs every failed connection with its traceback: left to
+    Python's last-resort handler, that is a multi-line traceback on stderr per
+    retry, in the middle of the JSON, and never seen by the SecretScrubber.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields: dict[str, Any] = {"logger": record.name}
+            if record.exc_info and record.exc_info[1] is not None:
+                fields["error"] = " ".join(str(record.exc_info[1]).split())
+            structlog.get_logger("cdc").log(record.levelno, record.getMessage(), **fields)
+        except Exception:  # noqa: BLE001 - logging must never take the process down
+            self.handleError(record)
+
+
 def _orjson_dumps(event: Any, **_: Any) -> str:
     return orjson.dumps(event, default=str).decode()
 
@@ -52,6 +70,9 @@ def configure(*, fmt: str = "auto", level: str = "info", secrets: Iterable[str |
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if not isinstance(h, _ForeignRecords)]
+    root.addHandler(_ForeignRecords(logging.WARNING))
 
 
 def get_logger(**bound: Any) -> FilteringBoundLogger:
