@@ -1,0 +1,1 @@
+"""Benchmarks of the cdc pipeline against real servers: ``python -m bench.run --help``."""

@@ -1,0 +1,276 @@
+"""Servers and measured child processes for the benchmark.
+
+The servers are the test suite's own (tests/servers): PostgreSQL and ClickHouse
+started as child processes on free ports, dying with us. Every program we time
+(``cdc run``, ``pg_recvlogical``, the polling relay) runs as a child process, so
+that its wall time, CPU time and peak RSS come from the kernel (``wait4``)
+rather than from the benchmark's own process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+_TESTS = ROOT / "tests"
+if str(_TESTS) not in sys.path:
+    sys.path.append(str(_TESTS))
+
+from servers import make_server_root, start_clickhouse, start_postgres  # noqa: E402
+from servers.clickhouse import ClickHouseServer  # noqa: E402
+from servers.postgres import PostgresServer, create_database, drop_database  # noqa: E402
+from support import Target as Target  # noqa: E402  (re-exported)
+
+CDC = [sys.executable, "-m", "cdc"]
+PYTHON_M = [sys.executable, "-m"]
+
+
+class BenchError(Exception):
+    """A scenario could not produce a trustworthy number (a child failed, rows went missing)."""
+
+
+class Servers:
+    """One PostgreSQL of `kind` and one ClickHouse, in a fresh directory, for the whole run."""
+
+    def __init__(self, pg_kind: str) -> None:
+        self.root = make_server_root()
+        self.pg: PostgresServer | None = None
+        self.ch: ClickHouseServer | None = None
+        try:
+            self.pg = start_postgres(pg_kind, self.root / pg_kind)
+            self.ch = start_clickhouse(self.root / "clickhouse")
+        except BaseException:
+            self.close()
+            raise
+        self.logs = self.root / "logs"
+        self.logs.mkdir()
+
+    @property
+    def postgres(self) -> PostgresServer:
+        assert self.pg is not None
+        return self.pg
+
+    @property
+    def clickhouse(self) -> ClickHouseServer:
+        assert self.ch is not None
+        return self.ch
+
+    def database(self, name: str) -> Target:
+        """A fresh PostgreSQL database; the ClickHouse database of the same name is created by cdc."""
+        self.drop(name)
+        create_database(self.postgres, name)
+        return Target(self.postgres.dsn(name), self.clickhouse.url(name))
+
+    def drop(self, name: str) -> None:
+        drop_database(self.postgres, name)
+        self.clickhouse.execute(f"DROP DATABASE IF EXISTS {name}")
+
+    def pg_env(self) -> dict[str, str]:
+        """Environment for PostgreSQL client binaries: no stray PG* variable may redirect them."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env["LC_ALL"] = "C.UTF-8"
+        return env
+
+    def close(self) -> None:
+        for server in (self.ch, self.pg):
+            if server is not None:
+                try:
+                    server.destroy()
+                except Exception:  # noqa: BLE001 - tear down the rest anyway
+                    pass
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# -- measured children ---------------------------------------------------------------------------
+
+
+@dataclass
+class ChildResult:
+    argv: list[str]
+    returncode: int
+    seconds: float
+    user_s: float
+    sys_s: float
+    maxrss_bytes: int
+    log: Path
+    rss_samples: list[tuple[float, int]] = field(default_factory=list)
+
+    @property
+    def cpu_s(self) -> float:
+        return self.user_s + self.sys_s
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def check(self) -> ChildResult:
+        if self.returncode != 0:
+            raise BenchError(f"{' '.join(self.argv[:4])} ... exited {self.returncode}\n{self.log_tail()}")
+        return self
+
+
+def _vm_rss(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+class Child:
+    """A child process timed from spawn to exit; its rusage comes from wait4 on its pid alone."""
+
+    def __init__(
+        self, argv: Sequence[str], *, env: dict[str, str] | None, log: Path, cwd: Path | None = None,
+        rss_pid: int | None = None,
+    ) -> None:
+        self.argv = list(argv)
+        self.log = log
+        self._out: IO[bytes] = open(log, "ab")
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            self.argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT,
+        )
+        self.pid = self.proc.pid
+        self.rss_pid = rss_pid
+
+    def running(self) -> bool:
+        return self.proc.returncode is None
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        if self.running():
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def wait(self, timeout: float, *, rss_every: float = 0.5) -> ChildResult:
+        deadline = self.started + timeout
+        samples: list[tuple[float, int]] = []
+        next_sample = 0.0
+        while True:
+            pid, status, usage = os.wait4(self.pid, os.WNOHANG)
+            now = time.monotonic()
+            if pid:
+                break
+            if now >= next_sample:
+                rss = _vm_rss(self.rss_pid or self.pid)
+                if rss is not None:
+                    samples.append((round(now - self.started, 3), rss))
+                next_sample = now + rss_every
+            if now > deadline:
+                self.proc.kill()
+                self.proc.wait()
+                self._out.close()
+                raise BenchError(f"{' '.join(self.argv[:4])} ... did not finish within {timeout:.0f}s; log: {self.log}")
+            time.sleep(0.005)
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        self._out.close()
+        return ChildResult(
+            argv=self.argv, returncode=self.proc.returncode, seconds=now - self.started,
+            user_s=usage.ru_utime, sys_s=usage.ru_stime, maxrss_bytes=usage.ru_maxrss * 1024, log=self.log,
+            rss_samples=samples,
+        )
+
+    def kill(self) -> None:
+        if self.running():
+            self.proc.kill()
+            self.proc.wait()
+        if not self._out.closed:
+            self._out.close()
+
+
+# -- which cdc is measured ------------------------------------------------------------------------
+
+
+def git(*args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, check=True)
+    return result.stdout.decode().rstrip()
+
+
+def snapshot_cdc(ref: str, dest: Path) -> tuple[str, Path]:
+    """Lay out the cdc package of commit `ref` under dest/site, as an installed (non-editable) copy.
+
+    The working tree changes under a long run when others commit; a snapshot
+    pins what is measured to one commit. Put dest/site on PYTHONPATH (and run
+    from a directory without a cdc/ of its own) to use it. The package layout
+    (sql/ -> cdc._sql and so on) is read from that commit's pyproject.toml.
+    """
+    import tomllib
+
+    sha = git("rev-parse", "--verify", f"{ref}^{{commit}}")
+    src, site = dest / "src", dest / "site"
+    src.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", sha], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+    config = tomllib.loads((src / "pyproject.toml").read_text()).get("tool", {}).get("setuptools", {})
+    shutil.copytree(src / "cdc", site / "cdc")
+    for package, directory in config.get("package-dir", {}).items():
+        shutil.copytree(src / directory, site.joinpath(*package.split(".")), dirs_exist_ok=True)
+    return sha, site
+
+
+# -- PostgreSQL helpers --------------------------------------------------------------------------
+
+
+def connect(dsn: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(dsn, autocommit=True)
+
+
+def wal_lsn(conn: psycopg.Connection[Any]) -> int:
+    """The server's current WAL insert position, as a byte offset."""
+    row = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def confirmed_lsn(conn: psycopg.Connection[Any], slot: str) -> int | None:
+    row = conn.execute(
+        "SELECT pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::bigint FROM pg_replication_slots WHERE slot_name = %s",
+        (slot,),
+    ).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def format_lsn(lsn: int) -> str:
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def settle(conn: psycopg.Connection[Any], *tables: str) -> None:
+    """Vacuum and analyze the given tables, then checkpoint.
+
+    Run before a drain is timed, so that autovacuum of a freshly loaded table
+    does not write WAL that would be charged to the drain, and every drain
+    starts from the same place: right after a checkpoint (full-page writes on).
+    """
+    for table in tables:
+        conn.execute(f"VACUUM (ANALYZE) {table}")
+    conn.execute("CHECKPOINT")
+
+
+def clickhouse_rows(servers: Servers, database: str, table: str = "events_cdc_progress") -> int:
+    rows = servers.clickhouse.execute(f"SELECT count() FROM {database}.{table}")
+    return int(rows[0][0])
+
+
+def checked(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    if result.returncode != 0:
+        raise BenchError(f"{' '.join(map(str, result.args[:4]))} ... exited {result.returncode}\n{result.stderr[-3000:]}")
+    return result
