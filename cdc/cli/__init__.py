@@ -45,10 +45,12 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import migrate, run
+    from . import migrate, run, slot
 
     cli.add_command(run.run)
     cli.add_command(migrate.migrate)
+    for command in (slot.slot,):
+        cli.add_command(command)
 
 
 _register()

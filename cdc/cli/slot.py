@@ -1,0 +1,169 @@
+"""``cdc slot list | create | drop | advance``: the replication slots, for the DBA who owns them."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+import click
+
+from ..admin import AdminError
+from ..admin import slots as admin
+from ..admin.clickhouse import SinkConfigError, SinkError, Warehouse
+from ..admin.health import seconds_since
+from ..admin.pg import connect
+from ..lsn import parse_lsn
+from ..settings import Settings
+from ._output import confirm, emit_json, human_bytes, human_seconds, json_option, slot_arg, table, yes_option
+from .options import require_pg, shared_options
+
+
+@click.group()
+def slot() -> None:
+    """Logical replication slots: list all, create, drop or advance one."""
+
+
+def _last_ack(settings: Settings, row: admin.SlotRow) -> dict[str, Any]:
+    if row.active:
+        return {"age_seconds": row.ack_age_seconds, "source": "pg_stat_replication.reply_time"}
+    if settings.clickhouse_url:
+        try:
+            with Warehouse(settings, timeout=3) as wh:
+                last = wh.last_inserted_at()
+        except (SinkConfigError, SinkError):
+            return {"age_seconds": None, "source": "unknown: slot inactive and ClickHouse unreachable"}
+        if last is not None:
+            return {"age_seconds": seconds_since(last), "source": "ClickHouse progress table (last delivery)"}
+    return {"age_seconds": None, "source": "unknown: slot inactive (nothing reports acknowledgements then)"}
+
+
+@slot.command("list")
+@shared_options
+@json_option
+def list_(settings: Settings, as_json: bool) -> None:
+    """Every logical slot on the server (all databases), with its lag; `*` marks --slot."""
+    with connect(require_pg(settings)) as conn:
+        rows = admin.list_slots(conn)
+    out = []
+    for row in rows:
+        data = row.as_dict()
+        data["ours"] = row.name == settings.slot
+        data["last_ack"] = _last_ack(settings, row) if data["ours"] else None
+        out.append(data)
+    if as_json:
+        emit_json(out)
+        return
+    if not rows:
+        click.echo("no logical replication slots on this server")
+        return
+    table(
+        ["slot", "plugin", "database", "active", "restart_lsn", "confirmed_flush", "lag", "wal_status",
+         "safe_wal_size", "last ack"],
+        [
+            [("* " if d["ours"] else "") + r.name, r.plugin, r.database,
+             f"yes (pid {r.active_pid})" if r.active else "no", r.restart_lsn, r.confirmed_flush_lsn,
+             "" if r.lag_bytes is None else f"{human_bytes(r.lag_bytes)} ({r.lag_bytes})",
+             r.wal_status, human_bytes(r.safe_wal_size),
+             "" if d["last_ack"] is None else (
+                 f"{human_seconds(d['last_ack']['age_seconds'])} ago ({d['last_ack']['source']})"
+                 if d["last_ack"]["age_seconds"] is not None else d["last_ack"]["source"])]
+            for r, d in zip(rows, out)
+        ],
+    )
+
+
+@slot.command()
+@shared_options
+@click.argument("name", required=False)
+@click.option("--temporary", is_flag=True, help="Dropped when this command ends: it holds the slot until Ctrl-C.")
+@click.option("--failover", is_flag=True, help="Synchronised to physical standbys (PostgreSQL 17+).")
+@yes_option
+@json_option
+def create(settings: Settings, name: str | None, temporary: bool, failover: bool, yes: bool, as_json: bool) -> None:
+    """Create a pgoutput slot NAME (default: --slot). It copies nothing: `cdc run --create-slot` also
+    delivers the rows already in the outbox."""
+    name = slot_arg(name or settings.slot)
+    with connect(require_pg(settings)) as conn:
+        admin.check_create(conn, name, failover=failover)
+        confirm(f"Create {'temporary ' if temporary else ''}logical replication slot {name} in database "
+                f"{conn.info.dbname}? It keeps WAL on the server until a client consumes it.",
+                yes=yes, refusal=f"creating replication slot {name}")
+        created = admin.create_slot(conn, name, temporary=temporary, failover=failover)
+        has_rows = (not temporary and name == settings.slot
+                    and admin.outbox_has_rows(conn, settings.outbox_schema, settings.outbox_table))
+        note = ("the outbox already holds rows this slot will not send: deliver them with `cdc backfill`"
+                if has_rows else None)
+        if as_json:
+            emit_json({"slot": created.name, "lsn": created.lsn, "temporary": temporary, "failover": failover,
+                       "note": note})
+        else:
+            click.echo(f"slot {created.name} created at {created.lsn}"
+                       f"{' (temporary)' if temporary else ''}{' (failover)' if failover else ''}")
+            if note:
+                click.echo(f"note: {note}")
+        if temporary:
+            _hold(conn, created.name, as_json)
+
+
+def _hold(conn: Any, name: str, as_json: bool) -> None:
+    stop = threading.Event()
+
+    def handle(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+    if not as_json:
+        click.echo(f"holding temporary slot {name}; it is dropped when this command stops (Ctrl-C)")
+    while not stop.wait(1.0):
+        conn.execute("SELECT 1")  # the slot lives with this session: notice if it is gone
+    if not as_json:
+        click.echo(f"slot {name} dropped")
+
+
+@slot.command()
+@shared_options
+@click.argument("name", required=False)
+@click.option("--force", is_flag=True, help="Drop even an active slot: terminate the walsender holding it first.")
+@yes_option
+@json_option
+def drop(settings: Settings, name: str | None, force: bool, yes: bool, as_json: bool) -> None:
+    """Drop slot NAME (default: --slot). Refused while a client streams from it, unless --force."""
+    name = slot_arg(name or settings.slot)
+    with connect(require_pg(settings)) as conn:
+        info = admin.get_slot(conn, name)
+        if info is None:
+            raise AdminError(f"replication slot {name} does not exist: `cdc slot list` shows the slots there are")
+        if info.active and not force:
+            admin.drop_slot(conn, name, force=False)  # raises the refusal
+        held = f" and terminate process {info.active_pid} streaming from it" if info.active else ""
+        confirm(f"Drop replication slot {name}{held}? Changes it holds that were not delivered are then lost "
+                "to cdc (recover them with `cdc backfill`).", yes=yes, refusal=f"dropping replication slot {name}")
+        terminated = admin.drop_slot(conn, name, force=force)
+    if as_json:
+        emit_json({"slot": name, "dropped": True, "terminated_pid": terminated})
+    else:
+        click.echo(f"slot {name} dropped" + (f" (terminated process {terminated})" if terminated else ""))
+
+
+@slot.command()
+@shared_options
+@click.argument("name", required=False)
+@click.option("--to-lsn", "to_lsn", required=True, metavar="LSN", help="Move the slot to this LSN (never backward).")
+@yes_option
+@json_option
+def advance(settings: Settings, name: str | None, to_lsn: str, yes: bool, as_json: bool) -> None:
+    """Move slot NAME (default: --slot) forward to LSN: what was committed before it is never delivered."""
+    name = slot_arg(name or settings.slot)
+    target = parse_lsn(to_lsn)
+    with connect(require_pg(settings)) as conn:
+        info = admin.check_advance(conn, name, target)
+        confirm(f"Advance replication slot {name} from {info.confirmed_flush_lsn} to {to_lsn}? Changes committed "
+                "in between will never be delivered by this slot.", yes=yes, refusal=f"advancing slot {name}")
+        result = admin.advance_slot(conn, name, target)
+    if as_json:
+        emit_json({"slot": name, "before": result.before, "after": result.after})
+    else:
+        click.echo(f"slot {name} advanced from {result.before} to {result.after}")
