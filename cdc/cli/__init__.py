@@ -45,11 +45,11 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import migrate, run, slot
+    from . import migrate, publication, run, slot
 
     cli.add_command(run.run)
     cli.add_command(migrate.migrate)
-    for command in (slot.slot,):
+    for command in (slot.slot, publication.publication,):
         cli.add_command(command)
 
 
