@@ -45,11 +45,11 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import migrate, publication, run, slot
+    from . import migrate, outbox, publication, run, slot
 
     cli.add_command(run.run)
     cli.add_command(migrate.migrate)
-    for command in (slot.slot, publication.publication,):
+    for command in (slot.slot, publication.publication, outbox.outbox,):
         cli.add_command(command)
 
 

@@ -1,0 +1,90 @@
+"""``cdc outbox maintain | prune``: the outbox's partitions, from cron."""
+
+from __future__ import annotations
+
+import re
+import sys
+from datetime import timedelta
+
+import click
+
+from ..admin import AdminError
+from ..admin.clickhouse import Warehouse
+from ..admin.partitions import maintain as make_partitions
+from ..admin.pg import connect
+from ..admin.prune import prune as prune_partitions
+from ..settings import Settings
+from ._output import emit_json, json_option, table
+from .options import require_clickhouse, require_pg, shared_options
+
+_AGE = re.compile(r"^\s*(\d+)\s*(s|m|min|h|d|w)\s*$")
+_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(text: str) -> timedelta:
+    match = _AGE.match(text)
+    if not match:
+        raise AdminError(f"--older-than {text!r} is not an age: write a number and a unit, like 7d, 36h or 2w")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+@click.group()
+def outbox() -> None:
+    """The outbox's partitions: create the coming ones, drop delivered old ones."""
+
+
+@outbox.command()
+@shared_options
+@click.option("--days-ahead", type=click.IntRange(min=0, max=3650), default=7, show_default=True,
+              help="Have partitions up to this many days from now.")
+@click.option("--interval", type=click.Choice(["day", "week"]), default="day", show_default=True,
+              help="One partition per day, or per week (starting Monday, UTC).")
+@json_option
+def maintain(settings: Settings, days_ahead: int, interval: str, as_json: bool) -> None:
+    """Create the outbox's partitions from the current day (or week) to --days-ahead, named <table>_pYYYYMMDD.
+    Idempotent and safe from cron. Exit 1 when a partition could not be created."""
+    with connect(require_pg(settings)) as conn:
+        results = make_partitions(conn, settings.outbox_schema, settings.outbox_table,
+                                  days_ahead=days_ahead, interval=interval)
+    failed = any(r.action == "failed" for r in results)
+    if as_json:
+        emit_json({"partitions": [r.as_dict() for r in results], "ok": not failed})
+    else:
+        table(["partition", "from", "to", "action", "note"],
+              [[r.name, r.lower, r.upper, r.action, r.note] for r in results])
+    if failed:
+        sys.exit(1)
+
+
+@outbox.command()
+@shared_options
+@click.option("--older-than", "older_than", required=True, metavar="AGE",
+              help="Drop partitions whose whole range is older than this (7d, 36h, 2w).")
+@click.option("--dry-run", is_flag=True, help="Check everything, drop nothing.")
+@click.option("--wait", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="Seconds to wait for the slot to acknowledge the rows of the old partitions.")
+@click.option("--lock-timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="Seconds to wait for each lock; busy partitions are left for the next run.")
+@json_option
+def prune(settings: Settings, older_than: str, dry_run: bool, wait: float, lock_timeout: float, as_json: bool) -> None:
+    """Drop whole outbox partitions older than --older-than, but only those whose every row ClickHouse holds:
+    the slot must have acknowledged past them and their first and last rows must be in ClickHouse. The default
+    partition is never dropped."""
+    age = parse_age(older_than)
+    require_clickhouse(settings)
+    with connect(require_pg(settings), application_name="cdc-prune") as conn:
+        results = prune_partitions(
+            conn, schema=settings.outbox_schema, table=settings.outbox_table, slot=settings.slot,
+            open_warehouse=lambda: Warehouse(settings), older_than=age, dry_run=dry_run, wait=wait,
+            lock_timeout_ms=int(lock_timeout * 1000),
+        )
+    if as_json:
+        emit_json({"dry_run": dry_run, "partitions": [r.as_dict() for r in results]})
+        return
+    if not results:
+        click.echo(f"no partition of {settings.outbox_schema}.{settings.outbox_table} is older than {older_than}")
+        return
+    table(["partition", "from", "to", "rows (est.)", "action", "reason"],
+          [[r.partition.name, r.partition.lower, r.partition.upper,
+            "" if r.partition.estimated_rows < 0 else r.partition.estimated_rows, r.action, r.reason]
+           for r in results])
