@@ -45,11 +45,11 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import migrate, outbox, publication, run, slot
+    from . import doctor, migrate, outbox, publication, run, slot, status
 
     cli.add_command(run.run)
     cli.add_command(migrate.migrate)
-    for command in (slot.slot, publication.publication, outbox.outbox,):
+    for command in (slot.slot, publication.publication, status.status, doctor.doctor, outbox.outbox,):
         cli.add_command(command)
 
 

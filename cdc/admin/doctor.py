@@ -1,0 +1,210 @@
+"""``cdc doctor``: every precondition of ``cdc run``, each PASS, WARN or FAIL with the SQL or setting that fixes it.
+
+Read-only: nothing here changes either server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from psycopg import sql
+
+from ..replication import preflight
+from ..settings import Settings
+from .clickhouse import SinkConfigError, SinkError, Warehouse
+from .partitions import list_partitions
+from .pg import Conn, connect, setting, version_text
+from .publications import COVERS, PARTITIONS_ONLY, fix_for, get_publication
+from .slots import get_slot
+
+PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    status: str
+    check: str
+    detail: str
+    fix: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Checks(list[Check]):
+    def add(self, status: str, check: str, detail: str, fix: str | None = None) -> None:
+        self.append(Check(status, check, detail, fix if status != PASS else None))
+
+
+def run_checks(settings: Settings, *, timeout: float = 10.0) -> list[Check]:
+    checks = _Checks()
+    if not settings.pg_dsn:
+        checks.add(FAIL, "postgres", "no PostgreSQL DSN given", "pass --pg-dsn or set CDC_PG_DSN")
+    else:
+        try:
+            conn = connect(settings.pg_dsn, timeout=timeout, application_name="cdc-doctor")
+        except preflight.ConnectError as exc:
+            checks.add(FAIL, "postgres", str(exc), "check CDC_PG_DSN, the server, and pg_hba.conf")
+        else:
+            with conn:
+                _postgres(conn, settings, checks)
+    _clickhouse(settings, checks, timeout)
+    return checks
+
+
+def _ident(conn: Conn, *parts: str) -> str:
+    return sql.Identifier(*parts).as_string(conn)
+
+
+def _restart(name: str, value: object) -> str:
+    return f"ALTER SYSTEM SET {name} = {value}; then restart PostgreSQL"
+
+
+def _postgres(conn: Conn, s: Settings, checks: _Checks) -> None:
+    v = conn.info.server_version
+    checks.add(PASS, "postgres", f"connected to PostgreSQL {version_text(v)} as {conn.info.user}")
+    if v >= 130000:
+        checks.add(PASS, "version", f"PostgreSQL {version_text(v)}")
+    else:
+        checks.add(FAIL, "version", f"PostgreSQL {version_text(v)}: a partitioned outbox needs 13 or newer",
+                   "upgrade PostgreSQL to 13 or newer (16+ recommended)")
+    encoding = setting(conn, "server_encoding")
+    checks.add(PASS if encoding == "UTF8" else FAIL, "server_encoding", str(encoding),
+               "create the database with ENCODING 'UTF8'")
+    wal_level = setting(conn, "wal_level")
+    checks.add(PASS if wal_level == "logical" else FAIL, "wal_level", str(wal_level), _restart("wal_level", "logical"))
+
+    slot = get_slot(conn, s.slot)
+    used, max_slots = conn.execute(
+        "SELECT count(*), current_setting('max_replication_slots')::int FROM pg_replication_slots").fetchone()  # type: ignore[misc]
+    free_slot = slot is not None or used < max_slots
+    checks.add(PASS if free_slot else FAIL, "max_replication_slots", f"{used} of {max_slots} in use",
+               _restart("max_replication_slots", used + 2))
+    senders, max_senders = conn.execute(
+        "SELECT count(*) FILTER (WHERE backend_type = 'walsender'), current_setting('max_wal_senders')::int "
+        "FROM pg_stat_activity").fetchone()  # type: ignore[misc]
+    free_sender = (slot is not None and slot.active) or senders < max_senders
+    checks.add(PASS if free_sender else FAIL, "max_wal_senders", f"{senders} of {max_senders} in use",
+               _restart("max_wal_senders", senders + 2))
+
+    user = conn.info.user
+    can_replicate = conn.execute(
+        "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    checks.add(PASS if can_replicate and can_replicate[0] else FAIL, "role REPLICATION",
+               f"role {user} {'may' if can_replicate and can_replicate[0] else 'may not'} open replication connections",
+               f"ALTER ROLE {_ident(conn, user)} REPLICATION;  -- as a superuser")
+    _outbox(conn, s, checks, user)
+    _publication(conn, s, checks)
+    _slot(conn, s, checks, slot)
+    keep = setting(conn, "max_slot_wal_keep_size")
+    if keep is None:
+        checks.add(WARN, "max_slot_wal_keep_size", "not available before PostgreSQL 13: a stuck slot keeps WAL forever",
+                   "watch `cdc status` lag, or upgrade")
+    elif keep == "-1":
+        checks.add(WARN, "max_slot_wal_keep_size", "-1: an abandoned slot keeps WAL until the disk is full",
+                   "ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf();")
+    else:
+        checks.add(PASS, "max_slot_wal_keep_size", keep)
+
+
+def _outbox(conn: Conn, s: Settings, checks: _Checks, user: str) -> None:
+    table = f"{s.outbox_schema}.{s.outbox_table}"
+    try:
+        preflight.check_outbox(conn, s.outbox_schema, s.outbox_table)
+    except preflight.PreflightError as exc:
+        checks.add(FAIL, "outbox columns", str(exc), "cdc migrate")
+        return
+    checks.add(PASS, "outbox columns", f"{table} has every column cdc reads")
+    allowed = conn.execute(
+        "SELECT has_table_privilege(format('%%I.%%I', %s::text, %s::text), 'SELECT')",
+        (s.outbox_schema, s.outbox_table)).fetchone()
+    checks.add(PASS if allowed and allowed[0] else FAIL, "outbox SELECT",
+               f"role {user} {'can' if allowed and allowed[0] else 'cannot'} read {table} (initial copy, backfill)",
+               f"GRANT SELECT ON {_ident(conn, s.outbox_schema, s.outbox_table)} TO {_ident(conn, user)};")
+    parts = list_partitions(conn, s.outbox_schema, s.outbox_table)
+    if parts is None:
+        checks.add(WARN, "outbox partitions", f"{table} is not partitioned: `cdc outbox prune` cannot drop old rows",
+                   "recreate it partitioned by range (created_at), see migrations/0001_outbox.sql")
+        return
+    default = [p for p in parts if p.is_default]
+    if not default:
+        checks.add(WARN, "outbox partitions", f"{table} has no default partition: an insert outside every range fails",
+                   f"CREATE TABLE {_ident(conn, s.outbox_schema, s.outbox_table + '_default')} "
+                   f"PARTITION OF {_ident(conn, s.outbox_schema, s.outbox_table)} DEFAULT;")
+    ahead = conn.execute(
+        "SELECT now() + interval '1 day'").fetchone()[0]  # type: ignore[index]
+    if not any(p.lower is not None and p.upper is not None and p.lower <= ahead < p.upper for p in parts):
+        checks.add(WARN, "outbox partitions", "no partition for tomorrow: new rows pile up in the default partition",
+                   "run `cdc outbox maintain` daily (cron)")
+    elif default:
+        checks.add(PASS, "outbox partitions", f"{len(parts) - 1} range partition(s) and a default one")
+
+
+def _publication(conn: Conn, s: Settings, checks: _Checks) -> None:
+    name = s.publication
+    pub = get_publication(conn, name, s.outbox_schema, s.outbox_table)
+    if pub is None:
+        checks.add(FAIL, "publication", f"publication {name} does not exist", "cdc publication create")
+        return
+    if "insert" not in pub.publish:
+        checks.add(FAIL, "publication", f"publication {name} does not publish inserts",
+                   f"ALTER PUBLICATION {_ident(conn, name)} SET (publish = 'insert');")
+    elif pub.covers_outbox == COVERS:
+        checks.add(PASS, "publication", f"publication {name} publishes inserts into {pub.outbox}")
+    else:
+        why = ("sends the outbox's rows under its partitions' names, which cdc ignores"
+               if pub.covers_outbox == PARTITIONS_ONLY else f"does not cover {pub.outbox}")
+        checks.add(FAIL, "publication", f"publication {name} {why}",
+                   fix_for(_ident(conn, name), pub.covers_outbox, _ident(conn, s.outbox_schema), _ident(conn, s.outbox_table)))
+    for t in pub.tables:
+        if (t.schema, t.table) == (s.outbox_schema, s.outbox_table) and t.row_filter:
+            checks.add(WARN, "publication row filter", f"only rows WHERE {t.row_filter} are delivered",
+                       f"ALTER PUBLICATION {_ident(conn, name)} SET TABLE {_ident(conn, t.schema, t.table)};")
+
+
+def _slot(conn: Conn, s: Settings, checks: _Checks, slot: Any) -> None:
+    name = s.slot
+    if slot is None:
+        checks.add(FAIL, "slot", f"replication slot {name} does not exist",
+                   "cdc run --create-slot  (creates it and copies the rows already in the outbox)")
+        return
+    problems = []
+    if slot.plugin != "pgoutput":
+        problems.append(f"uses plugin {slot.plugin}, not pgoutput")
+    if slot.database != conn.info.dbname:
+        problems.append(f"belongs to database {slot.database}, not {conn.info.dbname}")
+    if slot.invalidated:
+        problems.append("is invalidated (the WAL it needed is gone)")
+    if problems:
+        checks.add(FAIL, "slot", f"replication slot {name} " + " and ".join(problems),
+                   "cdc slot drop, then cdc run --create-slot, then cdc backfill --since <when it broke>")
+    elif slot.wal_status == "unreserved":
+        checks.add(WARN, "slot", f"replication slot {name} is past max_slot_wal_keep_size and may be lost",
+                   "start `cdc run` now so it catches up")
+    else:
+        state = f"in use by process {slot.active_pid}" if slot.active else "not in use"
+        checks.add(PASS, "slot", f"replication slot {name} ({state}, confirmed {slot.confirmed_flush_lsn})")
+
+
+def _clickhouse(s: Settings, checks: _Checks, timeout: float) -> None:
+    if not s.clickhouse_url:
+        checks.add(FAIL, "clickhouse", "no ClickHouse URL given", "pass --clickhouse-url or set CDC_CLICKHOUSE_URL")
+        return
+    try:
+        with Warehouse(s, timeout=timeout) as wh:
+            checks.add(PASS, "clickhouse", f"connected to {wh.url}")
+            if wh.sink.capabilities.modern:
+                checks.add(PASS, "clickhouse version", wh.version)
+            else:
+                checks.add(WARN, "clickhouse version", f"{wh.version}: timestamps keep whole seconds only",
+                           "upgrade ClickHouse to 20.1+ for microsecond timestamps (DateTime64)")
+            problems = wh.schema_problems()
+    except (SinkConfigError, SinkError) as exc:
+        checks.add(FAIL, "clickhouse", str(exc), "check CDC_CLICKHOUSE_URL and the ClickHouse password")
+        return
+    if problems:
+        checks.add(FAIL, "clickhouse schema", "; ".join(problems),
+                   "cdc migrate --clickhouse-url ...  (creates what is missing)")
+    else:
+        checks.add(PASS, "clickhouse schema", f"{s.clickhouse_table}, its dead-letter and progress tables are in place")
