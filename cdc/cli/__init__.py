@@ -45,11 +45,11 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import doctor, migrate, outbox, publication, run, slot, status
+    from . import checkpoint, doctor, migrate, outbox, publication, run, slot, status
 
     cli.add_command(run.run)
     cli.add_command(migrate.migrate)
-    for command in (slot.slot, publication.publication, status.status, doctor.doctor, outbox.outbox,):
+    for command in (slot.slot, publication.publication, status.status, doctor.doctor, outbox.outbox, checkpoint.checkpoint,):
         cli.add_command(command)
 
 
