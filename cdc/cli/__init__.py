@@ -45,11 +45,11 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import checkpoint, doctor, migrate, outbox, publication, run, slot, status
+    from . import backfill, checkpoint, doctor, migrate, outbox, publication, run, slot, status
 
     cli.add_command(run.run)
     cli.add_command(migrate.migrate)
-    for command in (slot.slot, publication.publication, status.status, doctor.doctor, outbox.outbox, checkpoint.checkpoint,):
+    for command in (slot.slot, publication.publication, status.status, doctor.doctor, outbox.outbox, checkpoint.checkpoint, backfill.backfill,):
         cli.add_command(command)
 
 
