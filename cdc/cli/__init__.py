@@ -49,7 +49,8 @@ def _register() -> None:
 
     cli.add_command(run.run)
     cli.add_command(migrate.migrate)
-    for command in (slot.slot, publication.publication, status.status, doctor.doctor, outbox.outbox, checkpoint.checkpoint, backfill.backfill,):
+    for command in (slot.slot, publication.publication, status.status, doctor.doctor, outbox.outbox,
+                    checkpoint.checkpoint, backfill.backfill):
         cli.add_command(command)
 
 
