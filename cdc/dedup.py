@@ -108,6 +108,9 @@ class DedupWindow(FingerprintTable):
             return [True] * len(unique_ids)
         if self._count and self._ts[self._head] < now - self._max_age:
             self.expire(now)
+        if not unique_ids:
+            # It expires like any call, but stamps nothing: the clock must not move.
+            return []
         return self._insert_many(self._fingerprints(unique_ids), now)
 
     def contains(self, unique_id: str, now: float) -> bool:

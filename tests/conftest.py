@@ -25,12 +25,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from servers import ClickHouse, PgServer, available_kinds, make_server_root, start_clickhouse, start_postgres
 from servers import clickhouse as local_clickhouse
 from servers import external
 from servers.postgres import create_database, drop_database
 
 NO_SERVER = "unavailable"
+
+# CI must be reproducible: the same examples every run there (a failure found
+# locally is kept in .hypothesis/ and replayed); elsewhere, keep exploring.
+hypothesis_settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 def _wanted_kinds() -> list[str]:

@@ -341,3 +341,10 @@ def test_window_behaves_like_dict_and_deque(capacity: int, max_age: float, max_l
 def test_long_colliding_probe_chains_that_wrap_stay_exact(capacity: int, max_age: float, program: Program) -> None:
     window = CollidingWindow(capacity=capacity, max_age=max_age, key=KEY)
     run_against_reference(window, capacity, max_age, program)
+
+
+def test_an_empty_batch_does_not_move_the_window_clock() -> None:
+    window = DedupWindow(1, 0.0)
+    window.admit_many([], 1000.0)
+    window.admit("0", 997.0)
+    assert not window.contains("0", 997.5)
