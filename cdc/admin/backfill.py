@@ -84,6 +84,13 @@ class Backfill:
         self._sink = ClickHouseSink(s.clickhouse_url, s.clickhouse_table, password=s.clickhouse_password, log=self.log)
         try:
             self._sink.ensure_schema()
+            hwm = self._sink.high_water_mark()
+            if hwm is not None and hwm[0] == positions.SNAPSHOT_LSN:
+                # cdc run recognises an interrupted first copy by this position; rows of ours would hide it.
+                raise AdminError(
+                    "ClickHouse's newest position is the first copy's: that copy was interrupted. Run "
+                    "`cdc run --create-slot` to finish it before backfilling"
+                )
             self._conn = connect(s.pg_dsn, application_name="cdc-backfill")
             self._open_snapshot(self._conn)
         except BaseException:

@@ -33,10 +33,16 @@ atomically; nothing in it is secret: no password, no full DSN)::
       "replay_from_lsn": "0/1A2B390"       # what load_checkpoint() returns, as text
     }
 
-``replay_from_lsn`` is the lowest of the slot's confirmed_flush_lsn and the
-high-water mark's commit_lsn (when that is a streamed position): replaying from
-there skips nothing ClickHouse lacks, and what it re-sends that ClickHouse already
-holds is skipped by position (the high-water mark) or collapses by its key.
+``replay_from_lsn`` is the higher of the slot's confirmed_flush_lsn and the
+high-water mark's commit_lsn (a synthetic position, see cdc/admin/positions.py,
+does not count). Every transaction committed before it is in ClickHouse: the slot
+acknowledges only what ClickHouse holds, and ClickHouse holds every transaction up
+to its high-water mark (the pipeline stores them in commit order). Starting there
+re-sends the high-water mark's own transaction whole (its commit record is at that
+LSN, and decoding skips only commits before the start), which collapses with what
+is stored. It is never below the slot's confirmed position, the oldest a slot can
+replay (``cdc run --from-lsn`` refuses older ones); with ``cdc run --retain`` the
+slot keeps older WAL, and the high-water mark is the tighter bound.
 Readers must ignore keys they do not know; adding keys does not change ``version``.
 """
 
@@ -73,10 +79,10 @@ class ServerIdentity:
 
 
 def replay_from(confirmed_flush_lsn: int | None, high_water_lsn: int | None) -> int | None:
-    """The LSN to replay from: the lower of the slot's and ClickHouse's positions (synthetic ones ignored)."""
+    """The LSN to replay from: the higher of the slot's and ClickHouse's positions (synthetic ones ignored)."""
     candidates = [lsn for lsn in (confirmed_flush_lsn, high_water_lsn)
                   if lsn is not None and not positions.is_synthetic(lsn)]
-    return min(candidates) if candidates else None
+    return max(candidates) if candidates else None
 
 
 def build(

@@ -4,8 +4,11 @@ Every event in ClickHouse carries a position; the newest one is the
 high-water mark ``cdc run`` skips up to. Rows that did not come from the slot
 need positions that can never be taken for (or sort after) a streamed one:
 
-- the initial snapshot copy (cdc/pipeline.py) uses commit_lsn 0 and
-  commit_seq = the row's index in the copy;
+- the initial snapshot copy (cdc/reader.py) uses commit_lsn 0 and
+  commit_seq = the row's index in the copy, then marks its end at the slot's
+  consistent point - 1 (a real WAL position); a high-water mark still at
+  commit_lsn 0 is how ``cdc run`` recognises an interrupted copy, so backfill
+  refuses to run then (its rows would hide that);
 - ``cdc backfill`` uses commit_lsn = 1 + (outbox id >> 32) and
   commit_seq = outbox id & 0xFFFFFFFF: one fixed position per outbox row, so
   a row backfilled twice gets the same position (its dead letter, keyed by

@@ -81,6 +81,15 @@ def test_dead_letters_keep_one_position_per_row_across_backfills(migrated: Targe
     assert letters[0][:2] == positions.backfill_position(too_old)
 
 
+def test_an_interrupted_first_copy_is_not_hidden(migrated: Target, run: Cli) -> None:
+    migrated.ch().execute(
+        "INSERT INTO events_cdc_progress (unique_id, commit_lsn, commit_seq, committed_at, inserted_at) "
+        "SELECT 'copied', 0, 41, now(), now()"
+    )
+    refused(run("backfill", "--since", "2000-01-01"), "first copy", "cdc run --create-slot")
+    assert migrated.ch().execute("SELECT max(commit_lsn) FROM events_cdc_progress") == [(0,)]
+
+
 def test_bad_ranges_are_refused(migrated: Target, run: Cli) -> None:
     refused(run("backfill", "--since", "yesterday-ish"), "--since 'yesterday-ish' is not a timestamp")
     refused(run("backfill", "--since", "2020-01-02", "--until", "2020-01-01"), "is not after --since")

@@ -13,7 +13,7 @@ from cdc.admin.checkpoint import CheckpointError, load_checkpoint, read_checkpoi
 from cdc.lsn import parse_lsn
 
 
-def test_save_records_both_positions_and_replays_from_the_lower(migrated: Target, run: Cli, tmp_path: Path) -> None:
+def test_save_records_both_positions_and_a_replayable_start(migrated: Target, run: Cli, tmp_path: Path) -> None:
     with migrated.pg() as conn:
         insert_events(conn, ["c1", "c2", "c3"])
     ok(run("run", "--until-lsn", "current"))
@@ -25,11 +25,16 @@ def test_save_records_both_positions_and_replays_from_the_lower(migrated: Target
     assert data["slot"]["confirmed_flush_lsn"] == migrated.confirmed_lsn()
     hwm = data["clickhouse"]["high_water_mark"]
     assert hwm["origin"] == "stream" and hwm["commit_seq"] == 2
-    expected = min(parse_lsn(data["slot"]["confirmed_flush_lsn"]), parse_lsn(hwm["commit_lsn"]))
+    expected = max(parse_lsn(data["slot"]["confirmed_flush_lsn"]), parse_lsn(hwm["commit_lsn"]))
     assert load_checkpoint(path) == expected
     shown = json.loads(ok(run("checkpoint", "show", "--json")).stdout)
     assert shown["replay_from_lsn"] == data["replay_from_lsn"]
     assert "replay from" in ok(run("checkpoint", "show")).stdout
+    # `cdc run --from-checkpoint` accepts it: the slot can replay from there.
+    with migrated.pg() as conn:
+        insert_events(conn, ["c4"])
+    ok(run("run", "--from-checkpoint", str(path), "--until-lsn", "current"))
+    assert sorted(set(migrated.delivered_ids())) == ["c1", "c2", "c3", "c4"]
 
 
 def test_without_clickhouse_or_slot(migrated: Target, run: Cli, tmp_path: Path) -> None:
@@ -61,10 +66,13 @@ def test_unusable_files_are_refused_in_one_line(tmp_path: Path) -> None:
         assert "\n" not in str(info.value)
 
 
-def test_synthetic_positions_are_never_replay_points() -> None:
+def test_replay_starts_at_the_higher_real_position() -> None:
     assert replay_from(None, 0) is None
-    assert replay_from(parse_lsn("0/1B00000"), 5) == parse_lsn("0/1B00000")
-    assert replay_from(parse_lsn("0/1B00000"), parse_lsn("0/1A00000")) == parse_lsn("0/1A00000")
+    assert replay_from(parse_lsn("0/1B00000"), 5) == parse_lsn("0/1B00000")  # backfill: not a WAL position
+    # No --retain: the slot cannot go back before its confirmed position.
+    assert replay_from(parse_lsn("0/1B00000"), parse_lsn("0/1A00000")) == parse_lsn("0/1B00000")
+    # --retain keeps the slot behind: everything up to the high-water mark is stored already.
+    assert replay_from(parse_lsn("0/1A00000"), parse_lsn("0/1B00000")) == parse_lsn("0/1B00000")
 
 
 def test_save_to_an_unwritable_place_is_refused(migrated: Target, run: Cli, tmp_path: Path) -> None:
