@@ -8,6 +8,7 @@ from types import FrameType
 from typing import Any
 
 import click
+import psycopg
 
 from ..admin import AdminError
 from ..admin import slots as admin
@@ -118,7 +119,10 @@ def _hold(conn: Any, name: str, as_json: bool) -> None:
     if not as_json:
         click.echo(f"holding temporary slot {name}; it is dropped when this command stops (Ctrl-C)")
     while not stop.wait(1.0):
-        conn.execute("SELECT 1")  # the slot lives with this session: notice if it is gone
+        try:
+            conn.execute("SELECT 1")  # the slot lives with this session: notice if it is gone
+        except psycopg.Error:
+            raise AdminError(f"lost the connection to PostgreSQL: temporary slot {name} is gone") from None
     if not as_json:
         click.echo(f"slot {name} dropped")
 
