@@ -18,7 +18,7 @@ RSS_LIMIT_MB = 300
 # Short retries so the outage lasts many times the backoff cap.
 RETRY = ("--retry-initial", "0.1", "--retry-max", "1")
 TUNING = ("--batch-rows", "2000", "--flush-interval", "0.2", "--status-interval", "0.5", *RETRY)
-PAYLOAD = 4000  # bytes per row during the outage: far more comes in than memory may hold
+PAYLOAD = 8000  # bytes per row during the outage: far more comes in than memory may hold
 
 pytestmark = pytest.mark.single_pg
 
