@@ -12,7 +12,7 @@ from structlog.typing import FilteringBoundLogger
 
 from .buffer import BatchBuilder
 from .failpoints import Failpoints
-from .outbox import RowConverter, RowRejected
+from .outbox import OutboxSchemaError, RowConverter, RowRejected, UnreadableRows
 from .pgoutput.messages import Relation, TupleData
 from .tracker import AckTracker
 
@@ -59,19 +59,24 @@ class Collector:
         self._max_payload = max_payload_bytes
         self._log = log
         # relation id -> (the Relation, its converter); None for tables that are not the outbox.
-        self._converters: dict[int, tuple[Relation, RowConverter | None]] = {}
+        self._converters: dict[int, tuple[Relation, RowConverter | UnreadableRows | None]] = {}
         self.counters = Counters()
         self._warned: set[int] = set()
 
     def relation(self, relation: Relation) -> None:
         self._converters[relation.relation_id] = (relation, self._converter_for(relation))
 
-    def _converter_for(self, relation: Relation) -> RowConverter | None:
+    def _converter_for(self, relation: Relation) -> RowConverter | UnreadableRows | None:
         # Not the outbox: with publish_via_partition_root the server also describes
         # the partition a row was written to, before it sends the row as the root's.
         if (relation.namespace, relation.name) != self._outbox:
             return None
-        return RowConverter(relation, bounds=self._bounds, max_payload_bytes=self._max_payload)
+        try:
+            return RowConverter(relation, bounds=self._bounds, max_payload_bytes=self._max_payload)
+        except OutboxSchemaError as exc:
+            reason = f"{exc}; rows written meanwhile go to the dead-letter table"
+            self._log.error("outbox rows cannot be read as events", reason=reason)
+            return UnreadableRows(relation, reason)
 
     def _other_table(self, relation: Relation) -> None:
         self.counters.other_tables += 1

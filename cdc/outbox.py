@@ -53,7 +53,7 @@ class RowConverter:
                 "apply the migrations with `cdc migrate` or add them"
             )
         self.relation_name: Final = f"{relation.namespace}.{relation.name}"
-        self._names: Final = tuple(names)
+        self.names: Final = tuple(names)
         self._index: Final = tuple(names.index(column) for column in REQUIRED_COLUMNS)
         self._min, self._max = bounds
         self._max_payload: Final = max_payload_bytes
@@ -141,32 +141,60 @@ class RowConverter:
             try:
                 return value.decode()
             except UnicodeDecodeError:
-                raise RowRejected(f"{self._names[index]} is not valid UTF-8") from None
+                raise RowRejected(f"{self.names[index]} is not valid UTF-8") from None
         if value is None:
-            raise RowRejected(f"{self._names[index]} is NULL")
-        raise RowRejected(f"{self._names[index]} was not sent (unchanged TOAST value)")
+            raise RowRejected(f"{self.names[index]} is NULL")
+        raise RowRejected(f"{self.names[index]} was not sent (unchanged TOAST value)")
 
     def _int(self, values: TupleData, index: int) -> int:
         text = self._text(values, index)
         try:
             return int(text)
         except ValueError:
-            raise RowRejected(f"{self._names[index]} {text!r} is not an integer") from None
+            raise RowRejected(f"{self.names[index]} {text!r} is not an integer") from None
 
     def dead_letter(self, values: TupleData, commit_lsn: int, seq: int, commit_time: int, reason: str) -> DeadLetter:
-        row = {
-            name: (
-                None if value is None
-                else "<unchanged>" if value is UNCHANGED
-                else bytes(value).decode("utf-8", "backslashreplace")  # type: ignore[arg-type]
-            )
-            for name, value in zip(self._names, values)
-        }
-        return DeadLetter(
-            commit_lsn=commit_lsn,
-            commit_seq=seq,
-            committed_at=pg_epoch_micros_to_datetime(commit_time),
-            relation=self.relation_name,
-            reason=reason,
-            row_json=orjson.dumps(row).decode(),
+        return dead_letter(self.relation_name, self.names, values, commit_lsn, seq, commit_time, reason)
+
+
+class UnreadableRows:
+    """Rows of an outbox relation that lacks a required column: each one is dead-lettered.
+
+    Rows written while a required column was renamed or dropped can never be
+    read as events, not even after the column is back (the WAL describes them
+    with the old layout). Stopping would stop at them again on every restart;
+    keeping them, with their data and the reason, loses nothing.
+    """
+
+    def __init__(self, relation: Relation, reason: str) -> None:
+        self.relation_name: Final = f"{relation.namespace}.{relation.name}"
+        self.names: Final = tuple(column.name for column in relation.columns)
+        self.reason: Final = reason
+
+    def convert(self, values: TupleData) -> tuple[Any, ...]:
+        raise RowRejected(self.reason)
+
+    def dead_letter(self, values: TupleData, commit_lsn: int, seq: int, commit_time: int, reason: str) -> DeadLetter:
+        return dead_letter(self.relation_name, self.names, values, commit_lsn, seq, commit_time, reason)
+
+
+def dead_letter(
+    relation_name: str, names: tuple[str, ...], values: TupleData, commit_lsn: int, seq: int, commit_time: int,
+    reason: str,
+) -> DeadLetter:
+    row = {
+        name: (
+            None if value is None
+            else "<unchanged>" if value is UNCHANGED
+            else bytes(value).decode("utf-8", "backslashreplace")  # type: ignore[arg-type]
         )
+        for name, value in zip(names, values)
+    }
+    return DeadLetter(
+        commit_lsn=commit_lsn,
+        commit_seq=seq,
+        committed_at=pg_epoch_micros_to_datetime(commit_time),
+        relation=relation_name,
+        reason=reason,
+        row_json=orjson.dumps(row).decode(),
+    )
