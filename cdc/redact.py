@@ -3,29 +3,36 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 _MASK = "***"
 # key=value conninfo strings and URL query parameters both can carry a password.
 _KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+# URL query parameters whose values are secrets (libpq's and clickhouse-driver's TLS key passphrase).
+_SECRET_PARAMS = re.compile(r"(?i)(^|&)(keypass|password|sslpassword)=[^&]*")
 
 
 def redact_url(url: str) -> str:
-    """``scheme://user:secret@host/db`` -> ``scheme://user:***@host/db``; also masks ?password=."""
+    """The URL with its password (and any secret query parameter) replaced by ``***``."""
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(url.strip())
     except ValueError:
-        return _KV_PASSWORD.sub(rf"\1{_MASK}", url)
+        # Unparsable: nothing tells where a password would end, so show nothing of it.
+        return _MASK
+    userinfo, at, hostport = parts.netloc.rpartition("@")
     netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":" + _MASK
-        netloc = f"{userinfo}@{hostport}"
-    query = re.sub(r"(?i)(^|&)(password=)[^&]*", rf"\1\2{_MASK}", parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:{_MASK}@{hostport}" if colon else netloc
+    query = _SECRET_PARAMS.sub(lambda m: f"{m.group(1)}{m.group(2)}={_MASK}", parts.query)
+    text = f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else f"{netloc}{parts.path}"
+    if query:
+        text += f"?{query}"
+    if parts.fragment:
+        text += f"#{parts.fragment}"
+    return text
 
 
 def redact_dsn(dsn: str) -> str:

@@ -59,7 +59,7 @@ def describe_error(exc: BaseException, secrets: tuple[str, ...]) -> str:
     code = getattr(exc, "code", None)
     if code is not None and not text.startswith("Code:"):
         text = f"Code: {code}. {text}"
-    return scrub(text, secrets)[:_MAX_MESSAGE]
+    return scrub(text, *secrets)[:_MAX_MESSAGE]
 
 
 class ClickHouseConnection:

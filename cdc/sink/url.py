@@ -9,13 +9,16 @@ The URL looks like ``clickhouse://user:password@host:port/database?secure=1``
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+from ..redact import redact_url, scrub
 from .base import SinkConfigError
+
+__all__ = ["PASSWORD_ENV", "PASSWORD_FILE_ENV", "REDACTED", "ClickHouseTarget", "parse_clickhouse_url",
+           "redact_url", "scrub"]
 
 PASSWORD_ENV: Final = "CDC_CLICKHOUSE_PASSWORD"
 PASSWORD_FILE_ENV: Final = "CDC_CLICKHOUSE_PASSWORD_FILE"
@@ -32,8 +35,6 @@ _SECONDS_PARAMS: Final = frozenset({"connect_timeout", "send_receive_timeout", "
 # "auto" (the default) compresses with lz4 when its modules are installed.
 _COMPRESSION: Final = frozenset({"auto", "none", "lz4", "lz4hc", "zstd"})
 _KNOWN_PARAMS: Final = _BOOL_PARAMS | _TEXT_PARAMS | _SECONDS_PARAMS | {"compression"}
-# Query parameters whose values are secrets, hidden by redact_url like the password.
-_SECRET_PARAMS_RE: Final = re.compile(r"(?i)(^|&)(keypass|password)=[^&]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,34 +108,6 @@ def parse_clickhouse_url(
         options=params,
         redacted_url=safe,
     )
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password (and any secret query parameter) replaced by ``***``."""
-    try:
-        parts = urlsplit(url.strip())
-    except ValueError:
-        # Unparsable: nothing tells where a password would end, so show nothing of it.
-        return REDACTED
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    netloc = parts.netloc
-    if at:
-        user, colon, _ = userinfo.partition(":")
-        netloc = f"{user}:{REDACTED}@{hostport}" if colon else netloc
-    query = _SECRET_PARAMS_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}={REDACTED}", parts.query)
-    text = f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else f"{netloc}{parts.path}"
-    if query:
-        text += f"?{query}"
-    if parts.fragment:
-        text += f"#{parts.fragment}"
-    return text
-
-
-def scrub(text: str, secrets: tuple[str, ...]) -> str:
-    """``text`` with every secret replaced by ``***``, for messages built from foreign errors."""
-    for secret in secrets:
-        text = text.replace(secret, REDACTED)
-    return text
 
 
 def _query_params(query: str, safe: str) -> dict[str, Any]:

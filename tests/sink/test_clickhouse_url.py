@@ -129,4 +129,4 @@ def test_unreadable_password_file_is_a_config_error(tmp_path: Path) -> None:
 def test_scrub_removes_plain_and_percent_encoded_password() -> None:
     target = parse_clickhouse_url("clickhouse://u:p%40ss%20word@db/x", environ={})
     text = "login p@ss word failed; url had p%40ss%20word"
-    assert scrub(text, target.secrets) == "login *** failed; url had ***"
+    assert scrub(text, *target.secrets) == "login *** failed; url had ***"
