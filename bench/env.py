@@ -197,6 +197,61 @@ class Child:
             self._out.close()
 
 
+# -- who else used the CPUs ------------------------------------------------------------------------
+
+
+def _machine_jiffies() -> tuple[int, int]:
+    """(busy, steal) clock ticks of all CPUs since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return user + nice + system + irq + softirq, steal
+
+
+def _tree_cpu_s() -> float:
+    """CPU seconds of this process and every descendant, including those they have reaped."""
+    import psutil  # type: ignore[import-untyped]
+
+    total = 0.0
+    me = psutil.Process()
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+class CpuMeter:
+    """How much CPU the rest of the machine took while a section ran (others' tests skew every number).
+
+    foreign_cores = (machine busy time - our process tree's CPU time) / wall time;
+    0 means nobody else ran; 1 means another process took a whole CPU on average.
+    """
+
+    def __enter__(self) -> CpuMeter:
+        self._hz = os.sysconf("SC_CLK_TCK")
+        self._t0 = time.monotonic()
+        self._busy0, self._steal0 = _machine_jiffies()
+        self._ours0 = _tree_cpu_s()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = max(time.monotonic() - self._t0, 1e-9)
+        busy, steal = _machine_jiffies()
+        machine = (busy - self._busy0) / self._hz
+        ours = _tree_cpu_s() - self._ours0
+        self.wall_s = wall
+        self.machine_cores = machine / wall
+        self.our_cores = ours / wall
+        self.foreign_cores = max(0.0, (machine - ours) / wall)
+        self.steal_cores = (steal - self._steal0) / self._hz / wall
+
+    def as_dict(self) -> dict[str, float]:
+        return {"machine_cores": round(self.machine_cores, 2), "our_cores": round(self.our_cores, 2),
+                "foreign_cores": round(self.foreign_cores, 2), "steal_cores": round(self.steal_cores, 2)}
+
+
 # -- which cdc is measured ------------------------------------------------------------------------
 
 

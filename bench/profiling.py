@@ -61,7 +61,8 @@ def py_spy() -> str:
 
 
 def record_argv(out: Path, command: Sequence[str], *, rate: int = 100) -> list[str]:
-    return [py_spy(), "record", "--format", "speedscope", "--threads", "--rate", str(rate), "-o", str(out),
+    # --nonblocking: sampling without pausing the process keeps py-spy from slowing the drain it measures.
+    return [py_spy(), "record", "--format", "speedscope", "--threads", "--nonblocking", "--rate", str(rate), "-o", str(out),
             "--", *command]
 
 

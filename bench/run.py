@@ -55,7 +55,7 @@ from cdc.replication.preflight import protocol_version
 from . import dedup_memory, profiling, relay, workload
 from .env import (
     CDC, PYTHON_M, ROOT, BenchError, Child, Servers, Target, checked, clickhouse_rows, confirmed_lsn, connect,
-    format_lsn, settle, snapshot_cdc, wal_lsn,
+    CpuMeter, format_lsn, settle, snapshot_cdc, wal_lsn,
 )
 
 SLOT = "cdc_outbox"
@@ -132,8 +132,9 @@ def pipeline_drain(
     with connect(t.pg_dsn) as conn:
         wal_before = target = wal_lsn(conn)
     command = cdc_run(args, "--until-lsn", "current")
-    child = Child(wrap(command) if wrap else command, env=t.env(), log=srv.logs / f"{name}.log", cwd=srv.root)
-    result = child.wait(timeout=180 + expect_rows / 1000).check()
+    with CpuMeter() as meter:
+        child = Child(wrap(command) if wrap else command, env=t.env(), log=srv.logs / f"{name}.log", cwd=srv.root)
+        result = child.wait(timeout=180 + expect_rows / 1000).check()
     with connect(t.pg_dsn) as conn:
         wal_after = wal_lsn(conn)
         confirmed = confirmed_lsn(conn, SLOT) or 0
@@ -151,6 +152,7 @@ def pipeline_drain(
         "cpu_s": result.cpu_s, "user_s": result.user_s, "sys_s": result.sys_s, "cpu_us_per_event": result.cpu_s / n * 1e6,
         "peak_rss_mb": result.maxrss_bytes / MB, "wal_bytes": wal_after - wal_before,
         "wal_bytes_per_event": (wal_after - wal_before) / n,
+        "cpu_elsewhere": meter.as_dict(),
         "rss_mb_timeline": [(ts, round(rss / MB, 1)) for ts, rss in result.rss_samples[:: max(1, len(result.rss_samples) // 20)]],
     }
 
@@ -204,11 +206,13 @@ def scenario_drain(srv: Servers, args: argparse.Namespace) -> dict[str, Any]:
         "--endpos", format_lsn(end), "-o", f"proto_version={proto}", "-o", f"publication_names={SLOT}",
         "-f", "/dev/null", "--no-loop",
     ]
-    limit_run = Child(argv, env=srv.pg_env(), log=srv.logs / "pg_recvlogical.log").wait(timeout=120 + n / 2000).check()
+    with CpuMeter() as limit_meter:
+        limit_run = Child(argv, env=srv.pg_env(), log=srv.logs / "pg_recvlogical.log").wait(
+            timeout=120 + n / 2000).check()
     with connect(t.pg_dsn) as conn:
         conn.execute("SELECT pg_drop_replication_slot(%s)", (LIMIT_SLOT,))
     limit = {"seconds": limit_run.seconds, "events_per_s": n / limit_run.seconds, "cpu_s": limit_run.cpu_s,
-             "proto_version": proto}
+             "proto_version": proto, "cpu_elsewhere": limit_meter.as_dict()}
     log(f"pg_recvlogical: {limit['events_per_s']:,.0f} events/s")
 
     # (a) the pipeline
@@ -227,8 +231,9 @@ def scenario_drain(srv: Servers, args: argparse.Namespace) -> dict[str, Any]:
         wal_before = wal_lsn(conn)
     relay_argv = [*PYTHON_M, "bench.relay", "--dsn", t.pg_dsn, "--clickhouse-url", srv.clickhouse.url(relay_db),
                   "--batch", str(args.relay_batch)]
-    relay_run = Child(relay_argv, env=dict(os.environ), cwd=ROOT, log=srv.logs / "relay.log").wait(
-        timeout=180 + n / 500).check()
+    with CpuMeter() as relay_meter:
+        relay_run = Child(relay_argv, env=dict(os.environ), cwd=ROOT, log=srv.logs / "relay.log").wait(
+            timeout=180 + n / 500).check()
     with connect(t.pg_dsn) as conn:
         wal_after = wal_lsn(conn)
         left = conn.execute("SELECT count(*) FROM outbox_relay WHERE processed_at IS NULL").fetchone()[0]  # type: ignore[index]
@@ -239,7 +244,7 @@ def scenario_drain(srv: Servers, args: argparse.Namespace) -> dict[str, Any]:
         "seconds": relay_run.seconds, "events_per_s": n / relay_run.seconds, "batch": args.relay_batch,
         "cpu_s": relay_run.cpu_s, "cpu_us_per_event": relay_run.cpu_s / max(n, 1) * 1e6,
         "peak_rss_mb": relay_run.maxrss_bytes / MB, "wal_bytes": wal_after - wal_before,
-        "wal_bytes_per_event": (wal_after - wal_before) / max(n, 1),
+        "wal_bytes_per_event": (wal_after - wal_before) / max(n, 1), "cpu_elsewhere": relay_meter.as_dict(),
     }
     log(f"relay: {relay_result['events_per_s']:,.0f} events/s")
     srv.drop(db)
@@ -335,12 +340,14 @@ def scenario_steady(srv: Servers, args: argparse.Namespace) -> dict[str, Any]:
         sampler.start()
         out = srv.logs / "steady-commits.pickle"
         log(f"steady state: {args.rate:,.0f} events/s from {args.connections} connections for {args.duration:.0f} s")
+        meter = CpuMeter().__enter__()
         gen = subprocess.run(
             [*PYTHON_M, "bench.workload", "steady", "--dsn", t.pg_dsn, "--rate", str(args.rate),
              "--connections", str(args.connections), "--duration", str(args.duration),
              "--max-txn", str(args.max_txn), "--out", str(out)],
             cwd=ROOT, capture_output=True, text=True, timeout=args.duration + 120,
         )
+        meter.__exit__()
         if gen.returncode != 0:
             raise BenchError(f"the steady-state writer failed:\n{gen.stdout[-2000:]}\n{gen.stderr[-3000:]}")
         with open(out, "rb") as f:
@@ -402,7 +409,7 @@ def scenario_steady(srv: Servers, args: argparse.Namespace) -> dict[str, Any]:
         "slot_lag_bytes": {"max": max(lag_bytes, default=0), "last": lag_bytes[-1] if lag_bytes else 0,
                            "samples": len(lag_bytes)},
         "poll_interval_s": args.poll_interval, "polls": poller.polls,
-        "mean_poll_query_s": poller.poll_seconds / max(poller.polls, 1),
+        "mean_poll_query_s": poller.poll_seconds / max(poller.polls, 1), "cpu_elsewhere": meter.as_dict(),
         "pipeline": {"cpu_s": result.cpu_s, "cpu_us_per_event": result.cpu_s / max(events, 1) * 1e6,
                      "peak_rss_mb": result.maxrss_bytes / MB, "wall_s": result.seconds},
     }
@@ -421,7 +428,8 @@ def scenario_memory(srv: Servers, args: argparse.Namespace, drain: dict[str, Any
             p = drain["pipeline"]
             runs.append({"events": n, "peak_rss_mb": p["peak_rss_mb"], "seconds": p["seconds"],
                          "events_per_s": p["events_per_s"], "cpu_us_per_event": p["cpu_us_per_event"],
-                         "source": "drain scenario", "rss_mb_timeline": p["rss_mb_timeline"]})
+                         "source": "drain scenario", "rss_mb_timeline": p["rss_mb_timeline"],
+                         "cpu_elsewhere": p["cpu_elsewhere"]})
             continue
         db = f"bench_mem_{n}"
         t = srv.database(db)
@@ -432,7 +440,8 @@ def scenario_memory(srv: Servers, args: argparse.Namespace, drain: dict[str, Any
         log(f"memory: {n:,} events drained at {p['events_per_s']:,.0f}/s, peak RSS {p['peak_rss_mb']:.0f} MB")
         runs.append({"events": n, "peak_rss_mb": p["peak_rss_mb"], "seconds": p["seconds"],
                      "events_per_s": p["events_per_s"], "cpu_us_per_event": p["cpu_us_per_event"],
-                     "source": "own run", "rss_mb_timeline": p["rss_mb_timeline"]})
+                     "source": "own run", "rss_mb_timeline": p["rss_mb_timeline"],
+                     "cpu_elsewhere": p["cpu_elsewhere"]})
     runs.sort(key=lambda r: r["events"])
     first, last = runs[0]["peak_rss_mb"], runs[-1]["peak_rss_mb"]
     return {"skipped": False, "runs": runs, "max_rss_mb": max(r["peak_rss_mb"] for r in runs),
@@ -556,6 +565,12 @@ def checks(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _others(result: dict[str, Any]) -> str:
+    """CPU taken by processes outside the benchmark while this was measured (0 = a quiet machine)."""
+    used = result.get("cpu_elsewhere")
+    return f"[others {used['foreign_cores']:.1f} CPU]" if used else ""
+
+
 def _load_range(samples: list[dict[str, Any]]) -> str:
     loads = [s["load"] for s in samples]
     return f"{min(loads):.2f} to {max(loads):.2f}" if loads else "?"
@@ -576,15 +591,19 @@ def table(results: dict[str, Any]) -> str:
             f"{mc['nproc']} CPUs {mc['cpu_model']}, {mc['ram_gib']} GiB, Python {mc['python']}\n"
             f"command: {m['command']}\n"
             f"1-min load average while running: {_load_range(m.get('loadavg_1min', []))} "
-            f"(the machine has {mc['nproc']} CPUs; the benchmark itself keeps about 2 busy)")
+            f"(the machine has {mc['nproc']} CPUs; the benchmark itself keeps about 2 busy).\n"
+            f"[others x CPU]: CPUs used on average by processes outside the benchmark while that was timed.")
     d = results.get("drain")
     if d:
         b = d["backlog"]
         p, lim, rel = d["pipeline"], d["limit"], d["relay"]
         row(f"1. backlog drain: {d['events']:,} events ({b['transactions']} txns of {b['rows_per_txn']:,})")
-        row("   pipeline  cdc run --until-lsn current", f"{p['events_per_s']:>9,.0f} ev/s  {p['seconds']:6.1f} s")
-        row("   limit     pg_recvlogical -> /dev/null", f"{lim['events_per_s']:>9,.0f} ev/s  {lim['seconds']:6.1f} s")
-        row(f"   relay     poll {rel['batch']}/FOR UPDATE/UPDATE", f"{rel['events_per_s']:>9,.0f} ev/s  {rel['seconds']:6.1f} s")
+        row("   pipeline  cdc run --until-lsn current",
+            f"{p['events_per_s']:>9,.0f} ev/s  {p['seconds']:6.1f} s  {_others(p)}")
+        row("   limit     pg_recvlogical -> /dev/null",
+            f"{lim['events_per_s']:>9,.0f} ev/s  {lim['seconds']:6.1f} s  {_others(lim)}")
+        row(f"   relay     poll {rel['batch']}/FOR UPDATE/UPDATE",
+            f"{rel['events_per_s']:>9,.0f} ev/s  {rel['seconds']:6.1f} s  {_others(rel)}")
         r1, r2 = d["ratios"]["pipeline_vs_limit"], d["ratios"]["pipeline_vs_relay"]
         row("   pipeline / limit", f"{r1:9.2f}x", f">= {TARGETS['drain_vs_limit']}x", _ok(r1, TARGETS["drain_vs_limit"], at_most=False))
         row("   pipeline / relay", f"{r2:9.2f}x", f">= {TARGETS['drain_vs_relay']}x", _ok(r2, TARGETS["drain_vs_relay"], at_most=False))
@@ -597,7 +616,7 @@ def table(results: dict[str, Any]) -> str:
         lat = s["latency_s"]
         row(f"2. steady state: {s['offered_per_s']:,.0f} ev/s offered, {s['connections']} connections, "
             f"{s['duration_s']:.0f} s, {s['events_per_txn']:.1f} ev/txn")
-        row("   achieved rate", f"{s['achieved_per_s']:>9,.0f} ev/s")
+        row("   achieved rate", f"{s['achieved_per_s']:>9,.0f} ev/s  {_others(s)}")
         row("   commit->visible p50 / p95", f"{lat['p50']:9.3f} s / {lat['p95']:.3f} s")
         row("   commit->visible p99", f"{lat['p99']:9.3f} s", f"<= {TARGETS['steady_p99_s']} s",
             _ok(lat["p99"], TARGETS["steady_p99_s"], at_most=True))
@@ -613,7 +632,8 @@ def table(results: dict[str, Any]) -> str:
         else:
             row("3. memory: peak RSS of cdc run draining a backlog")
             for r in mem["runs"]:
-                row(f"   {r['events']:,} events", f"{r['peak_rss_mb']:9.1f} MB", f"<= {TARGETS['rss_mb']:.0f} MB",
+                row(f"   {r['events']:,} events",
+                    f"{r['peak_rss_mb']:9.1f} MB  {r['events_per_s']:>7,.0f} ev/s  {_others(r)}", f"<= {TARGETS['rss_mb']:.0f} MB",
                     _ok(r["peak_rss_mb"], TARGETS["rss_mb"], at_most=True))
             if len(mem["runs"]) > 1:
                 g = mem["growth_pct"]
