@@ -76,6 +76,10 @@ class Servers:
         drop_database(self.postgres, name)
         self.clickhouse.execute(f"DROP DATABASE IF EXISTS {name}")
 
+    def cpu_groups(self) -> dict[str, int | None]:
+        """The servers' root processes, for CpuMeter: their trees are our PostgreSQL and ClickHouse."""
+        return {"postgres": self.postgres.pid, "clickhouse": self.clickhouse.pid}
+
     def pg_env(self) -> dict[str, str]:
         """Environment for PostgreSQL client binaries: no stray PG* variable may redirect them."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -207,13 +211,17 @@ def _machine_jiffies() -> tuple[int, int]:
     return user + nice + system + irq + softirq, steal
 
 
-def _tree_cpu_s() -> float:
-    """CPU seconds of this process and every descendant, including those they have reaped."""
+def _tree_cpu_s(pid: int | None = None) -> float:
+    """CPU seconds of a process (default: this one) and every descendant, including those they have reaped."""
     import psutil  # type: ignore[import-untyped]
 
     total = 0.0
-    me = psutil.Process()
-    for proc in [me, *me.children(recursive=True)]:
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    for proc in tree:
         try:
             t = proc.cpu_times()
         except psutil.Error:
@@ -227,13 +235,20 @@ class CpuMeter:
 
     foreign_cores = (machine busy time - our process tree's CPU time) / wall time;
     0 means nobody else ran; 1 means another process took a whole CPU on average.
+    ``groups`` (name -> pid) also measures the CPU seconds of those process trees
+    (the PostgreSQL postmaster with its backends, ClickHouse) over the section.
     """
+
+    def __init__(self, groups: dict[str, int | None] | None = None) -> None:
+        self._groups = {name: pid for name, pid in (groups or {}).items() if pid is not None}
+        self.groups_cpu_s: dict[str, float] = {}
 
     def __enter__(self) -> CpuMeter:
         self._hz = os.sysconf("SC_CLK_TCK")
         self._t0 = time.monotonic()
         self._busy0, self._steal0 = _machine_jiffies()
         self._ours0 = _tree_cpu_s()
+        self._groups0 = {name: _tree_cpu_s(pid) for name, pid in self._groups.items()}
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -246,10 +261,12 @@ class CpuMeter:
         self.our_cores = ours / wall
         self.foreign_cores = max(0.0, (machine - ours) / wall)
         self.steal_cores = (steal - self._steal0) / self._hz / wall
+        self.groups_cpu_s = {name: _tree_cpu_s(pid) - self._groups0[name] for name, pid in self._groups.items()}
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, Any]:
         return {"machine_cores": round(self.machine_cores, 2), "our_cores": round(self.our_cores, 2),
-                "foreign_cores": round(self.foreign_cores, 2), "steal_cores": round(self.steal_cores, 2)}
+                "foreign_cores": round(self.foreign_cores, 2), "steal_cores": round(self.steal_cores, 2),
+                "servers_cpu_s": {name: round(v, 3) for name, v in self.groups_cpu_s.items()}}
 
 
 # -- which cdc is measured ------------------------------------------------------------------------

@@ -11,7 +11,7 @@ stage of the pipeline, by the innermost frame that belongs to a known module:
     sink        cdc/sink/* (column conversion before the INSERT)
     clickhouse  clickhouse_driver/* (serialization of the columns and sending)
     flusher, logging, startup (imports, connection set-up)
-    waiting     a leaf in threading/queue: a thread caught between waits
+    waiting     a leaf blocked in select/wait/sleep (py-spy's idle detection misses some)
 
 Frames of the standard library or of C extensions count towards the stage that
 called them (``datetime.fromisoformat`` towards convert, ``hashlib`` towards
@@ -66,13 +66,27 @@ def record_argv(out: Path, command: Sequence[str], *, rate: int = 100) -> list[s
             "--", *command]
 
 
+# A leaf on one of these source lines is blocked in a system call (py-spy does not always
+# tell idle from busy there): waiting for the server or for the other thread, not working.
+_WAIT_CALLS = ("select.select(", ".wait(", "time.sleep(", ".get(timeout", ".put(batch, timeout")
+
+
+def _blocked(frame: dict[str, Any]) -> bool:
+    import linecache
+
+    file, line = frame.get("file") or "", frame.get("line") or 0
+    if file.endswith(("/threading.py", "/queue.py", "/selectors.py")):
+        return True
+    text = linecache.getline(file, int(line)) if line else ""
+    return any(call in text for call in _WAIT_CALLS)
+
+
 def _stage(stack: list[dict[str, Any]]) -> str:
     files = [frame.get("file") or "" for frame in stack]
     if any(marker in f for f in files for marker in _STARTUP_MARKERS):
         return "startup"
-    leaf = files[-1]
-    if leaf.endswith(("/threading.py", "/queue.py", "/selectors.py")):
-        return "waiting"  # sampled between wake-ups of a thread that is mostly idle
+    if _blocked(stack[-1]):
+        return "waiting"
     for f in reversed(files):  # leaf first
         for stage, fragment in _STAGES:
             if fragment in f:
@@ -89,7 +103,8 @@ def _short(frame: dict[str, Any]) -> str:
     return f"{frame.get('name')} ({file})"
 
 
-def summarize(path: Path, *, top: int = 15) -> dict[str, Any]:
+def summarize(path: Path, *, top: int = 15, events: int | None = None, rate: int = 100) -> dict[str, Any]:
+    """Stages and top functions of a speedscope profile; with ``events``, also µs of CPU per event."""
     data = json.loads(Path(path).read_text())
     frames: list[dict[str, Any]] = data["shared"]["frames"]
     stages: Counter[str] = Counter()
@@ -123,7 +138,13 @@ def summarize(path: Path, *, top: int = 15) -> dict[str, Any]:
             threads[label or name] = per_thread
 
     def pct(counter: Counter[str]) -> list[dict[str, Any]]:
-        return [{"name": k, "samples": v, "pct": round(100 * v / total, 1)} for k, v in counter.most_common()]
+        out: list[dict[str, Any]] = []
+        for name, samples in counter.most_common():
+            entry: dict[str, Any] = {"name": name, "samples": samples, "pct": round(100 * samples / total, 1)}
+            if events:
+                entry["us_per_event"] = round(samples / rate / events * 1e6, 2)
+            out.append(entry)
+        return out
 
     return {
         "file": str(path),
@@ -141,7 +162,8 @@ def _thread_label(name: str) -> str:
 
 def format_summary(summary: dict[str, Any]) -> str:
     lines = [f"py-spy on-CPU samples: {summary['samples']} ({summary['file']})", "", "stage            % of samples"]
-    lines += [f"  {s['name']:<16} {s['pct']:5.1f}%" for s in summary["stages"]]
+    lines += [f"  {s['name']:<16} {s['pct']:5.1f}%" + (f"  {s['us_per_event']:5.2f} us/event" if "us_per_event" in s else "")
+              for s in summary["stages"]]
     for thread, info in summary["threads"].items():
         parts = ", ".join(f"{s['name']} {s['pct']:.1f}%" for s in info["stages"][:8])
         lines.append(f"thread {thread}: {info['samples']} samples (% of all): {parts}")
@@ -159,8 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("path", type=Path)
     s.add_argument("--top", type=int, default=15)
     s.add_argument("--json", action="store_true")
+    s.add_argument("--events", type=int, help="events the profiled run handled: adds us/event")
+    s.add_argument("--rate", type=int, default=100, help="py-spy samples per second of that run")
     args = parser.parse_args(argv)
-    summary = summarize(args.path, top=args.top)
+    summary = summarize(args.path, top=args.top, events=args.events, rate=args.rate)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
 

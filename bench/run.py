@@ -132,7 +132,7 @@ def pipeline_drain(
     with connect(t.pg_dsn) as conn:
         wal_before = target = wal_lsn(conn)
     command = cdc_run(args, "--until-lsn", "current")
-    with CpuMeter() as meter:
+    with CpuMeter(srv.cpu_groups()) as meter:
         child = Child(wrap(command) if wrap else command, env=t.env(), log=srv.logs / f"{name}.log", cwd=srv.root)
         result = child.wait(timeout=180 + expect_rows / 1000).check()
     with connect(t.pg_dsn) as conn:
@@ -206,7 +206,7 @@ def scenario_drain(srv: Servers, args: argparse.Namespace) -> dict[str, Any]:
         "--endpos", format_lsn(end), "-o", f"proto_version={proto}", "-o", f"publication_names={SLOT}",
         "-f", "/dev/null", "--no-loop",
     ]
-    with CpuMeter() as limit_meter:
+    with CpuMeter(srv.cpu_groups()) as limit_meter:
         limit_run = Child(argv, env=srv.pg_env(), log=srv.logs / "pg_recvlogical.log").wait(
             timeout=120 + n / 2000).check()
     with connect(t.pg_dsn) as conn:
@@ -231,7 +231,7 @@ def scenario_drain(srv: Servers, args: argparse.Namespace) -> dict[str, Any]:
         wal_before = wal_lsn(conn)
     relay_argv = [*PYTHON_M, "bench.relay", "--dsn", t.pg_dsn, "--clickhouse-url", srv.clickhouse.url(relay_db),
                   "--batch", str(args.relay_batch)]
-    with CpuMeter() as relay_meter:
+    with CpuMeter(srv.cpu_groups()) as relay_meter:
         relay_run = Child(relay_argv, env=dict(os.environ), cwd=ROOT, log=srv.logs / "relay.log").wait(
             timeout=180 + n / 500).check()
     with connect(t.pg_dsn) as conn:
@@ -340,7 +340,7 @@ def scenario_steady(srv: Servers, args: argparse.Namespace) -> dict[str, Any]:
         sampler.start()
         out = srv.logs / "steady-commits.pickle"
         log(f"steady state: {args.rate:,.0f} events/s from {args.connections} connections for {args.duration:.0f} s")
-        meter = CpuMeter().__enter__()
+        meter = CpuMeter(srv.cpu_groups()).__enter__()
         gen = subprocess.run(
             [*PYTHON_M, "bench.workload", "steady", "--dsn", t.pg_dsn, "--rate", str(args.rate),
              "--connections", str(args.connections), "--duration", str(args.duration),
@@ -472,7 +472,7 @@ def scenario_profile(srv: Servers, args: argparse.Namespace) -> dict[str, Any]:
     p = pipeline_drain(srv, args, t, db, expect_rows=n, name="profile",
                        wrap=lambda command: profiling.record_argv(out, command, rate=args.profile_rate))
     srv.drop(db)
-    summary = profiling.summarize(out)
+    summary = profiling.summarize(out, events=n, rate=args.profile_rate)
     summary["events"] = n
     summary["seconds_under_py_spy"] = p["seconds"]
     log(f"profile written to {out}")
@@ -654,6 +654,15 @@ def table(results: dict[str, Any]) -> str:
         row("6. CPU per event, cdc run process (user+sys)")
         if d:
             p = d["pipeline"]
+            n = d["events"]
+            for label, side, own in (("pipeline", p, p["cpu_s"]), ("limit", d["limit"], d["limit"]["cpu_s"]),
+                                     ("relay", d["relay"], d["relay"]["cpu_s"])):
+                servers = side["cpu_elsewhere"]["servers_cpu_s"]
+                pg, ch = servers.get("postgres", 0.0), servers.get("clickhouse", 0.0)
+                total = (own + pg + ch) / n * 1e6
+                row(f"   drain, {label}: client + postgres + clickhouse",
+                    f"{own / n * 1e6:5.1f} + {pg / n * 1e6:.1f} + {ch / n * 1e6:.1f} = {total:.1f} us",
+                    f"{(os.cpu_count() or 1) / total * 1e6:,.0f} ev/s max on {os.cpu_count()} CPUs")
             row("   drain", f"{p['cpu_us_per_event']:9.1f} us", "", "")
             row("   drain, net of start-up", f"{p['net_cpu_us_per_event']:9.1f} us")
             row("   (relay process, for comparison)", f"{d['relay']['cpu_us_per_event']:9.1f} us")
@@ -663,7 +672,7 @@ def table(results: dict[str, Any]) -> str:
     if pr:
         row(f"7. profile of a {pr['events']:,}-event drain (py-spy, % of on-CPU samples)")
         for st in pr["stages"]:
-            row(f"   {st['name']}", f"{st['pct']:8.1f} %")
+            row(f"   {st['name']}", f"{st['pct']:8.1f} %  {st.get('us_per_event', 0):5.2f} us/event")
     w0 = max(len(r[0]) for r in rows) + 2
     w1 = max(len(r[1]) for r in rows) + 2
     w2 = max(len(r[2]) for r in rows) + 2
