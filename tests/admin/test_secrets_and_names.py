@@ -19,8 +19,8 @@ def with_passwords(migrated: Target, pg_server: PgServer) -> Iterator[Target]:
     """The same database reached as a role that needs a password (scram), and ClickHouse with a URL password.
 
     ClickHouse's default user has no password, so a URL carrying one is refused: that exercises every
-    ClickHouse error path. (Adding a ClickHouse user means waiting for a users.xml reload, which some builds
-    never do: see tests/test_servers.py.)
+    ClickHouse error path. (A ClickHouse user with a password means waiting for a users.xml reload: seconds
+    each time, and on 18.16 it sometimes does not happen within the helper's 30 s.)
     """
     with migrated.pg() as conn:
         dbname = conn.info.dbname
