@@ -82,7 +82,7 @@ def check_outbox(conn: psycopg.Connection[tuple[object, ...]], schema: str, tabl
 
 
 def check_publication(conn: psycopg.Connection[tuple[object, ...]], publication: str, schema: str, table: str) -> None:
-    row = conn.execute("SELECT pubinsert FROM pg_publication WHERE pubname = %s", (publication,)).fetchone()
+    row = conn.execute("SELECT pubinsert, pubviaroot FROM pg_publication WHERE pubname = %s", (publication,)).fetchone()
     if row is None:
         raise PreflightError(
             f"publication {publication} does not exist: run `cdc migrate`, or as the table owner: "
@@ -91,6 +91,17 @@ def check_publication(conn: psycopg.Connection[tuple[object, ...]], publication:
     if not row[0]:
         raise PreflightError(
             f"publication {publication} does not publish inserts: ALTER PUBLICATION {publication} SET (publish = 'insert');"
+        )
+    partitioned = conn.execute(
+        "SELECT c.relkind = 'p' FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s",
+        (schema, table),
+    ).fetchone()
+    if partitioned and partitioned[0] and not row[1]:
+        # Rows would arrive as the partitions', which are not the outbox: they would be lost.
+        raise PreflightError(
+            f"publication {publication} sends the rows of {schema}.{table} as its partitions': "
+            f"ALTER PUBLICATION {publication} SET (publish_via_partition_root = true);"
         )
     # pg_publication_tables lists the root of a partitioned outbox, or its
     # partitions, depending on publish_via_partition_root: accept either.

@@ -39,6 +39,10 @@ BREAKAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "publication without inserts": (
         "ALTER PUBLICATION cdc_outbox SET (publish = 'delete')", ("does not publish inserts",)
     ),
+    "publication of the partitions": (
+        "ALTER PUBLICATION cdc_outbox SET (publish_via_partition_root = false)",
+        ("as its partitions'", "publish_via_partition_root = true"),
+    ),
     "column missing": ("ALTER TABLE outbox DROP COLUMN environment", ("lacks column(s) environment",)),
     "outbox missing": ("DROP TABLE outbox", ("does not exist", "cdc migrate")),
 }
