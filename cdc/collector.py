@@ -30,7 +30,6 @@ class Counters:
     duplicates: int = 0
     dead_letters: int = 0
     already_stored: int = 0
-    other_tables: int = 0
 
 
 class Collector:
@@ -59,33 +58,29 @@ class Collector:
         self._max_payload = max_payload_bytes
         self._log = log
         # relation id -> (the Relation, its converter); None for tables that are not the outbox.
-        self._converters: dict[int, tuple[Relation, RowConverter | UnreadableRows | None]] = {}
+        self._converters: dict[int, tuple[Relation, RowConverter | UnreadableRows]] = {}
         self.counters = Counters()
-        self._warned: set[int] = set()
 
     def relation(self, relation: Relation) -> None:
         self._converters[relation.relation_id] = (relation, self._converter_for(relation))
 
-    def _converter_for(self, relation: Relation) -> RowConverter | UnreadableRows | None:
-        # Not the outbox: with publish_via_partition_root the server also describes
-        # the partition a row was written to, before it sends the row as the root's.
+    def _converter_for(self, relation: Relation) -> RowConverter | UnreadableRows:
         if (relation.namespace, relation.name) != self._outbox:
-            return None
+            # With publish_via_partition_root the server describes the partition a
+            # row went to before sending the row as the root's: no rows come for
+            # it. Rows that do come for another table are kept, not dropped: a
+            # publication changed under us must not lose events.
+            return UnreadableRows(
+                relation,
+                f"row of {relation.namespace}.{relation.name}, which is not the outbox "
+                f"{self._outbox[0]}.{self._outbox[1]}: check the publication's tables and publish_via_partition_root",
+            )
         try:
             return RowConverter(relation, bounds=self._bounds, max_payload_bytes=self._max_payload)
         except OutboxSchemaError as exc:
             reason = f"{exc}; rows written meanwhile go to the dead-letter table"
             self._log.error("outbox rows cannot be read as events", reason=reason)
             return UnreadableRows(relation, reason)
-
-    def _other_table(self, relation: Relation) -> None:
-        self.counters.other_tables += 1
-        if relation.relation_id not in self._warned:
-            self._warned.add(relation.relation_id)
-            self._log.warning(
-                "ignoring rows of a table that is not the outbox: remove it from the publication",
-                table=f"{relation.namespace}.{relation.name}",
-            )
 
     def row(self, relation: Relation, values: TupleData, commit_lsn: int, seq: int, commit_time: int) -> None:
         counters = self.counters
@@ -95,9 +90,6 @@ class Collector:
             # A row held from before an ALTER TABLE (streamed transactions): read it as it was.
             cached = (relation, self._converter_for(relation))
         converter = cached[1]
-        if converter is None:
-            self._other_table(relation)
-            return
         hwm = self.high_water_mark
         if hwm is not None and (commit_lsn, seq) <= hwm:
             counters.already_stored += 1
