@@ -73,7 +73,7 @@ def run(
         retry_initial=tuning["retry_initial"], retry_max=max(tuning["retry_max"], tuning["retry_initial"]),
     )
     require_pg(settings)
-    replay_from = _replay_position(from_lsn, from_checkpoint)
+    replay_from = _replay_position(settings, from_lsn, from_checkpoint)
     try:
         retention = Retention.parse(retain)
     except RetainError as exc:
@@ -99,13 +99,19 @@ def run(
              dead_letters=summary.dead_letters_stored, duplicates=summary.counters.duplicates)
 
 
-def _replay_position(from_lsn: str | None, from_checkpoint: Path | None) -> int | None:
+def _replay_position(settings: Settings, from_lsn: str | None, from_checkpoint: Path | None) -> int | None:
     if from_lsn is not None and from_checkpoint is not None:
         raise click.UsageError("give --from-lsn or --from-checkpoint, not both")
     if from_checkpoint is not None:
-        from ..admin.checkpoint import load_checkpoint
+        from ..admin import checkpoint
 
-        return load_checkpoint(from_checkpoint)
+        # LSNs mean nothing on another cluster: refuse a checkpoint saved elsewhere.
+        checkpoint.check_same_server(
+            checkpoint.read_checkpoint(from_checkpoint),
+            checkpoint.identify(settings.pg_dsn).system_identifier,
+            str(from_checkpoint),
+        )
+        return checkpoint.load_checkpoint(from_checkpoint)
     return None if from_lsn is None else parse_lsn(from_lsn)
 
 

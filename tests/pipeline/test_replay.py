@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from support import Target, checked, insert_events
 
 WINDOW = ("--retain", "1GB")
@@ -55,3 +58,16 @@ def test_replay_from_before_what_the_slot_holds_is_refused_with_the_oldest_lsn(p
     assert result.returncode == 1
     line = result.stderr.strip().splitlines()[-1]
     assert "cannot replay from 0/1" in line and f"nothing older than {oldest}" in line
+
+
+def test_a_checkpoint_saved_on_another_cluster_is_refused(pg_dsn: str, clickhouse_url: str, tmp_path: Path) -> None:
+    t = Target(pg_dsn, clickhouse_url)
+    checked(t.cdc("migrate"))
+    saved = tmp_path / "checkpoint.json"
+    checked(t.cdc("checkpoint", "save", str(saved)))
+    data = json.loads(saved.read_text())
+    data["server"]["system_identifier"] = "1234567890123456789"
+    saved.write_text(json.dumps(data))
+    result = t.cdc("run", "--from-checkpoint", str(saved), "--until-lsn", "current")
+    assert result.returncode == 1
+    assert "saved on PostgreSQL cluster 1234567890123456789" in result.stderr.strip().splitlines()[-1]
