@@ -92,17 +92,6 @@ def check_publication(conn: psycopg.Connection[tuple[object, ...]], publication:
         raise PreflightError(
             f"publication {publication} does not publish inserts: ALTER PUBLICATION {publication} SET (publish = 'insert');"
         )
-    partitioned = conn.execute(
-        "SELECT c.relkind = 'p' FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relname = %s",
-        (schema, table),
-    ).fetchone()
-    if partitioned and partitioned[0] and not row[1]:
-        # Rows would arrive as the partitions', which are not the outbox: they would be lost.
-        raise PreflightError(
-            f"publication {publication} sends the rows of {schema}.{table} as its partitions': "
-            f"ALTER PUBLICATION {publication} SET (publish_via_partition_root = true);"
-        )
     # pg_publication_tables lists the root of a partitioned outbox, or its
     # partitions, depending on publish_via_partition_root: accept either.
     covered = conn.execute(
@@ -119,6 +108,17 @@ def check_publication(conn: psycopg.Connection[tuple[object, ...]], publication:
         raise PreflightError(
             f"publication {publication} does not cover {schema}.{table}: "
             f"ALTER PUBLICATION {publication} ADD TABLE {schema}.{table};"
+        )
+    partitioned = conn.execute(
+        "SELECT c.relkind = 'p' FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s",
+        (schema, table),
+    ).fetchone()
+    if partitioned and partitioned[0] and not row[1]:
+        # Rows would arrive as the partitions', which are not the outbox: they would be lost.
+        raise PreflightError(
+            f"publication {publication} sends the rows of {schema}.{table} as its partitions': "
+            f"ALTER PUBLICATION {publication} SET (publish_via_partition_root = true);"
         )
 
 
