@@ -59,7 +59,8 @@ from .env import (
 )
 
 SLOT = "cdc_outbox"
-LIMIT_SLOT = "bench_limit"
+# Two slots for pg_recvlogical: one drains the backlog before the pipeline does, one after.
+LIMIT_SLOTS = ("bench_limit_before", "bench_limit_after")
 MB = 1024 * 1024
 
 FULL = {"events": 1_000_000, "txn_rows": 50_000, "duration": 60.0, "memory_events": "1000000,5000000",
@@ -191,7 +192,8 @@ def scenario_drain(srv: Servers, args: argparse.Namespace) -> dict[str, Any]:
     t = srv.database(db)
     migrate(srv, t)
     with connect(t.pg_dsn) as conn:
-        conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (LIMIT_SLOT,))
+        for slot in LIMIT_SLOTS:
+            conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
         server_version = conn.info.server_version
     startup = pipeline_drain(srv, args, t, db, expect_rows=0, name="drain-empty")
     log(f"cdc run on an empty backlog: {startup['seconds']:.2f} s, {startup['cpu_s']:.2f} s CPU")
@@ -199,21 +201,25 @@ def scenario_drain(srv: Servers, args: argparse.Namespace) -> dict[str, Any]:
     with connect(t.pg_dsn) as conn:
         end = wal_lsn(conn)
 
-    # (b) the limit: the same server's own client, streaming the same backlog to /dev/null
+    # (b) the limit: the same server's own client, streaming the same backlog to /dev/null. Run once
+    # before and once after the pipeline (the first reader of fresh WAL can pay more); the faster counts.
     proto = protocol_version(server_version)
-    argv = [
-        str(srv.postgres.bin_dir / "pg_recvlogical"), "-d", t.pg_dsn, "--slot", LIMIT_SLOT, "--start",
-        "--endpos", format_lsn(end), "-o", f"proto_version={proto}", "-o", f"publication_names={SLOT}",
-        "-f", "/dev/null", "--no-loop",
-    ]
-    with CpuMeter(srv.cpu_groups()) as limit_meter:
-        limit_run = Child(argv, env=srv.pg_env(), log=srv.logs / "pg_recvlogical.log").wait(
-            timeout=120 + n / 2000).check()
-    with connect(t.pg_dsn) as conn:
-        conn.execute("SELECT pg_drop_replication_slot(%s)", (LIMIT_SLOT,))
-    limit = {"seconds": limit_run.seconds, "events_per_s": n / limit_run.seconds, "cpu_s": limit_run.cpu_s,
-             "proto_version": proto, "cpu_elsewhere": limit_meter.as_dict()}
-    log(f"pg_recvlogical: {limit['events_per_s']:,.0f} events/s")
+
+    def recvlogical(slot: str) -> dict[str, Any]:
+        argv = [
+            str(srv.postgres.bin_dir / "pg_recvlogical"), "-d", t.pg_dsn, "--slot", slot, "--start",
+            "--endpos", format_lsn(end), "-o", f"proto_version={proto}", "-o", f"publication_names={SLOT}",
+            "-f", "/dev/null", "--no-loop",
+        ]
+        with CpuMeter(srv.cpu_groups()) as meter:
+            run = Child(argv, env=srv.pg_env(), log=srv.logs / f"{slot}.log").wait(timeout=120 + n / 2000).check()
+        with connect(t.pg_dsn) as conn:
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+        log(f"pg_recvlogical ({slot}): {n / run.seconds:,.0f} events/s")
+        return {"slot": slot, "seconds": run.seconds, "events_per_s": n / run.seconds, "cpu_s": run.cpu_s,
+                "proto_version": proto, "cpu_elsewhere": meter.as_dict()}
+
+    limit_before = recvlogical(LIMIT_SLOTS[0])
 
     # (a) the pipeline
     pipeline = pipeline_drain(srv, args, t, db, expect_rows=n, name="drain-pipeline")
@@ -221,6 +227,9 @@ def scenario_drain(srv: Servers, args: argparse.Namespace) -> dict[str, Any]:
     pipeline["startup_cpu_s"] = startup["cpu_s"]
     pipeline["net_cpu_us_per_event"] = (pipeline["cpu_s"] - startup["cpu_s"]) / max(n, 1) * 1e6
     log(f"pipeline: {pipeline['events_per_s']:,.0f} events/s, peak RSS {pipeline['peak_rss_mb']:.0f} MB")
+    limit_after = recvlogical(LIMIT_SLOTS[1])
+    limit = dict(max(limit_before, limit_after, key=lambda r: r["events_per_s"]))
+    limit["runs"] = [limit_before, limit_after]
 
     # (c) the polling relay, on its own copy of the rows
     with connect(t.pg_dsn) as conn:
@@ -600,12 +609,13 @@ def table(results: dict[str, Any]) -> str:
         row(f"1. backlog drain: {d['events']:,} events ({b['transactions']} txns of {b['rows_per_txn']:,})")
         row("   pipeline  cdc run --until-lsn current",
             f"{p['events_per_s']:>9,.0f} ev/s  {p['seconds']:6.1f} s  {_others(p)}")
-        row("   limit     pg_recvlogical -> /dev/null",
-            f"{lim['events_per_s']:>9,.0f} ev/s  {lim['seconds']:6.1f} s  {_others(lim)}")
+        for run, when in zip(lim.get("runs", [lim]), ("before", "after")):
+            row(f"   limit     pg_recvlogical -> /dev/null ({when})",
+                f"{run['events_per_s']:>9,.0f} ev/s  {run['seconds']:6.1f} s  {_others(run)}")
         row(f"   relay     poll {rel['batch']}/FOR UPDATE/UPDATE",
             f"{rel['events_per_s']:>9,.0f} ev/s  {rel['seconds']:6.1f} s  {_others(rel)}")
         r1, r2 = d["ratios"]["pipeline_vs_limit"], d["ratios"]["pipeline_vs_relay"]
-        row("   pipeline / limit", f"{r1:9.2f}x", f">= {TARGETS['drain_vs_limit']}x", _ok(r1, TARGETS["drain_vs_limit"], at_most=False))
+        row("   pipeline / limit (the faster)", f"{r1:9.2f}x", f">= {TARGETS['drain_vs_limit']}x", _ok(r1, TARGETS["drain_vs_limit"], at_most=False))
         row("   pipeline / relay", f"{r2:9.2f}x", f">= {TARGETS['drain_vs_relay']}x", _ok(r2, TARGETS["drain_vs_relay"], at_most=False))
         row("   (cdc run start-up + exit, empty backlog)", f"{p['startup_seconds']:9.2f} s")
         if p.get("streaming_events_per_s"):
