@@ -228,6 +228,12 @@ class ClickHouseServer:
         # Write-then-rename so the reloader never parses a half-written file.
         staging = self.users_path.with_suffix(".xml.new")
         staging.write_text(_USERS.format(users="\n".join(xml for xml, _ in self._users.values())))
+        # 18.16 notices a change by the file's mtime in whole seconds: a second
+        # write within the same second would never be reloaded. Give every
+        # version a later whole second than the one before.
+        previous = int(self.users_path.stat().st_mtime) if self.users_path.exists() else 0
+        stamp = max(int(time.time()), previous + 1)
+        os.utime(staging, (stamp, stamp))
         os.replace(staging, self.users_path)
 
     def _wait_for_login(self, name: str, password: str, *, should_work: bool) -> None:
