@@ -60,6 +60,9 @@ class Collector:
         # relation id -> (the Relation, its converter); None for tables that are not the outbox.
         self._converters: dict[int, tuple[Relation, RowConverter | UnreadableRows]] = {}
         self.counters = Counters()
+        # Position of the newest row handed to the buffer: once the flusher is
+        # idle it is stored, which makes it the high-water mark without asking.
+        self.last_position: tuple[int, int] | None = None
 
     def relation(self, relation: Relation) -> None:
         self._converters[relation.relation_id] = (relation, self._converter_for(relation))
@@ -106,6 +109,7 @@ class Collector:
             return
         counters.rows_buffered += 1
         self._builder.append(row, commit_lsn, seq, commit_time)
+        self.last_position = (commit_lsn, seq)
         if self._failpoints is not None:
             self._failpoints.hit("row")
 

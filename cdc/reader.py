@@ -174,7 +174,11 @@ class Reader:
             self.hand_off()
         self.flusher.wait_idle(while_waiting=lambda: None, interval=self.settings.status_interval)
         self.assembler.reset()
-        self.collector.high_water_mark = self.sink.high_water_mark()
+        # Everything buffered is stored now: the server will resend it, skip it.
+        # (Known here without asking ClickHouse, which may be down too.)
+        stored, known = self.collector.last_position, self.collector.high_water_mark
+        if stored is not None and (known is None or stored > known):
+            self.collector.high_water_mark = stored
 
     def _stream(self) -> None:
         assert self.repl is not None
