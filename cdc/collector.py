@@ -57,7 +57,7 @@ class Collector:
         self._bounds = bounds
         self._max_payload = max_payload_bytes
         self._log = log
-        # relation id -> (the Relation, its converter); None for tables that are not the outbox.
+        # relation id -> (the Relation, its converter; rows of other tables are dead-lettered).
         self._converters: dict[int, tuple[Relation, RowConverter | UnreadableRows]] = {}
         self.counters = Counters()
         # Position of the newest row handed to the buffer: once the flusher is
