@@ -471,7 +471,7 @@ def scenario_dedup(args: argparse.Namespace) -> dict[str, Any]:
 # -- 5. profile ------------------------------------------------------------------------------------
 
 
-def scenario_profile(srv: Servers, args: argparse.Namespace) -> dict[str, Any]:
+def scenario_profile(srv: Servers, args: argparse.Namespace, drain: dict[str, Any] | None) -> dict[str, Any]:
     n = args.profile_events or args.events
     db = "bench_profile"
     t = srv.database(db)
@@ -484,6 +484,14 @@ def scenario_profile(srv: Servers, args: argparse.Namespace) -> dict[str, Any]:
     summary = profiling.summarize(out, events=n, rate=args.profile_rate)
     summary["events"] = n
     summary["seconds_under_py_spy"] = p["seconds"]
+    # py-spy's sample counts drift with load; the CPU the unprofiled drain really used (wait4) does not.
+    # Share it out by each stage's part of the working (not waiting) samples.
+    if drain is not None and drain["events"] == n:
+        cpu = drain["pipeline"]["cpu_us_per_event"]
+        working = sum(st["samples"] for st in summary["stages"] if st["name"] != "waiting") or 1
+        summary["cpu_us_per_event_scale"] = cpu
+        for st in summary["stages"]:
+            st["cpu_us_per_event"] = 0.0 if st["name"] == "waiting" else round(st["samples"] / working * cpu, 2)
     log(f"profile written to {out}")
     return summary
 
@@ -680,9 +688,12 @@ def table(results: dict[str, Any]) -> str:
             row("   steady state", f"{s['pipeline']['cpu_us_per_event']:9.1f} us")
     pr = results.get("profile")
     if pr:
-        row(f"7. profile of a {pr['events']:,}-event drain (py-spy, % of on-CPU samples)")
+        scaled = "cpu_us_per_event_scale" in pr
+        row(f"7. profile of a {pr['events']:,}-event drain (py-spy, % of samples; "
+            + ("us/event: the drain's measured CPU shared by samples)" if scaled else "us/event from sample counts)"))
         for st in pr["stages"]:
-            row(f"   {st['name']}", f"{st['pct']:8.1f} %  {st.get('us_per_event', 0):5.2f} us/event")
+            us = st.get("cpu_us_per_event", st.get("us_per_event", 0.0))
+            row(f"   {st['name']}", f"{st['pct']:8.1f} %  {us:5.2f} us/event")
     w0 = max(len(r[0]) for r in rows) + 2
     w1 = max(len(r[1]) for r in rows) + 2
     w2 = max(len(r[2]) for r in rows) + 2
@@ -769,7 +780,7 @@ def main(argv: list[str] | None = None) -> int:
         if "dedup" in args.scenarios:
             results["dedup"] = scenario_dedup(args)
         if args.profile:
-            results["profile"] = scenario_profile(srv, args)  # type: ignore[arg-type]
+            results["profile"] = scenario_profile(srv, args, results.get("drain"))  # type: ignore[arg-type]
     finally:
         if srv is not None:
             if args.logs:
