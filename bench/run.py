@@ -690,11 +690,11 @@ def table(results: dict[str, Any]) -> str:
     if pr:
         scaled = "cpu_us_per_event_scale" in pr
         row(f"7. profile of a {pr['events']:,}-event drain (py-spy, % of samples; "
-            + ("us/event: the drain's measured CPU shared by samples)" if scaled else "us/event from sample counts)"))
+            + ("us/event: the drain's CPU shared out by samples)" if scaled else "us/event from sample counts)"))
         for st in pr["stages"]:
             us = st.get("cpu_us_per_event", st.get("us_per_event", 0.0))
             row(f"   {st['name']}", f"{st['pct']:8.1f} %  {us:5.2f} us/event")
-    w0 = max(len(r[0]) for r in rows) + 2
+    w0 = max(len(r[0]) for r in rows if r[1]) + 2  # section headings may run into the value column
     w1 = max(len(r[1]) for r in rows) + 2
     w2 = max(len(r[2]) for r in rows) + 2
     lines = [head, "", f"{'scenario / measure':<{w0}}{'value':<{w1}}{'target':<{w2}}ok", "-" * (w0 + w1 + w2 + 3)]
