@@ -66,11 +66,15 @@ class Servers:
         assert self.ch is not None
         return self.ch
 
-    def database(self, name: str) -> Target:
-        """A fresh PostgreSQL database; the ClickHouse database of the same name is created by cdc."""
+    def database(self, name: str, clickhouse_params: str = "") -> Target:
+        """A fresh PostgreSQL database; the ClickHouse database of the same name is created by cdc.
+
+        ``clickhouse_params`` (``compression=none``...) is appended to the URL cdc gets.
+        """
         self.drop(name)
         create_database(self.postgres, name)
-        return Target(self.postgres.dsn(name), self.clickhouse.url(name))
+        url = self.clickhouse.url(name)
+        return Target(self.postgres.dsn(name), f"{url}?{clickhouse_params}" if clickhouse_params else url)
 
     def drop(self, name: str) -> None:
         drop_database(self.postgres, name)
@@ -340,6 +344,30 @@ def settle(conn: psycopg.Connection[Any], *tables: str) -> None:
 def clickhouse_rows(servers: Servers, database: str, table: str = "events_cdc_progress") -> int:
     rows = servers.clickhouse.execute(f"SELECT count() FROM {database}.{table}")
     return int(rows[0][0])
+
+
+_CLICKHOUSE_EVENTS = ("InsertQuery", "DelayedInserts", "DelayedInsertsMilliseconds", "MergedRows", "Merge")
+
+
+def clickhouse_events(servers: Servers) -> dict[str, int]:
+    """Server-wide ClickHouse counters: how many INSERTs, how many were delayed for too many parts, merges."""
+    names = ", ".join(f"'{name}'" for name in _CLICKHOUSE_EVENTS)
+    rows = servers.clickhouse.execute(f"SELECT event, value FROM system.events WHERE event IN ({names})")
+    counts = {name: 0 for name in _CLICKHOUSE_EVENTS}
+    counts.update({str(name): int(value) for name, value in rows})
+    return counts
+
+
+def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {name: after[name] - before.get(name, 0) for name in after}
+
+
+def autovacuums(conn: psycopg.Connection[Any], table: str) -> int:
+    """How many times autovacuum and autoanalyze have processed `table` so far."""
+    row = conn.execute(
+        "SELECT autovacuum_count + autoanalyze_count FROM pg_stat_user_tables WHERE relname = %s", (table,)
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def checked(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:

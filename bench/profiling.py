@@ -68,7 +68,7 @@ def record_argv(out: Path, command: Sequence[str], *, rate: int = 100) -> list[s
 
 # A leaf on one of these source lines is blocked in a system call (py-spy does not always
 # tell idle from busy there): waiting for the server or for the other thread, not working.
-_WAIT_CALLS = ("select.select(", ".wait(", "time.sleep(", ".get(timeout", ".put(batch, timeout")
+_WAIT_CALLS = ("select.select(", ".wait(", "time.sleep(", "_queue.get(", ".get(timeout", ".put(batch, timeout")
 
 
 def _blocked(frame: dict[str, Any]) -> bool:

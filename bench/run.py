@@ -55,7 +55,7 @@ from cdc.replication.preflight import protocol_version
 from . import dedup_memory, profiling, relay, workload
 from .env import (
     CDC, PYTHON_M, ROOT, BenchError, Child, Servers, Target, checked, clickhouse_rows, confirmed_lsn, connect,
-    CpuMeter, format_lsn, settle, snapshot_cdc, wal_lsn,
+    CpuMeter, autovacuums, clickhouse_events, delta, format_lsn, settle, snapshot_cdc, wal_lsn,
 )
 
 SLOT = "cdc_outbox"
@@ -133,6 +133,7 @@ def pipeline_drain(
     with connect(t.pg_dsn) as conn:
         wal_before = target = wal_lsn(conn)
     command = cdc_run(args, "--until-lsn", "current")
+    ch_before = clickhouse_events(srv)
     with CpuMeter(srv.cpu_groups()) as meter:
         child = Child(wrap(command) if wrap else command, env=t.env(), log=srv.logs / f"{name}.log", cwd=srv.root)
         result = child.wait(timeout=180 + expect_rows / 1000).check()
@@ -153,7 +154,7 @@ def pipeline_drain(
         "cpu_s": result.cpu_s, "user_s": result.user_s, "sys_s": result.sys_s, "cpu_us_per_event": result.cpu_s / n * 1e6,
         "peak_rss_mb": result.maxrss_bytes / MB, "wal_bytes": wal_after - wal_before,
         "wal_bytes_per_event": (wal_after - wal_before) / n,
-        "cpu_elsewhere": meter.as_dict(),
+        "cpu_elsewhere": meter.as_dict(), "clickhouse_events": delta(clickhouse_events(srv), ch_before),
         "rss_mb_timeline": [(ts, round(rss / MB, 1)) for ts, rss in result.rss_samples[:: max(1, len(result.rss_samples) // 20)]],
     }
 
@@ -189,7 +190,7 @@ def _streaming_window(log_path: Path) -> float | None:
 def scenario_drain(srv: Servers, args: argparse.Namespace) -> dict[str, Any]:
     n = args.events
     db, relay_db = "bench_drain", "bench_relay"
-    t = srv.database(db)
+    t = srv.database(db, args.clickhouse_params)
     migrate(srv, t)
     with connect(t.pg_dsn) as conn:
         for slot in LIMIT_SLOTS:
@@ -238,6 +239,8 @@ def scenario_drain(srv: Servers, args: argparse.Namespace) -> dict[str, Any]:
     relay_schema(srv, srv.clickhouse.url(relay_db))
     with connect(t.pg_dsn) as conn:
         wal_before = wal_lsn(conn)
+        vacuums_before = autovacuums(conn, "outbox_relay")
+    ch_before = clickhouse_events(srv)
     relay_argv = [*PYTHON_M, "bench.relay", "--dsn", t.pg_dsn, "--clickhouse-url", srv.clickhouse.url(relay_db),
                   "--batch", str(args.relay_batch)]
     with CpuMeter(srv.cpu_groups()) as relay_meter:
@@ -246,6 +249,8 @@ def scenario_drain(srv: Servers, args: argparse.Namespace) -> dict[str, Any]:
     with connect(t.pg_dsn) as conn:
         wal_after = wal_lsn(conn)
         left = conn.execute("SELECT count(*) FROM outbox_relay WHERE processed_at IS NULL").fetchone()[0]  # type: ignore[index]
+        vacuums = autovacuums(conn, "outbox_relay") - vacuums_before
+    ch_counts = delta(clickhouse_events(srv), ch_before)
     stored = clickhouse_rows(srv, relay_db)
     if stored != n or left:
         raise BenchError(f"relay: ClickHouse holds {stored} events of {n}, {left} rows left unprocessed")
@@ -254,6 +259,8 @@ def scenario_drain(srv: Servers, args: argparse.Namespace) -> dict[str, Any]:
         "cpu_s": relay_run.cpu_s, "cpu_us_per_event": relay_run.cpu_s / max(n, 1) * 1e6,
         "peak_rss_mb": relay_run.maxrss_bytes / MB, "wal_bytes": wal_after - wal_before,
         "wal_bytes_per_event": (wal_after - wal_before) / max(n, 1), "cpu_elsewhere": relay_meter.as_dict(),
+        # Why the relay's rate varies from run to run: ClickHouse delaying its small inserts, autovacuum.
+        "clickhouse_events": ch_counts, "autovacuum_runs": vacuums,
     }
     log(f"relay: {relay_result['events_per_s']:,.0f} events/s")
     srv.drop(db)
@@ -332,7 +339,7 @@ def percentile(sorted_values: list[float], p: float) -> float:
 
 def scenario_steady(srv: Servers, args: argparse.Namespace) -> dict[str, Any]:
     db = "bench_steady"
-    t = srv.database(db)
+    t = srv.database(db, args.clickhouse_params)
     migrate(srv, t)
     pipeline = Child(cdc_run(args), env=t.env(), log=srv.logs / "steady-pipeline.log", cwd=srv.root)
     poller: Poller | None = None
@@ -441,7 +448,7 @@ def scenario_memory(srv: Servers, args: argparse.Namespace, drain: dict[str, Any
                          "cpu_elsewhere": p["cpu_elsewhere"]})
             continue
         db = f"bench_mem_{n}"
-        t = srv.database(db)
+        t = srv.database(db, args.clickhouse_params)
         migrate(srv, t)
         load(t, n, args.txn_rows)
         p = pipeline_drain(srv, args, t, db, expect_rows=n, name=f"memory-{n}")
@@ -474,7 +481,7 @@ def scenario_dedup(args: argparse.Namespace) -> dict[str, Any]:
 def scenario_profile(srv: Servers, args: argparse.Namespace, drain: dict[str, Any] | None) -> dict[str, Any]:
     n = args.profile_events or args.events
     db = "bench_profile"
-    t = srv.database(db)
+    t = srv.database(db, args.clickhouse_params)
     migrate(srv, t)
     load(t, n, args.txn_rows)
     out = Path(args.profile).resolve()
@@ -542,7 +549,7 @@ def meta(srv: Servers | None, args: argparse.Namespace, argv: list[str]) -> dict
         "commit": commit, "cdc_source": source, "uncommitted_cdc_files": dirty,
         "bench_commit": _git("rev-parse", "HEAD").strip(),
         "command": " ".join(["python -m bench.run", *map(shlex.quote, argv)]), "machine": machine(),
-        "cdc_run_args": args.cdc_run_args or "defaults", "pg_kind": args.pg_kind, "pg_settings": args.pg_settings,
+        "cdc_run_args": args.cdc_run_args or "defaults", "clickhouse_params": args.clickhouse_params, "pg_kind": args.pg_kind, "pg_settings": args.pg_settings,
     }
     if srv is not None:
         with connect(srv.postgres.dsn()) as conn:
@@ -603,7 +610,8 @@ def table(results: dict[str, Any]) -> str:
     mc = m["machine"]
     head = (f"cdc benchmark {m['date']}  cdc {m['commit'][:10]} ({m['cdc_source']}"
             f"{', with uncommitted changes' if m['uncommitted_cdc_files'] else ''})  cdc run flags: {m['cdc_run_args']}"
-            f"{'  PG settings: ' + str(m['pg_settings']) if m['pg_settings'] else ''}\n"
+            f"{'  PG settings: ' + str(m['pg_settings']) if m['pg_settings'] else ''}"
+            f"{'  ClickHouse URL params: ' + m['clickhouse_params'] if m.get('clickhouse_params') else ''}\n"
             f"PostgreSQL {m.get('postgres', '?')} ({m['pg_kind']}), ClickHouse {m.get('clickhouse', '?')}, "
             f"{mc['nproc']} CPUs {mc['cpu_model']}, {mc['ram_gib']} GiB, Python {mc['python']}\n"
             f"command: {m['command']}\n"
@@ -622,6 +630,11 @@ def table(results: dict[str, Any]) -> str:
                 f"{run['events_per_s']:>9,.0f} ev/s  {run['seconds']:6.1f} s  {_others(run)}")
         row(f"   relay     poll {rel['batch']}/FOR UPDATE/UPDATE",
             f"{rel['events_per_s']:>9,.0f} ev/s  {rel['seconds']:6.1f} s  {_others(rel)}")
+        if rel.get("clickhouse_events"):
+            ce = rel["clickhouse_events"]
+            row("   (relay: inserts delayed by ClickHouse / autovacuums)",
+                f"{ce['DelayedInserts']:,} of {ce['InsertQuery']:,}, {ce['DelayedInsertsMilliseconds'] / 1000:.1f} s"
+                f" / {rel['autovacuum_runs']}")
         r1, r2 = d["ratios"]["pipeline_vs_limit"], d["ratios"]["pipeline_vs_relay"]
         row("   pipeline / limit (the faster)", f"{r1:9.2f}x", f">= {TARGETS['drain_vs_limit']}x", _ok(r1, TARGETS["drain_vs_limit"], at_most=False))
         row("   pipeline / relay", f"{r2:9.2f}x", f">= {TARGETS['drain_vs_relay']}x", _ok(r2, TARGETS["drain_vs_relay"], at_most=False))
@@ -729,6 +742,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "the working tree, which others may change during a long run")
     parser.add_argument("--cdc-args", default="", help="extra flags for every `cdc run`, e.g. '--batch-rows 20000' "
                         "(default: none, i.e. cdc's defaults)")
+    parser.add_argument("--clickhouse-params", default="", metavar="QUERY",
+                        help="appended to cdc's ClickHouse URL, e.g. compression=none (default: none)")
     parser.add_argument("--pg-setting", action="append", default=[], metavar="NAME=VALUE",
                         help="PostgreSQL setting to apply before the run, e.g. fsync=on (repeatable)")
     parser.add_argument("--logs", metavar="DIR", help="keep the children's logs (cdc run, relay...) here")
