@@ -97,6 +97,20 @@ def user_can_traverse(path: Path, user: str | None) -> bool:
     return True
 
 
+class ChildServer:
+    """What every server the tests start as a child process can say about itself."""
+
+    _proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self.running and self._proc is not None else None
+
+
 def _arm_parent_death_signal(sig: int) -> Callable[[], None] | None:
     """A preexec hook that kills the child when the test process dies.
 

@@ -112,7 +112,7 @@ def make_url(host: str, port: int, database: str, user: str, password: str | Non
     return f"clickhouse://{auth}@{host}:{port}/{quote(database, safe='')}"
 
 
-class ClickHouseServer:
+class ClickHouseServer(_process.ChildServer):
     """One ClickHouse server in a temp dir, on free loopback ports."""
 
     can_restart = True
@@ -192,14 +192,6 @@ class ClickHouseServer:
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.base_dir, ignore_errors=True)
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self.running and self._proc is not None else None
 
     # -- users --------------------------------------------------------------
 

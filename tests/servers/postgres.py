@@ -107,7 +107,7 @@ def apply_settings(superuser_dsn: str, settings: dict[str, object]) -> bool:
     return any(context == "postmaster" for context in contexts.values())
 
 
-class PostgresServer:
+class PostgresServer(_process.ChildServer):
     """One PostgreSQL cluster in a temp dir, on a free loopback port."""
 
     can_restart = True
@@ -201,14 +201,6 @@ class PostgresServer:
     def destroy(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.base_dir, ignore_errors=True)
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self.running and self._proc is not None else None
 
     # -- helpers ------------------------------------------------------------
 
