@@ -16,13 +16,14 @@ from ..pgoutput import PgOutputError
 from ..pipeline import PipelineError
 from ..replication.connection import ReplicationError
 from ..replication.preflight import PreflightError
+from ..replication.protocol import ReplicationProtocolError
 from ..sink.base import SinkConfigError, SinkError
 from ..transactions import TransactionError
 
 # Errors that mean "cannot do what was asked": one line on stderr, exit 1, no traceback.
 _USER_ERRORS = (
     PreflightError, PipelineError, SinkConfigError, SinkError, FlushAborted, LsnError, OutboxSchemaError,
-    ReplicationError, TransactionError, PgOutputError, psycopg.Error,
+    ReplicationError, ReplicationProtocolError, TransactionError, PgOutputError, psycopg.Error,
 )
 
 
