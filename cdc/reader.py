@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Final
 
@@ -102,9 +103,7 @@ class Reader:
                 copied += 1
                 if self.builder.full():
                     self.hand_off()
-        if len(self.builder):
-            self.hand_off()
-        self.flusher.wait_idle(while_waiting=lambda: None, interval=self.settings.status_interval)
+        self._store_all(while_waiting=lambda: None)
         return copied
 
     # -- streaming -----------------------------------------------------------------------------
@@ -170,9 +169,7 @@ class Reader:
         if self.repl is not None:
             self.repl.close()
             self.repl = None
-        if len(self.builder) or self.tracker.pending:
-            self.hand_off()
-        self.flusher.wait_idle(while_waiting=lambda: None, interval=self.settings.status_interval)
+        self._store_all(while_waiting=lambda: None)
         self.assembler.reset()
         # Everything buffered is stored now: the server will resend it, skip it.
         # (Known here without asking ClickHouse, which may be down too.)
@@ -208,8 +205,12 @@ class Reader:
         # Everything up to --until-lsn is here: waiting for the flush interval would only add latency.
         return self.until_lsn is not None and self.tracker.last_commit_lsn >= self.until_lsn
 
+    def _nothing_pending(self) -> bool:
+        """No open transaction, nothing buffered, nothing being written."""
+        return not self.assembler.busy and not len(self.builder) and self.flusher.idle
+
     def _keepalive(self, frame: Keepalive) -> None:
-        if not self.assembler.busy and not len(self.builder) and self.flusher.idle:
+        if self._nothing_pending():
             self.tracker.advance_idle(frame.wal_end)
         if frame.reply_requested:
             self.send_status(force=True)
@@ -218,11 +219,17 @@ class Reader:
         assert self.until_lsn is not None and self.repl is not None
         if self.tracker.safe_lsn >= self.until_lsn:
             return True
-        if not self.assembler.busy and not len(self.builder) and self.flusher.idle and now - self.last_ping > 0.5:
+        if self._nothing_pending() and now - self.last_ping > 0.5:
             # Ask the server where it is: its keepalive answer lets an idle slot catch up.
             self.last_ping = now
             self.repl.send_status(self.retention.held(self.tracker.safe_lsn, now), reply=True)
         return False
+
+    def _store_all(self, *, while_waiting: Callable[[], None]) -> None:
+        """Seal what is held (rows, or commits waiting on the open batch) and wait until it is stored."""
+        if len(self.builder) or self.tracker.pending:
+            self.hand_off()
+        self.flusher.wait_idle(while_waiting=while_waiting, interval=self.settings.status_interval)
 
     def hand_off(self) -> None:
         batch = self.builder.seal()
@@ -247,9 +254,7 @@ class Reader:
 
     def finish(self) -> None:
         """Flush what is buffered, wait until it is stored, acknowledge, close."""
-        if len(self.builder) or self.tracker.pending:
-            self.hand_off()
-        self.flusher.wait_idle(while_waiting=self._status_if_connected, interval=self.settings.status_interval)
+        self._store_all(while_waiting=self._status_if_connected)
         if self.repl is not None:
             try:
                 self.repl.send_status(self.retention.held(self.tracker.safe_lsn, time.monotonic()))
