@@ -76,7 +76,15 @@ class Flusher:
         self._abort.set()
 
     def close(self) -> None:
-        self._queue.put(None)
+        # A worker that died (a permanent error, an abort) leaves a batch in the
+        # full queue, and nobody takes it: never block on it, or the process
+        # would hang instead of exiting with the error.
+        while self._thread.is_alive():
+            try:
+                self._queue.put(None, timeout=0.1)
+                break
+            except queue.Full:
+                continue
         self._thread.join(timeout=5)
 
     def _raise_failure(self) -> None:
