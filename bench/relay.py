@@ -19,12 +19,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any
 
 import psycopg
-from clickhouse_driver import Client
+
+# As cdc does (cdc/sink/connection.py): no eager Date lookup table, same start-up.
+os.environ.setdefault("CLICKHOUSE_DRIVER_LASY_DATE_LUT", "1")
+
+from clickhouse_driver import Client  # noqa: E402
 
 SELECT = (
     "SELECT id, unique_id, event_type, extract(epoch FROM occurred_at)::bigint, environment, payload::text, "

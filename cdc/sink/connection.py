@@ -7,6 +7,7 @@ instead of reusing a socket in the middle of a half-sent INSERT.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import socket
 import threading
@@ -14,8 +15,14 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 import structlog
-from clickhouse_driver import Client
-from clickhouse_driver import errors as driver_errors
+
+# Without this, importing clickhouse-driver builds a lookup table for every Date
+# from 1900 to 2299: ~35 MB of RSS and ~90 ms of start-up, for a column type we
+# never write. Lazy (the driver's documented switch) fills it only if used.
+os.environ.setdefault("CLICKHOUSE_DRIVER_LASY_DATE_LUT", "1")
+
+from clickhouse_driver import Client  # noqa: E402
+from clickhouse_driver import errors as driver_errors  # noqa: E402
 
 from .base import SinkConfigError, SinkError
 from .url import PASSWORD_ENV, ClickHouseTarget, scrub
