@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import compress
 from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger
 
 from .buffer import BatchBuilder
 from .failpoints import Failpoints
-from .outbox import OutboxSchemaError, RowConverter, RowRejected, UnreadableRows
+from .outbox import EventRow, OutboxSchemaError, RowConverter, UnreadableRows
 from .pgoutput.messages import Relation, TupleData
 from .tracker import AckTracker
 
 
 class Dedup(Protocol):
-    def admit(self, unique_id: str, now: float) -> bool: ...
+    def admit_many(self, unique_ids: Sequence[str], now: float) -> list[bool]: ...
 
     def remember(self, ids_oldest_first: Iterable[str], now: float) -> int: ...
 
@@ -33,7 +34,14 @@ class Counters:
 
 
 class Collector:
-    """The RowHandler of the pipeline: receives committed rows in commit order."""
+    """The RowHandler of the pipeline: receives committed rows in commit order.
+
+    Rows come in runs (consecutive rows of one transaction and relation) and
+    are converted, deduplicated and buffered a run at a time: per-row method
+    calls would cost as much as the work. Whenever the open batch is full,
+    ``on_full`` is called (the reader seals it and hands it to the flusher),
+    so a batch never holds more than ``max_rows`` rows however long a run is.
+    """
 
     def __init__(
         self,
@@ -46,9 +54,11 @@ class Collector:
         bounds: tuple[datetime, datetime],
         max_payload_bytes: int,
         log: FilteringBoundLogger,
+        on_full: Callable[[], None],
         failpoints: Failpoints | None = None,
     ) -> None:
         self._outbox = outbox
+        self._on_full = on_full
         self._failpoints = failpoints
         self._builder = builder
         self._tracker = tracker
@@ -85,33 +95,54 @@ class Collector:
             self._log.error("outbox rows cannot be read as events", reason=reason)
             return UnreadableRows(relation, reason)
 
-    def row(self, relation: Relation, values: TupleData, commit_lsn: int, seq: int, commit_time: int) -> None:
-        counters = self.counters
-        counters.rows_seen += 1
+    def rows(
+        self, relation: Relation, tuples: Sequence[TupleData], commit_lsn: int, first_seq: int, commit_time: int
+    ) -> None:
+        """Consecutive rows of one relation, at positions first_seq, first_seq + 1... of the transaction."""
+        self.counters.rows_seen += len(tuples)
         cached = self._converters.get(relation.relation_id)
         if cached is None or (cached[0] is not relation and cached[0] != relation):
             # A row held from before an ALTER TABLE (streamed transactions): read it as it was.
             cached = (relation, self._converter_for(relation))
         converter = cached[1]
+        start = 0
         hwm = self.high_water_mark
-        if hwm is not None and (commit_lsn, seq) <= hwm:
-            counters.already_stored += 1
-            return
-        try:
-            row = converter.convert(values)
-        except RowRejected as exc:
+        if hwm is not None and (commit_lsn, first_seq) <= hwm:
+            start = len(tuples) if commit_lsn < hwm[0] else min(len(tuples), hwm[1] - first_seq + 1)
+            self.counters.already_stored += start
+        builder = self._builder
+        while start < len(tuples):
+            end = start + max(1, builder.max_rows - builder.batch.rows)
+            self._buffer(converter, tuples[start:end], commit_lsn, first_seq + start, commit_time)
+            start = end
+            if builder.full():
+                self._on_full()
+
+    def _buffer(
+        self, converter: RowConverter | UnreadableRows, tuples: Sequence[TupleData], commit_lsn: int,
+        first_seq: int, commit_time: int,
+    ) -> None:
+        counters = self.counters
+        rows, rejected = converter.convert_many(tuples, first_seq)
+        for seq, values, reason in rejected:
             counters.dead_letters += 1
-            self._builder.dead_letter(converter.dead_letter(values, commit_lsn, seq, commit_time, str(exc)))
-            self._log.warning("row dead-lettered", reason=str(exc), commit_lsn=commit_lsn, seq=seq)
+            self._builder.dead_letter(converter.dead_letter(values, commit_lsn, seq, commit_time, reason))
+            self._log.warning("row dead-lettered", reason=reason, commit_lsn=commit_lsn, seq=seq)
+        if not rows:
             return
-        if not self._dedup.admit(row[0], time.monotonic()):
-            counters.duplicates += 1
-            return
-        counters.rows_buffered += 1
-        self._builder.append(row, commit_lsn, seq, commit_time)
-        self.last_position = (commit_lsn, seq)
+        admitted = self._dedup.admit_many([row[0] for row in rows], time.monotonic())
+        if not all(admitted):
+            kept: list[EventRow] = list(compress(rows, admitted))
+            counters.duplicates += len(rows) - len(kept)
+            if not kept:
+                return
+            rows = kept
+        counters.rows_buffered += len(rows)
+        self._builder.extend(rows, commit_lsn, commit_time)
+        self.last_position = (commit_lsn, rows[-1][-1])
         if self._failpoints is not None:
-            self._failpoints.hit("row")
+            for _ in rows:
+                self._failpoints.hit("row")
 
     def commit(self, end_lsn: int) -> None:
         self._tracker.commit(end_lsn, self._builder.seq)

@@ -7,7 +7,8 @@ handful of index lookups and conversions with no dictionaries.
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
 import orjson
@@ -22,6 +23,15 @@ REQUIRED_COLUMNS: Final = (
 # (ALTER ... TYPE bigint), and a value past Int32 would fail every INSERT of its batch.
 _INT32_MIN: Final = -(2**31)
 _INT32_MAX: Final = 2**31 - 1
+_UNIX_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND: Final = timedelta(microseconds=1)
+
+# (unique_id, event_type, occurred_at, environment, payload, metadata_version,
+# outbox_id, commit_seq): EVENT_COLUMNS up to outbox_id, then the row's position
+# in its transaction. occurred_at is microseconds since the Unix epoch.
+EventRow = tuple[Any, ...]
+# (commit_seq, the row as sent, why it cannot be an event)
+Rejected = tuple[int, TupleData, str]
 
 
 class OutboxSchemaError(Exception):
@@ -30,6 +40,11 @@ class OutboxSchemaError(Exception):
 
 class RowRejected(Exception):
     """A row the sink cannot take; ``reason`` goes to the dead-letter table."""
+
+
+def to_micros(value: datetime) -> int:
+    """Microseconds since the Unix epoch, exactly (floor), of a tz-aware datetime."""
+    return (value - _UNIX_EPOCH) // _MICROSECOND
 
 
 def parse_timestamptz(text: str) -> datetime:
@@ -55,42 +70,65 @@ class RowConverter:
         self.relation_name: Final = f"{relation.namespace}.{relation.name}"
         self.names: Final = tuple(names)
         self._index: Final = tuple(names.index(column) for column in REQUIRED_COLUMNS)
-        self._min, self._max = bounds
+        self._bounds_text: Final = (bounds[0].isoformat(), bounds[1].isoformat())
+        self._min: Final = to_micros(bounds[0])
+        self._max: Final = to_micros(bounds[1])
         self._max_payload: Final = max_payload_bytes
         self._width: Final = len(names)
         self._strings: dict[bytes, str] = {}
+        # occurred_at defaults to the transaction's start, so runs of rows share
+        # it: the previous row's text and microseconds are usually the answer.
+        self._last_at: object = None
+        self._last_micros = 0
 
-    def convert(self, values: TupleData) -> tuple[Any, ...]:
-        """The row's values in EVENT_COLUMNS order (up to outbox_id), or RowRejected.
+    def convert_many(self, tuples: Sequence[TupleData], first_seq: int) -> tuple[list[EventRow], list[Rejected]]:
+        """Event rows for consecutive tuples, the first at position ``first_seq`` of its transaction.
 
-        The payload stays the UTF-8 bytes PostgreSQL sent (the preflight insists
-        on a UTF8 database); event_type and environment are shared strings.
+        Returns the rows that convert, in order, and the ones that do not as
+        (seq, values, reason) for the dead-letter table. The payload stays the
+        UTF-8 bytes PostgreSQL sent (the preflight insists on a UTF8 database);
+        event_type and environment are shared strings.
         """
         i_id, i_uid, i_type, i_at, i_env, i_payload, i_version = self._index
-        try:
-            # The common case in one go; anything odd falls through to the
-            # careful path, which finds the exact reason.
-            unique_id = values[i_uid].decode()  # type: ignore[union-attr]
-            payload = values[i_payload]
-            occurred_at = datetime.fromisoformat(values[i_at].decode())  # type: ignore[union-attr]
-            row = (
-                unique_id,
-                self._shared(values[i_type]),  # type: ignore[arg-type]
-                occurred_at,
-                self._shared(values[i_env]),  # type: ignore[arg-type]
-                payload,
-                int(values[i_version]),  # type: ignore[arg-type]
-                int(values[i_id]),  # type: ignore[arg-type]
-            )
-        except (AttributeError, TypeError, ValueError, IndexError):
-            return self._checked_convert(values)
-        if (
-            not unique_id or len(payload) > self._max_payload  # type: ignore[arg-type]
-            or not self._min <= occurred_at <= self._max or len(values) != self._width
-            or not _INT32_MIN <= row[5] <= _INT32_MAX
-        ):
-            return self._checked_convert(values)
-        return row
+        low, high, max_payload, width, shared = self._min, self._max, self._max_payload, self._width, self._shared
+        last_at, micros = self._last_at, self._last_micros
+        rows: list[EventRow] = []
+        rejected: list[Rejected] = []
+        for seq, values in enumerate(tuples, first_seq):
+            # The common case in one go; anything odd goes the careful way,
+            # which finds the exact reason.
+            row: EventRow | None
+            try:
+                at = values[i_at]
+                if at != last_at:
+                    micros = to_micros(datetime.fromisoformat(at.decode()))  # type: ignore[union-attr]
+                    last_at = at
+                row = (
+                    values[i_uid].decode(),  # type: ignore[union-attr]
+                    shared(values[i_type]),  # type: ignore[arg-type]
+                    micros,
+                    shared(values[i_env]),  # type: ignore[arg-type]
+                    values[i_payload],
+                    int(values[i_version]),  # type: ignore[arg-type]
+                    int(values[i_id]),  # type: ignore[arg-type]
+                    seq,
+                )
+                if (
+                    not row[0] or len(row[4]) > max_payload or not low <= micros <= high  # type: ignore[arg-type]
+                    or len(values) != width or not _INT32_MIN <= row[5] <= _INT32_MAX
+                ):
+                    row = None
+            except (AttributeError, TypeError, ValueError, IndexError):
+                row = None
+            if row is None:
+                try:
+                    row = self._checked_convert(values, seq)
+                except RowRejected as exc:
+                    rejected.append((seq, values, str(exc)))
+                    continue
+            rows.append(row)
+        self._last_at, self._last_micros = last_at, micros
+        return rows, rejected
 
     def _shared(self, value: bytes) -> str:
         # Event types and environments repeat: decode each once and share the
@@ -102,7 +140,7 @@ class RowConverter:
             text = self._strings[value] = value.decode()
         return text
 
-    def _checked_convert(self, values: TupleData) -> tuple[Any, ...]:
+    def _checked_convert(self, values: TupleData, seq: int) -> EventRow:
         if len(values) != self._width:
             raise RowRejected(f"row has {len(values)} columns, its relation {self._width}")
         i_id, i_uid, i_type, i_at, i_env, i_payload, i_version = self._index
@@ -117,22 +155,24 @@ class RowConverter:
             occurred_at = parse_timestamptz(occurred_text)
         except ValueError:
             raise RowRejected(f"occurred_at {occurred_text!r} is not a timestamp ClickHouse can store") from None
-        if not self._min <= occurred_at <= self._max:
-            raise RowRejected(
-                f"occurred_at {occurred_text} is outside what ClickHouse can store "
-                f"({self._min.isoformat()} to {self._max.isoformat()})"
-            )
+        if occurred_at.tzinfo is None:
+            raise RowRejected(f"occurred_at {occurred_text!r} has no time zone: make the column timestamptz")
+        micros = to_micros(occurred_at)
+        if not self._min <= micros <= self._max:
+            low, high = self._bounds_text
+            raise RowRejected(f"occurred_at {occurred_text} is outside what ClickHouse can store ({low} to {high})")
         version = self._int(values, i_version)
         if not _INT32_MIN <= version <= _INT32_MAX:
             raise RowRejected(f"metadata_version {version} is outside ClickHouse's Int32 range")
         return (
             unique_id,
             self._text(values, i_type),
-            occurred_at,
+            micros,
             self._text(values, i_env),
             payload,
             version,
             self._int(values, i_id),
+            seq,
         )
 
     def _text(self, values: TupleData, index: int) -> str:
@@ -171,8 +211,8 @@ class UnreadableRows:
         self.names: Final = tuple(column.name for column in relation.columns)
         self.reason: Final = reason
 
-    def convert(self, values: TupleData) -> tuple[Any, ...]:
-        raise RowRejected(self.reason)
+    def convert_many(self, tuples: Sequence[TupleData], first_seq: int) -> tuple[list[EventRow], list[Rejected]]:
+        return [], [(seq, values, self.reason) for seq, values in enumerate(tuples, first_seq)]
 
     def dead_letter(self, values: TupleData, commit_lsn: int, seq: int, commit_time: int, reason: str) -> DeadLetter:
         return dead_letter(self.relation_name, self.names, values, commit_lsn, seq, commit_time, reason)

@@ -106,6 +106,8 @@ class Pipeline:
             outbox=(s.outbox_schema, s.outbox_table), builder=builder, tracker=tracker, dedup=self._dedup,
             high_water_mark=hwm, bounds=self._sink.timestamp_bounds(), max_payload_bytes=s.max_payload_bytes,
             log=self._log, failpoints=self._failpoints,
+            # A full batch goes to the flusher at once, even in the middle of a run of rows.
+            on_full=lambda: reader.hand_off(),
         )
         assembler = TransactionAssembler(collector, SpillBudget(s.spill_bytes), self._log)
         flusher = self._flusher = Flusher(

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from typing import Final
 
 from structlog.typing import FilteringBoundLogger
@@ -36,6 +37,9 @@ from .transactions import TransactionAssembler
 
 _MAX_MESSAGES_PER_READ: Final = 4096
 _XLOGDATA: Final = ord("w")
+_MESSAGE_TYPE: Final = XLOGDATA_HEADER_SIZE  # where the pgoutput message starts, with its type byte
+_INSERT: Final = ord("I")
+_COPY_RUN: Final = 4096
 # Rows copied from an exported snapshot sort before everything the slot streams.
 SNAPSHOT_LSN: Final = 0
 _PG_EPOCH_UNIX: Final = 946_684_800
@@ -98,11 +102,10 @@ class Reader:
         # recognised by unique_id, not by position: positions of this copy are new.
         self.collector.high_water_mark = None
         with preflight.connect(s.pg_dsn) as conn:
-            for seq, values in enumerate(snapshot.outbox_rows(conn, snapshot_name, s.outbox_schema, s.outbox_table)):
-                self.collector.row(relation, values, SNAPSHOT_LSN, seq, commit_time)
-                copied += 1
-                if self.builder.full():
-                    self.hand_off()
+            rows = snapshot.outbox_rows(conn, snapshot_name, s.outbox_schema, s.outbox_table)
+            while run := list(islice(rows, _COPY_RUN)):
+                self.collector.rows(relation, run, SNAPSHOT_LSN, copied, commit_time)
+                copied += len(run)
         self._store_all(while_waiting=lambda: None)
         return copied
 
@@ -184,16 +187,28 @@ class Reader:
         while not self._stop_now():
             timeout = builder.seconds_until_due(time.monotonic())
             frames = repl.read(max_messages, 0.5 if timeout is None else min(0.5, timeout))
+            inserts: list[memoryview] = []
+            in_stream = assembler.in_stream
             for data in frames:
                 if data[0] == _XLOGDATA:
-                    # The hot path: skip the 25-byte XLogData header, decode the pgoutput message.
-                    assembler.feed(decode(data[XLOGDATA_HEADER_SIZE:], in_stream=assembler.in_stream))
-                    if builder.full():
-                        self.hand_off()
+                    if data[_MESSAGE_TYPE] == _INSERT and not in_stream:
+                        # The hot path: runs of Inserts are decoded and buffered together.
+                        inserts.append(data)
+                        continue
+                    if inserts:
+                        assembler.inserts(inserts, XLOGDATA_HEADER_SIZE)
+                        inserts = []
+                    assembler.feed(decode(data[XLOGDATA_HEADER_SIZE:], in_stream=in_stream))
+                    in_stream = assembler.in_stream
                     continue
+                if inserts:
+                    assembler.inserts(inserts, XLOGDATA_HEADER_SIZE)
+                    inserts = []
                 frame = parse_copy_data(data)
                 if type(frame) is Keepalive:
                     self._keepalive(frame)
+            if inserts:
+                assembler.inserts(inserts, XLOGDATA_HEADER_SIZE)
             now = time.monotonic()
             if builder.due(now) or (self.tracker.pending and (not len(builder) or self._until_received())):
                 self.hand_off()

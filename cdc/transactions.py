@@ -10,13 +10,18 @@ dropped on Stream Abort.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Protocol
 
 from structlog.typing import FilteringBoundLogger
 
+from .pgoutput import decode, decode_insert_at
 from .pgoutput import messages as m
 from .spill import SpillBudget, Spool
+
+
+# Rows of a streamed transaction are passed on in runs of at most this many.
+_RUN: Final = 4096
 
 
 class TransactionError(Exception):
@@ -26,7 +31,11 @@ class TransactionError(Exception):
 class RowHandler(Protocol):
     def relation(self, relation: m.Relation) -> None: ...
 
-    def row(self, relation: m.Relation, values: m.TupleData, commit_lsn: int, seq: int, commit_time: int) -> None: ...
+    def rows(
+        self, relation: m.Relation, tuples: Sequence[m.TupleData], commit_lsn: int, first_seq: int, commit_time: int
+    ) -> None:
+        """Consecutive rows of one relation in one transaction, at positions first_seq, first_seq + 1..."""
+        ...
 
     def commit(self, end_lsn: int) -> None: ...
 
@@ -113,17 +122,43 @@ class TransactionAssembler:
             nbytes = sum(len(v) for v in message.new if type(v) is bytes) + 64
             # Keep the Relation itself, not its id: an ALTER TABLE later in the same
             # transaction must not change how earlier rows are read.
-            stream.spool.append((message.xid, self._relation_of(message), message.new), nbytes)
+            stream.spool.append((message.xid, self._relation_of(message.relation_id), message.new), nbytes)
             return
         if not self._in_transaction:
             raise TransactionError("Insert outside a transaction")
-        self._handler.row(self._relation_of(message), message.new, self._commit_lsn, self._seq, self._commit_time)
+        self._handler.rows(self._relation_of(message.relation_id), (message.new,), self._commit_lsn, self._seq,
+                           self._commit_time)
         self._seq += 1
 
-    def _relation_of(self, message: m.Insert) -> m.Relation:
-        relation = self.relations.get(message.relation_id)
+    def inserts(self, frames: Sequence[bytes | memoryview], offset: int) -> None:
+        """Insert messages, each at ``offset`` of its frame: ``feed`` for each, for the commonest run of messages.
+
+        Consecutive rows of one relation go to the handler in one call.
+        """
+        if self._stream_xid is not None or not self._in_transaction:
+            for frame in frames:  # in a streamed block, or a protocol error to report: one at a time
+                self.feed(decode(frame[offset:], in_stream=self.in_stream))
+            return
+        relation: m.Relation | None = None
+        run: list[m.TupleData] = []
+        for frame in frames:
+            relation_id, values = decode_insert_at(bytes(frame), offset)
+            if relation is None or relation_id != relation.relation_id:
+                if relation is not None:
+                    self._rows(relation, run)
+                relation, run = self._relation_of(relation_id), []
+            run.append(values)
+        if relation is not None:
+            self._rows(relation, run)
+
+    def _rows(self, relation: m.Relation, run: list[m.TupleData]) -> None:
+        self._handler.rows(relation, run, self._commit_lsn, self._seq, self._commit_time)
+        self._seq += len(run)
+
+    def _relation_of(self, relation_id: int) -> m.Relation:
+        relation = self.relations.get(relation_id)
         if relation is None:
-            raise TransactionError(f"Insert for relation {message.relation_id} before its Relation message")
+            raise TransactionError(f"Insert for relation {relation_id} before its Relation message")
         return relation
 
     def _stream_start(self, message: m.StreamStart) -> None:
@@ -144,11 +179,19 @@ class TransactionAssembler:
         try:
             seq = 0
             aborted = stream.aborted_subxids
+            run: list[m.TupleData] = []
+            run_relation: m.Relation | None = None
             for xid, relation, values in stream.spool:
                 if xid in aborted:
                     continue
-                self._handler.row(relation, values, message.commit_lsn, seq, message.commit_time)
-                seq += 1
+                if relation is not run_relation or len(run) >= _RUN:
+                    if run_relation is not None:
+                        self._handler.rows(run_relation, run, message.commit_lsn, seq, message.commit_time)
+                        seq += len(run)
+                    run_relation, run = relation, []
+                run.append(values)
+            if run_relation is not None:
+                self._handler.rows(run_relation, run, message.commit_lsn, seq, message.commit_time)
         finally:
             stream.spool.close()
         self._handler.commit(message.end_lsn)
@@ -160,3 +203,4 @@ class TransactionAssembler:
                 stream.spool.close()
         elif message.xid in self._streams:
             self._streams[message.xid].aborted_subxids.add(message.subxid)
+

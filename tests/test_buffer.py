@@ -3,36 +3,42 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from cdc.buffer import BatchBuilder
+from cdc.outbox import to_micros
 from cdc.sink.base import EVENT_COLUMNS, DeadLetter
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
 
-def _row(uid: str, payload: str = "{}") -> tuple[object, ...]:
-    return (uid, "t", WHEN, "prod", payload, 1, 7)
+def _row(uid: str, seq: int = 0, payload: bytes = b"{}") -> tuple[object, ...]:
+    return (uid, "t", to_micros(WHEN), "prod", payload, 1, 7, seq)
 
 
-def test_rows_are_laid_out_as_columns_with_their_positions() -> None:
+def test_rows_are_laid_out_as_columns_with_their_transaction_and_positions() -> None:
     builder = BatchBuilder(max_rows=10, max_bytes=10**9, max_age=60)
-    builder.append(_row("a"), commit_lsn=99, seq=0, commit_time=0)
-    builder.append(_row("b"), commit_lsn=99, seq=1, commit_time=0)
+    builder.extend([_row("a", 0), _row("b", 1)], commit_lsn=99, commit_time=0)
+    builder.extend([_row("c", 0)], commit_lsn=120, commit_time=1_000_000)
     batch = builder.seal()
     assert len(batch.columns) == len(EVENT_COLUMNS)
     columns = dict(zip(EVENT_COLUMNS, batch.columns))
-    assert columns["unique_id"] == ["a", "b"]
-    assert columns["commit_lsn"] == [99, 99]
-    assert columns["commit_seq"] == [0, 1]
-    assert columns["committed_at"] == [datetime(2000, 1, 1, tzinfo=timezone.utc)] * 2
+    assert columns["unique_id"] == ["a", "b", "c"]
+    assert columns["occurred_at"] == [to_micros(WHEN)] * 3
+    assert columns["outbox_id"] == [7, 7, 7]
+    assert columns["commit_lsn"] == [99, 99, 120]
+    assert columns["commit_seq"] == [0, 1, 0]
+    # PostgreSQL's commit time counts from 2000-01-01; the batch's from 1970-01-01.
+    pg_epoch = to_micros(datetime(2000, 1, 1, tzinfo=timezone.utc))
+    assert columns["committed_at"] == [pg_epoch, pg_epoch, pg_epoch + 1_000_000]
+    assert all(len(column) == 3 for column in batch.columns)
 
 
 def test_full_by_rows_or_bytes() -> None:
     by_rows = BatchBuilder(max_rows=2, max_bytes=10**9, max_age=60)
-    by_rows.append(_row("a"), 1, 0, 0)
+    by_rows.extend([_row("a")], 1, 0)
     assert not by_rows.full()
-    by_rows.append(_row("b"), 1, 1, 0)
+    by_rows.extend([_row("b", 1)], 1, 0)
     assert by_rows.full()
     by_bytes = BatchBuilder(max_rows=1000, max_bytes=1000, max_age=60)
-    by_bytes.append(_row("a", "x" * 2000), 1, 0, 0)
+    by_bytes.extend([_row("a", payload=b"x" * 2000)], 1, 0)
     assert by_bytes.full()
 
 
@@ -40,7 +46,7 @@ def test_due_by_age_of_the_oldest_row_only_when_something_is_held() -> None:
     builder = BatchBuilder(max_rows=1000, max_bytes=10**9, max_age=0.5)
     assert not builder.due(10**9)
     assert builder.seconds_until_due(0) is None
-    builder.append(_row("a"), 1, 0, 0)
+    builder.extend([_row("a")], 1, 0)
     assert builder.seconds_until_due(0.0) is not None
     assert builder.due(10**9)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 import structlog
 
@@ -9,20 +11,26 @@ from cdc.pgoutput import messages as m
 from cdc.spill import SpillBudget
 from cdc.transactions import TransactionAssembler, TransactionError
 
+from pgoutput.encoder import encode
+
 REL = m.Relation(None, 16384, "public", "outbox", ord("d"), (m.Column(1, "id", 20, -1), m.Column(0, "v", 25, -1)))
 
 
 class Recorder:
     def __init__(self) -> None:
-        self.rows: list[tuple[object, ...]] = []
+        self.got: list[tuple[object, ...]] = []
+        self.runs: list[tuple[str, int]] = []  # (relation name, rows in the call)
         self.commits: list[int] = []
         self.relations: list[m.Relation] = []
 
     def relation(self, relation: m.Relation) -> None:
         self.relations.append(relation)
 
-    def row(self, relation: m.Relation, values: m.TupleData, commit_lsn: int, seq: int, commit_time: int) -> None:
-        self.rows.append((relation.name, values, commit_lsn, seq))
+    def rows(
+        self, relation: m.Relation, tuples: Sequence[m.TupleData], commit_lsn: int, first_seq: int, commit_time: int
+    ) -> None:
+        self.runs.append((relation.name, len(tuples)))
+        self.got.extend((relation.name, values, commit_lsn, seq) for seq, values in enumerate(tuples, first_seq))
 
     def commit(self, end_lsn: int) -> None:
         self.commits.append(end_lsn)
@@ -41,7 +49,7 @@ def test_ordinary_transaction_rows_carry_the_commit_lsn_from_begin_and_their_pos
     asm, rec = _assembler()
     for message in (m.Begin(1000, 5, 700), REL, _insert(b"a"), _insert(b"b"), m.Commit(0, 1000, 1040, 5)):
         asm.feed(message)
-    assert rec.rows == [("outbox", (b"1", b"a"), 1000, 0), ("outbox", (b"1", b"b"), 1000, 1)]
+    assert rec.got == [("outbox", (b"1", b"a"), 1000, 0), ("outbox", (b"1", b"b"), 1000, 1)]
     assert rec.commits == [1040]
     assert not asm.busy
 
@@ -50,7 +58,7 @@ def test_rows_are_passed_on_before_the_commit_arrives() -> None:
     asm, rec = _assembler()
     for message in (m.Begin(1000, 5, 700), REL, _insert(b"a")):
         asm.feed(message)
-    assert len(rec.rows) == 1 and rec.commits == []
+    assert len(rec.got) == 1 and rec.commits == []
     assert asm.busy
 
 
@@ -64,9 +72,9 @@ def test_streamed_transaction_is_held_until_stream_commit() -> None:
     asm.feed(m.StreamStart(900, False))
     asm.feed(_insert(b"b", xid=900))
     asm.feed(m.StreamStop())
-    assert rec.rows == [] and asm.busy
+    assert rec.got == [] and asm.busy
     asm.feed(m.StreamCommit(900, 0, 5000, 5050, 9))
-    assert [(r[1][1], r[2], r[3]) for r in rec.rows] == [(b"a", 5000, 0), (b"b", 5000, 1)]
+    assert [(r[1][1], r[2], r[3]) for r in rec.got] == [(b"a", 5000, 0), (b"b", 5000, 1)]
     assert rec.commits == [5050]
     assert not asm.busy
 
@@ -84,7 +92,7 @@ def test_stream_abort_drops_the_transaction_and_subtransaction_abort_drops_only_
     asm.feed(m.StreamStop())
     asm.feed(m.StreamAbort(800, 800, None, None))
     asm.feed(m.StreamCommit(900, 0, 6000, 6100, 9))
-    assert [(r[1][1], r[3]) for r in rec.rows] == [(b"keep", 0)]
+    assert [(r[1][1], r[3]) for r in rec.got] == [(b"keep", 0)]
     assert rec.commits == [6100]
 
 
@@ -100,8 +108,8 @@ def test_streamed_rows_past_the_memory_budget_spill_to_a_file_and_come_back_in_o
     assert budget.spilled_files == 1
     assert budget.in_memory <= 2_000
     asm.feed(m.StreamCommit(900, 0, 7000, 7100, 9))
-    assert [r[1][1] for r in rec.rows] == [str(i).encode() for i in range(5_000)]
-    assert [r[3] for r in rec.rows] == list(range(5_000))
+    assert [r[1][1] for r in rec.got] == [str(i).encode() for i in range(5_000)]
+    assert [r[3] for r in rec.got] == list(range(5_000))
     assert budget.in_memory == 0
 
 
@@ -115,7 +123,7 @@ def test_rows_held_from_before_an_alter_table_keep_their_old_relation() -> None:
     asm.feed(m.Insert(900, REL.relation_id, (b"2", b"new", b"w")))
     asm.feed(m.StreamStop())
     asm.feed(m.StreamCommit(900, 0, 7000, 7100, 9))
-    assert len(rec.rows[0][1]) == 2 and len(rec.rows[1][1]) == 3
+    assert len(rec.got[0][1]) == 2 and len(rec.got[1][1]) == 3
     assert rec.relations[-1] is altered
 
 
@@ -143,3 +151,64 @@ def test_protocol_violations_are_a_defined_error(sequence: list[m.Message]) -> N
     with pytest.raises(TransactionError):
         for message in sequence:
             asm.feed(message)
+
+
+# -- runs of Insert frames: the reader's hot path -------------------------------------------------
+
+HEADER = b"w" + bytes(24)  # the XLogData header the reader leaves in place
+OTHER = m.Relation(None, 16385, "public", "other", ord("d"), REL.columns)
+
+
+def _frame(message: m.Message) -> memoryview:
+    return memoryview(HEADER + encode(message))
+
+
+def test_a_run_of_insert_frames_gives_the_rows_feeding_each_insert_would_give() -> None:
+    inserts = [_insert(str(i).encode()) for i in range(5)]
+    fed, fed_rec = _assembler()
+    run, run_rec = _assembler()
+    for asm in (fed, run):
+        asm.feed(m.Begin(1000, 5, 700))
+        asm.feed(REL)
+    for message in inserts:
+        fed.feed(message)
+    run.inserts([_frame(message) for message in inserts[:2]], len(HEADER))
+    run.inserts([_frame(message) for message in inserts[2:]], len(HEADER))
+    assert run_rec.got == fed_rec.got
+    assert [r[3] for r in run_rec.got] == [0, 1, 2, 3, 4]
+    assert run_rec.runs == [("outbox", 2), ("outbox", 3)]
+
+
+def test_a_run_is_split_where_the_relation_changes() -> None:
+    asm, rec = _assembler()
+    for message in (m.Begin(1000, 5, 700), REL, OTHER):
+        asm.feed(message)
+    a, b = REL.relation_id, OTHER.relation_id
+    frames = [_frame(m.Insert(None, rel, (b"1", b"x"))) for rel in (a, a, b, a)]
+    asm.inserts(frames, len(HEADER))
+    assert rec.runs == [("outbox", 2), ("other", 1), ("outbox", 1)]
+    assert [r[3] for r in rec.got] == [0, 1, 2, 3]
+
+
+def test_a_run_outside_a_transaction_or_of_an_unknown_relation_is_a_protocol_error() -> None:
+    asm, _ = _assembler()
+    asm.feed(REL)
+    with pytest.raises(TransactionError):
+        asm.inserts([_frame(_insert(b"x"))], len(HEADER))
+    asm.feed(m.Begin(1000, 5, 700))
+    with pytest.raises(TransactionError):
+        asm.inserts([_frame(m.Insert(None, 999, (b"1", b"x")))], len(HEADER))
+
+
+def test_a_long_streamed_transaction_comes_out_in_bounded_runs_split_by_relation() -> None:
+    asm, rec = _assembler()
+    asm.feed(REL)
+    asm.feed(OTHER)
+    asm.feed(m.StreamStart(900, True))
+    for i in range(10_000):
+        asm.feed(m.Insert(900, REL.relation_id, (b"1", str(i).encode())))
+    asm.feed(m.Insert(900, OTHER.relation_id, (b"1", b"last")))
+    asm.feed(m.StreamStop())
+    asm.feed(m.StreamCommit(900, 0, 7000, 7100, 9))
+    assert rec.runs == [("outbox", 4096), ("outbox", 4096), ("outbox", 1808), ("other", 1)]
+    assert [r[3] for r in rec.got] == list(range(10_001))

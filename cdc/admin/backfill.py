@@ -149,6 +149,7 @@ class Backfill:
         collector = Collector(
             outbox=(s.outbox_schema, s.outbox_table), builder=builder, tracker=tracker, dedup=dedup,
             high_water_mark=None, bounds=sink.timestamp_bounds(), max_payload_bytes=s.max_payload_bytes, log=self.log,
+            on_full=lambda: hand_off(),
         )
         from ..flusher import Flusher
 
@@ -174,14 +175,13 @@ class Backfill:
                     values = tuple(None if v is None else str(v).encode() for v in row[:n_columns])
                     lsn, seq = positions.backfill_position(int(row[0]))
                     created = datetime.fromisoformat(str(row[n_columns]))
-                    collector.row(relation, values, lsn, seq, (created - _PG_EPOCH) // _MICRO)
+                    # Every row has a position of its own (see positions), so one row per call.
+                    collector.rows(relation, (values,), lsn, seq, (created - _PG_EPOCH) // _MICRO)
                     summary.rows_read += 1
                     unreported += 1
                     if unreported >= _PROGRESS_EVERY:
                         advance(unreported)
                         unreported = 0
-                    if builder.full():
-                        hand_off()
             advance(unreported)
             hand_off()
             flusher.wait_idle(while_waiting=lambda: None, interval=1.0)

@@ -5,10 +5,13 @@
     message = decode(payload, in_stream=False)
 
 ``decode`` does no I/O and keeps no state; see ``cdc.pgoutput.decoder``.
+``decode_insert_at`` is the hot path for the commonest message, an Insert,
+read in place from a larger buffer.
 """
 
 from __future__ import annotations
 
+from ._tuples import decode_insert_at
 from .decoder import decode
 from .errors import PgOutputError
 from .messages import (
@@ -66,5 +69,6 @@ __all__ = [
     "Update",
     "Value",
     "decode",
+    "decode_insert_at",
     "pg_epoch_micros_to_datetime",
 ]

@@ -119,6 +119,34 @@ def _insert(buf: bytes, in_stream: bool) -> Insert:
     return insert
 
 
+def decode_insert_at(buf: bytes, offset: int) -> tuple[int, TupleData]:
+    """(relation OID, new tuple) of the Insert message starting at ``buf[offset]``, outside a streamed block.
+
+    The reader's hot path: an Insert read straight out of its XLogData frame,
+    with no slice of the frame and no ``Insert`` object. Input that does not
+    decode raises the same ``PgOutputError`` as ``decode(buf[offset:])``,
+    offsets counted from the message's first byte.
+    """
+    end = len(buf)
+    try:
+        if buf[offset] == 73 and buf[offset + 5] == 78:  # 'I', then 'N' after the relation OID
+            new, pos = _tuple(buf, offset + 6, end)
+            if pos == end:
+                return _unpack_u32(buf, offset + 1)[0], new
+    except (IndexError, PgOutputError):
+        pass
+    insert = _insert_message(buf[offset:])  # the message alone: exact errors and offsets
+    return insert.relation_id, insert.new
+
+
+def _insert_message(buf: bytes) -> Insert:
+    if not buf:
+        raise PgOutputError("empty message", offset=0, message_type="?")
+    if buf[0] != 73:
+        raise _error(buf, 0, f"expected an Insert message ('I'), got {buf[0]:#04x}")
+    return _insert(buf, False)
+
+
 # --- Update and Delete: the careful reader, plus tuples ----------------------
 
 

@@ -7,17 +7,20 @@ from datetime import datetime
 from typing import Any, Final, Protocol
 
 # Column order of every Batch, and of the ClickHouse events table's insert.
+# Timestamps are plain ints (microseconds since 1970-01-01T00:00:00 UTC, negative
+# before it), not datetimes: building a datetime per row is too slow for the
+# hot path. The sink turns them into its column's ticks with integer arithmetic.
 EVENT_COLUMNS: Final = (
     "unique_id",         # str, never empty
     "event_type",        # str
-    "occurred_at",       # datetime, tz-aware UTC
+    "occurred_at",       # int: microseconds since the Unix epoch, UTC
     "environment",       # str
     "payload",           # bytes: the jsonb text exactly as PostgreSQL printed it, UTF-8
     "metadata_version",  # int
     "outbox_id",         # int: the outbox row's id
     "commit_lsn",        # int: LSN of the transaction's commit record
     "commit_seq",        # int: 0-based position of the row inside its transaction
-    "committed_at",      # datetime, tz-aware UTC
+    "committed_at",      # int: microseconds since the Unix epoch, UTC (the commit time)
 )
 
 
@@ -27,7 +30,7 @@ class DeadLetter:
 
     commit_lsn: int
     commit_seq: int
-    committed_at: datetime
+    committed_at: datetime  # tz-aware (unlike Batch's int microseconds: a rare path)
     relation: str      # "schema.table"
     reason: str        # one line, for a human
     row_json: str      # the row's columns as PostgreSQL sent them, as a JSON object
@@ -36,6 +39,10 @@ class DeadLetter:
 @dataclass(slots=True)
 class Batch:
     """Rows to store together: one list per column of EVENT_COLUMNS, plus dead letters.
+
+    ``occurred_at`` and ``committed_at`` hold int microseconds since the Unix
+    epoch (UTC), never datetimes. A sink must not change the lists: the flusher
+    retries the same Batch, and a retry must send the same values.
 
     ``seq`` orders batches; the pipeline acknowledges by it. ``nbytes`` is an
     estimate of the payload size, for the byte-size flush trigger.
@@ -79,7 +86,10 @@ class Sink(Protocol):
         ...
 
     def timestamp_bounds(self) -> tuple[datetime, datetime]:
-        """The range of timestamps the destination can store (inclusive, tz-aware)."""
+        """The range of timestamps the destination can store (inclusive, tz-aware datetimes).
+
+        Batch timestamps outside it (compared as microseconds) must be dead-lettered before write.
+        """
         ...
 
     def write(self, batch: Batch) -> None:

@@ -178,8 +178,9 @@ class ClickHouseSink:
         """Store the batch: dead letters, then events, one INSERT each.
 
         Raises SinkError when ClickHouse fails (retry: re-sent rows collapse),
-        ValueError/TypeError when a value cannot be stored at all (naive or
-        out-of-range datetime, a number too big for its column).
+        ValueError/TypeError when a value cannot be stored at all (a timestamp
+        out of range or not int microseconds, a naive dead letter committed_at,
+        a number too big for its column). The batch itself is never modified.
         """
         layout = self._current_layout()
         # One value per batch: the batch's progress rows then share one hourly
@@ -208,9 +209,12 @@ class ClickHouseSink:
             return None
         if any(len(column) != rows for column in batch.columns):
             raise ValueError(f"batch {batch.seq} has columns of different lengths")
+        # A new outer list; the batch's own column lists go to the driver as they
+        # are (it sends slices of them), and from_micros never changes them, so a
+        # retried batch sends the same values.
         columns = list(batch.columns)
-        columns[_OCCURRED_AT] = layout.occurred_at.to_ticks(columns[_OCCURRED_AT], "occurred_at")
-        columns[_COMMITTED_AT] = layout.committed_at.to_ticks(columns[_COMMITTED_AT], "committed_at", repeated=True)
+        columns[_OCCURRED_AT] = layout.occurred_at.from_micros(columns[_OCCURRED_AT], "occurred_at")
+        columns[_COMMITTED_AT] = layout.committed_at.from_micros(columns[_COMMITTED_AT], "committed_at")
         columns.append([inserted_at] * rows)
         return columns
 

@@ -1,9 +1,13 @@
-"""ClickHouse timestamp columns: what each type can hold and how a Python datetime goes over the wire.
+"""ClickHouse timestamp columns: what each type can hold and how a timestamp goes over the wire.
 
 clickhouse-driver turns a datetime into a number through ``datetime.timestamp()``,
 a float truncated towards zero: wrong by a second before 1970 and only as exact
 as the float allows far from it. It passes plain ints through untouched, so we
 send ticks computed with integer arithmetic: exact for every microsecond.
+
+A Batch carries its timestamps as int microseconds since the epoch, which
+``from_micros`` turns into ticks (for ``DateTime64(6)``: the very same list);
+``to_ticks`` does the same for the few datetimes left (dead letters, marks).
 """
 
 from __future__ import annotations
@@ -11,11 +15,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Final
+from typing import Final, NoReturn
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND: Final = timedelta(microseconds=1)
-_NOTHING: Final = object()
 _INT64_MAX: Final = 2**63 - 1
 
 _TYPE_RE: Final = re.compile(
@@ -59,45 +62,66 @@ class TimestampType:
         self._low_ticks = max(self._micros_to_ticks(_micros(low)), -_INT64_MAX)
         self._high_ticks = min(self._micros_to_ticks(_micros(high)), _INT64_MAX)
         self.bounds = (self._first_instant(self._low_ticks), self._last_instant(self._high_ticks))
-        # One timedelta floor division per value gives the ticks directly (floor, as
-        # ClickHouse truncates); only precisions finer than microseconds need scaling.
+        # The same range in microseconds: exactly the values whose ticks are in range.
+        self._low_micros = _micros(self.bounds[0])
+        self._high_micros = _micros(self.bounds[1])
+        # Ticks are micros // divisor (floor, as ClickHouse truncates) or micros * scale:
+        # one of the two is 1, and both are for DateTime64(6).
         if self.ticks_per_second <= 1_000_000:
-            self._step, self._scale = timedelta(microseconds=1_000_000 // self.ticks_per_second), 1
+            self._divisor, self._scale = 1_000_000 // self.ticks_per_second, 1
         else:
-            self._step, self._scale = _MICROSECOND, self.ticks_per_second // 1_000_000
+            self._divisor, self._scale = 1, self.ticks_per_second // 1_000_000
+        # One timedelta floor division per datetime gives its ticks directly.
+        self._step = timedelta(microseconds=self._divisor)
 
-    def to_ticks(self, values: Sequence[datetime], column: str, *, repeated: bool = False) -> list[int]:
-        """Ticks since the epoch for each tz-aware datetime; raises ValueError/TypeError for bad input.
+    def from_micros(self, values: list[int], column: str) -> list[int]:
+        """Ticks for int microseconds since the epoch (UTC); raises ValueError/TypeError for bad input.
 
-        ``repeated``: runs of the very same object are common (a transaction's
-        commit time), so each run is converted once.
+        Integer arithmetic only, flooring like ClickHouse. For microsecond columns
+        the ticks are the values: ``values`` itself comes back, never changed.
+        Otherwise a new list; ``values`` is never modified either way.
+
+        Only the extremes are type-checked (min and max are all the check costs):
+        a float between two ints gets through here, and clickhouse-driver refuses it.
         """
+        if values:
+            try:
+                low, high = min(values), max(values)
+                whole = type(low) is int and type(high) is int
+            except TypeError:  # values that do not compare: a datetime among ints...
+                whole = False
+            if not whole:
+                raise TypeError(f"{column} must hold integer microseconds since the Unix epoch")
+            if low < self._low_micros or high > self._high_micros:
+                self._refuse(column, _micros_text(low if low < self._low_micros else high))
+        if self._scale != 1:
+            scale = self._scale
+            return [micros * scale for micros in values]
+        if self._divisor != 1:
+            divisor = self._divisor
+            return [micros // divisor for micros in values]
+        return values
+
+    def to_ticks(self, values: Sequence[datetime], column: str) -> list[int]:
+        """Ticks since the epoch for each tz-aware datetime; raises ValueError/TypeError for bad input."""
         step = self._step
         try:
-            if repeated:
-                ticks: list[int] = []
-                append = ticks.append
-                last: object = _NOTHING
-                tick = 0
-                for value in values:
-                    if value is not last:
-                        tick = (value - EPOCH) // step
-                        last = value
-                    append(tick)
-            else:
-                ticks = [(value - EPOCH) // step for value in values]
+            ticks = [(value - EPOCH) // step for value in values]
         except TypeError:
             raise TypeError(f"{column} must hold timezone-aware datetimes") from None
         if self._scale != 1:
             ticks = [tick * self._scale for tick in ticks]
         if ticks and (min(ticks) < self._low_ticks or max(ticks) > self._high_ticks):
             bad = next(v for v, t in zip(values, ticks) if not self._low_ticks <= t <= self._high_ticks)
-            raise ValueError(
-                f"{column} {bad.isoformat()} is outside what {self.sql} stores "
-                f"({self.bounds[0].isoformat()} .. {self.bounds[1].isoformat()}); "
-                "rows outside timestamp_bounds() must be dead-lettered before write"
-            )
+            self._refuse(column, bad.isoformat())
         return ticks
+
+    def _refuse(self, column: str, value: str) -> NoReturn:
+        raise ValueError(
+            f"{column} {value} is outside what {self.sql} stores "
+            f"({self.bounds[0].isoformat()} .. {self.bounds[1].isoformat()}); "
+            "rows outside timestamp_bounds() must be dead-lettered before write"
+        )
 
     def _micros_to_ticks(self, micros: int) -> int:
         if self.ticks_per_second >= 1_000_000:
@@ -122,3 +146,11 @@ class TimestampType:
 
 def _micros(value: datetime) -> int:
     return (value - EPOCH) // _MICROSECOND
+
+
+def _micros_text(micros: int) -> str:
+    """The instant as an ISO datetime, or as a number past what datetime can show."""
+    try:
+        return (EPOCH + timedelta(microseconds=micros)).isoformat()
+    except OverflowError:
+        return f"{micros} microseconds since the Unix epoch"

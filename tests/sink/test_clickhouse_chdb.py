@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from cdc.sink.timestamps import TimestampType
 chdb_session = pytest.importorskip("chdb.session")
 
 UTC = timezone.utc
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DATABASE = "cdc_chdb"
 
 
@@ -62,8 +63,8 @@ def modern(chdb: ChSession) -> Capabilities:
 
 
 def ticks_sql(column: TimestampType, value: datetime) -> str:
-    # The same integer ticks the sink hands to clickhouse-driver.
-    (ticks,) = column.to_ticks([value], "x")
+    # The same integer ticks the sink hands to clickhouse-driver for a Batch's microseconds.
+    (ticks,) = column.from_micros([(value - EPOCH) // timedelta(microseconds=1)], "x")
     return f"fromUnixTimestamp64Micro(toInt64({ticks}), 'UTC')"
 
 

@@ -22,6 +22,7 @@ UTC = timezone.utc
 SECRET = "Sup3r-S3cret-pw"
 BASE = datetime(2024, 3, 10, 12, 0, 0, 123456, tzinfo=UTC)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
 
 
 @pytest.fixture
@@ -47,18 +48,27 @@ def select(url: str, query: str) -> list[Any]:
         client.disconnect()
 
 
+def micros(value: datetime) -> int:
+    """A Batch timestamp: microseconds since the Unix epoch."""
+    return (value - EPOCH) // MICROSECOND
+
+
+def instant(value: int) -> datetime:
+    return EPOCH + value * MICROSECOND
+
+
 def event_row(lsn: int, seq: int, **overrides: Any) -> list[Any]:
     values: dict[str, Any] = {
         "unique_id": f"id-{lsn}-{seq}",
         "event_type": "order.created",
-        "occurred_at": BASE + timedelta(seconds=seq % 86400),
+        "occurred_at": micros(BASE + timedelta(seconds=seq % 86400)),
         "environment": "prod",
         "payload": '{"n": %d}' % seq,
         "metadata_version": 1,
         "outbox_id": (lsn * 1000 + seq) % 2**63,
         "commit_lsn": lsn,
         "commit_seq": seq,
-        "committed_at": BASE + timedelta(minutes=1),
+        "committed_at": micros(BASE + timedelta(minutes=1)),
     }
     values.update(overrides)
     return [values[name] for name in EVENT_COLUMNS]
@@ -242,9 +252,9 @@ def test_written_rows_read_back_exactly(sink: ClickHouseSink, clickhouse_url: st
             payload='{"text": "héllo 世界 \\u0000"}',
             metadata_version=-7,
             outbox_id=2**63 - 1,
-            occurred_at=datetime(2024, 1, 1, 5, 30, 0, 654321, tzinfo=india),
+            occurred_at=micros(datetime(2024, 1, 1, 5, 30, 0, 654321, tzinfo=india)),
         ),
-        event_row(2**64 - 1, 2**32 - 1, payload=big_payload, metadata_version=2**31 - 1, occurred_at=BASE),
+        event_row(2**64 - 1, 2**32 - 1, payload=big_payload, metadata_version=2**31 - 1, occurred_at=micros(BASE)),
     ]
     sink.write(make_batch(1, rows))
     stored = select(
@@ -254,8 +264,8 @@ def test_written_rows_read_back_exactly(sink: ClickHouseSink, clickhouse_url: st
     assert len(stored) == 2
     for got, sent in zip(stored, rows):
         expected = list(sent)
-        expected[2] = expected_time(sink, sent[2])
-        expected[9] = expected_time(sink, sent[9])
+        expected[2] = expected_time(sink, instant(sent[2]))
+        expected[9] = expected_time(sink, instant(sent[9]))
         assert list(got[:10]) == expected
     # The server holds UTC, whatever offset the value came with.
     assert stored[0][10].startswith("2024-01-01 00:00:00")
@@ -263,7 +273,7 @@ def test_written_rows_read_back_exactly(sink: ClickHouseSink, clickhouse_url: st
 
 def test_timestamps_at_the_bounds_round_trip(sink: ClickHouseSink, clickhouse_url: str) -> None:
     low, high = sink.timestamp_bounds()
-    sink.write(make_batch(1, [event_row(1, 0, occurred_at=low, committed_at=high)]))
+    sink.write(make_batch(1, [event_row(1, 0, occurred_at=micros(low), committed_at=micros(high))]))
     # Compared as the server's integers: clickhouse-driver reads DateTime64
     # through a float, which can be a microsecond off far from 1970.
     as_int = "toUnixTimestamp64Micro({})" if sink.capabilities.modern else "toUInt32({})"
@@ -276,12 +286,25 @@ def test_timestamps_at_the_bounds_round_trip(sink: ClickHouseSink, clickhouse_ur
     assert got == ((low - EPOCH) // unit, (high - EPOCH) // unit)
 
 
-def test_out_of_range_or_naive_timestamps_are_refused_before_sending(sink: ClickHouseSink) -> None:
+def test_microseconds_are_stored_as_the_columns_ticks(sink: ClickHouseSink, clickhouse_url: str) -> None:
+    # Whole seconds on DateTime (the fraction floored away), every microsecond on DateTime64(6).
+    start = micros(BASE)
+    sent = [start, start + 999_999, start + 1_000_000, micros(datetime(1970, 1, 1, 0, 0, 1, 5, tzinfo=UTC))]
+    sink.write(make_batch(1, [event_row(1, seq, occurred_at=value) for seq, value in enumerate(sent)]))
+    as_int = "toUnixTimestamp64Micro(occurred_at)" if sink.capabilities.modern else "toUInt32(occurred_at)"
+    got = select(clickhouse_url, f"SELECT {as_int} FROM {database_of(clickhouse_url)}.events ORDER BY commit_seq")
+    per_tick = 1 if sink.capabilities.modern else 1_000_000
+    assert [value for (value,) in got] == [value // per_tick for value in sent]
+
+
+def test_out_of_range_or_non_integer_timestamps_are_refused_before_sending(sink: ClickHouseSink) -> None:
     low, _ = sink.timestamp_bounds()
-    with pytest.raises(ValueError, match="outside"):
-        sink.write(make_batch(1, [event_row(1, 0, occurred_at=low - timedelta(seconds=1))]))
-    with pytest.raises(TypeError, match="timezone-aware"):
-        sink.write(make_batch(1, [event_row(1, 0, committed_at=datetime(2024, 1, 1))]))
+    with pytest.raises(ValueError, match="occurred_at .* is outside .* must be dead-lettered"):
+        sink.write(make_batch(1, [event_row(1, 0, occurred_at=micros(low) - 1)]))
+    with pytest.raises(TypeError, match="committed_at must hold integer microseconds since the Unix epoch"):
+        sink.write(make_batch(1, [event_row(1, 0, committed_at=datetime(2024, 1, 1, tzinfo=UTC))]))
+    with pytest.raises(TypeError, match="committed_at must hold integer microseconds"):
+        sink.write(make_batch(1, [event_row(1, 0), event_row(1, 1, committed_at=BASE)]))
     assert sink.count_events() == 0
 
 
@@ -367,8 +390,29 @@ def test_redelivered_batch_collapses_under_final(sink: ClickHouseSink, clickhous
     database = database_of(clickhouse_url)
     select(clickhouse_url, f"OPTIMIZE TABLE {database}.events FINAL")
     assert sink.count_events() == 5
-    # The caller's lists are untouched, so a retry sends the same values.
-    assert batch.columns[2][0] == BASE
+
+
+def test_writing_a_batch_again_sends_the_same_values_and_leaves_the_batch_as_it_was(
+    sink: ClickHouseSink, clickhouse_url: str
+) -> None:
+    # What the flusher does on a retry: write the very same Batch object again.
+    batch = make_batch(1, [event_row(9, seq, occurred_at=micros(BASE) + seq * 250_000) for seq in range(5)])
+    before = [list(column) for column in batch.columns]
+    lists = [id(column) for column in batch.columns]
+    sink.write(batch)
+    sink.write(batch)
+    assert [list(column) for column in batch.columns] == before
+    assert [id(column) for column in batch.columns] == lists
+    # DISTINCT: a background merge may already have collapsed the copies, which
+    # keeps the second; either way, one set of values means both sent the same.
+    as_int = "toUnixTimestamp64Micro({})" if sink.capabilities.modern else "toUInt32({})"
+    stored = select(
+        clickhouse_url,
+        f"SELECT DISTINCT commit_seq, {as_int.format('occurred_at')}, {as_int.format('committed_at')} "
+        f"FROM {database_of(clickhouse_url)}.events ORDER BY commit_seq",
+    )
+    per_tick = 1 if sink.capabilities.modern else 1_000_000
+    assert stored == [(seq, o // per_tick, c // per_tick) for seq, o, c in zip(before[8], before[2], before[9])]
 
 
 def test_failed_insert_is_a_sink_error_and_the_next_write_reconnects(
