@@ -7,6 +7,7 @@ instead of reusing a socket in the middle of a half-sent INSERT.
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import os
 import re
 import socket
@@ -52,6 +53,16 @@ _COMPRESSION_MODULES: Final = {
 
 class DatabaseMissing(SinkConfigError):
     """The URL's database does not exist yet (the login itself fails on that)."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine: ``localhost`` or a loopback address (no name lookup)."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def compression_available(method: str) -> bool:
@@ -105,6 +116,10 @@ class ClickHouseConnection:
 
     def _choose_compression(self, wanted: str) -> str:
         if wanted == "none":
+            return "none"
+        if wanted == "auto" and is_loopback(self.target.host):
+            # Nothing crosses a network to this machine's own server: compressing
+            # would only spend CPU that the server shares with us.
             return "none"
         method = "lz4" if wanted == "auto" else wanted
         if compression_available(method):

@@ -32,7 +32,8 @@ _TEXT_PARAMS: Final = frozenset(
     {"ca_certs", "certfile", "keyfile", "keypass", "ciphers", "server_hostname", "client_name"}
 )
 _SECONDS_PARAMS: Final = frozenset({"connect_timeout", "send_receive_timeout", "sync_request_timeout"})
-# "auto" (the default) compresses with lz4 when its modules are installed.
+# "auto" (the default) compresses with lz4 when its modules are installed, except
+# to a server on this machine (see connection.is_loopback).
 _COMPRESSION: Final = frozenset({"auto", "none", "lz4", "lz4hc", "zstd"})
 _KNOWN_PARAMS: Final = _BOOL_PARAMS | _TEXT_PARAMS | _SECONDS_PARAMS | {"compression"}
 

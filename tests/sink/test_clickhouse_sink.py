@@ -503,7 +503,15 @@ def test_writes_work_compressed_and_not(clickhouse_url: str, compression: str) -
     parts = urlsplit(clickhouse_url)
     query = "&".join(filter(None, [parts.query, f"compression={compression}"]))
     with ClickHouseSink(urlunsplit(parts._replace(query=query))) as sink:
+        assert sink._conn.compression == compression
         sink.ensure_schema()
         sink.write(make_batch(1, [event_row(3, seq, payload="y" * 10_000) for seq in range(50)]))
         assert sink.count_events() == 50
         assert sink.high_water_mark() == (3, 49)
+
+
+def test_auto_compression_sends_uncompressed_to_a_server_on_this_machine(clickhouse_url: str) -> None:
+    if urlsplit(clickhouse_url).hostname not in ("127.0.0.1", "localhost", "::1"):
+        pytest.skip("the test server is not on this machine")
+    with ClickHouseSink(clickhouse_url) as sink:
+        assert sink._conn.compression == "none"

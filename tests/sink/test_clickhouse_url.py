@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from cdc.sink.base import SinkConfigError
+from cdc.sink.connection import is_loopback
 from cdc.sink.url import PASSWORD_ENV, PASSWORD_FILE_ENV, parse_clickhouse_url, redact_url, scrub
 
 SECRET = "Pa55-w0rd!"
@@ -130,3 +131,12 @@ def test_scrub_removes_plain_and_percent_encoded_password() -> None:
     target = parse_clickhouse_url("clickhouse://u:p%40ss%20word@db/x", environ={})
     text = "login p@ss word failed; url had p%40ss%20word"
     assert scrub(text, *target.secrets) == "login *** failed; url had ***"
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("localhost", True), ("LOCALHOST.", True), ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True),
+     ("[::1]", True), ("10.0.0.5", False), ("ch.internal", False), ("localhost.example.com", False)],
+)
+def test_auto_compression_is_off_only_for_a_server_on_this_machine(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
