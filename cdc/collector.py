@@ -19,9 +19,11 @@ from .tracker import AckTracker
 
 
 class Dedup(Protocol):
-    def admit_many(self, unique_ids: Sequence[str], now: float) -> list[bool]: ...
+    """An id may come as str or as its UTF-8 bytes (the rows carry bytes, storage gives back str)."""
 
-    def remember(self, ids_oldest_first: Iterable[str], now: float) -> int: ...
+    def admit_many(self, unique_ids: Sequence[str | bytes], now: float) -> list[bool]: ...
+
+    def remember(self, ids_oldest_first: Iterable[str | bytes], now: float) -> int: ...
 
 
 @dataclass(slots=True)

@@ -19,7 +19,7 @@ import math
 from collections.abc import Iterable, Sequence
 from itertools import islice
 
-from ._dedup_table import MAX_CAPACITY, FingerprintTable
+from ._dedup_table import MAX_CAPACITY, FingerprintTable, UniqueId
 
 __all__ = ["DedupWindow"]
 
@@ -33,6 +33,10 @@ _REMEMBER_CHUNK = 65536
 
 class DedupWindow(FingerprintTable):
     """Exact, bounded memory of recently seen ``unique_id`` strings.
+
+    An id may be given as ``str`` or as its UTF-8 ``bytes``: either form is
+    the same id (the pipeline passes the bytes PostgreSQL sent; the rebuild
+    from ClickHouse passes strings).
 
     ``admit(uid, now)`` returns True the first time ``uid`` is seen inside the
     window (and remembers it) and False for a duplicate.  A duplicate does not
@@ -88,7 +92,7 @@ class DedupWindow(FingerprintTable):
 
     # -- hot path ----------------------------------------------------------
 
-    def admit(self, unique_id: str, now: float) -> bool:
+    def admit(self, unique_id: UniqueId, now: float) -> bool:
         """True if ``unique_id`` is new in the window (it is now remembered), False if a duplicate."""
         if not self._capacity:
             return True
@@ -97,7 +101,7 @@ class DedupWindow(FingerprintTable):
         lo, hi = self._fingerprint(unique_id)
         return self._insert(hi, lo, now)
 
-    def admit_many(self, unique_ids: Sequence[str], now: float) -> list[bool]:
+    def admit_many(self, unique_ids: Sequence[UniqueId], now: float) -> list[bool]:
         """``admit`` for a batch sharing one ``now``; a repeat inside the batch is a duplicate too.
 
         Same answers as calling ``admit`` on each id in order, only faster
@@ -113,7 +117,7 @@ class DedupWindow(FingerprintTable):
             return []
         return self._insert_many(self._fingerprints(unique_ids), now)
 
-    def contains(self, unique_id: str, now: float) -> bool:
+    def contains(self, unique_id: UniqueId, now: float) -> bool:
         """Whether ``unique_id`` is remembered at ``now``, without remembering it."""
         if not self._capacity:
             return False
@@ -125,7 +129,7 @@ class DedupWindow(FingerprintTable):
 
     def remember(
         self,
-        unique_ids_oldest_first: Iterable[str],
+        unique_ids_oldest_first: Iterable[UniqueId],
         now: float,
         *,
         seen_at: Iterable[float] | None = None,

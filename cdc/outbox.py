@@ -85,9 +85,9 @@ class RowConverter:
         """Event rows for consecutive tuples, the first at position ``first_seq`` of its transaction.
 
         Returns the rows that convert, in order, and the ones that do not as
-        (seq, values, reason) for the dead-letter table. The payload stays the
-        UTF-8 bytes PostgreSQL sent (the preflight insists on a UTF8 database);
-        event_type and environment are shared strings.
+        (seq, values, reason) for the dead-letter table. unique_id and payload
+        stay the UTF-8 bytes PostgreSQL sent (the preflight insists on a UTF8
+        database); event_type and environment are shared strings.
         """
         i_id, i_uid, i_type, i_at, i_env, i_payload, i_version = self._index
         low, high, max_payload, width, shared = self._min, self._max, self._max_payload, self._width, self._shared
@@ -104,7 +104,7 @@ class RowConverter:
                     micros = to_micros(datetime.fromisoformat(at.decode()))  # type: ignore[union-attr]
                     last_at = at
                 row = (
-                    values[i_uid].decode(),  # type: ignore[union-attr]
+                    values[i_uid],
                     shared(values[i_type]),  # type: ignore[arg-type]
                     micros,
                     shared(values[i_env]),  # type: ignore[arg-type]
@@ -144,7 +144,7 @@ class RowConverter:
         if len(values) != self._width:
             raise RowRejected(f"row has {len(values)} columns, its relation {self._width}")
         i_id, i_uid, i_type, i_at, i_env, i_payload, i_version = self._index
-        unique_id = self._text(values, i_uid)
+        unique_id = self._text(values, i_uid).encode()
         if not unique_id:
             raise RowRejected("unique_id is empty")
         payload = self._text(values, i_payload).encode()

@@ -61,7 +61,7 @@ def test_rows_at_or_below_the_high_water_mark_are_skipped_even_inside_a_run() ->
     h.collector.rows(OUTBOX, [row(f"b{i}") for i in range(4)], 100, 3, 0)  # seqs 3-4 stored, 5-6 not
     h.collector.rows(OUTBOX, [row("c0")], 101, 0, 0)
     (batch,) = h.batches()
-    assert batch["unique_id"] == ["b2", "b3", "c0"]
+    assert batch["unique_id"] == [b"b2", b"b3", b"c0"]
     assert list(zip(batch["commit_lsn"], batch["commit_seq"])) == [(100, 5), (100, 6), (101, 0)]
     assert h.collector.counters.already_stored == 8
     assert h.collector.last_position == (101, 0)
@@ -80,7 +80,7 @@ def test_bad_rows_in_a_run_are_dead_lettered_at_their_position_and_the_rest_buff
     ]
     h.collector.rows(OUTBOX, run, 700, 10, 0)
     (batch,) = h.batches()
-    assert batch["unique_id"] == ["ok0", "ok3"]
+    assert batch["unique_id"] == [b"ok0", b"ok3"]
     assert batch["commit_seq"] == [10, 16]
     counters = h.collector.counters
     assert (counters.rows_seen, counters.rows_buffered, counters.dead_letters) == (7, 2, 5)
@@ -100,7 +100,7 @@ def test_duplicates_inside_a_run_and_across_runs_are_dropped_and_counted() -> No
     h.collector.rows(OUTBOX, [row("a"), row("b"), row("a")], 1, 0, 0)
     h.collector.rows(OUTBOX, [row("b"), row("c")], 2, 0, 0)
     (batch,) = h.batches()
-    assert batch["unique_id"] == ["a", "b", "c"]
+    assert batch["unique_id"] == [b"a", b"b", b"c"]
     assert list(zip(batch["commit_lsn"], batch["commit_seq"])) == [(1, 0), (1, 1), (2, 1)]
     assert h.collector.counters.duplicates == 2
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 import math
 import random
 import uuid
-from array import array
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -63,15 +62,13 @@ class CollidingWindow(DedupWindow):
     the index, so probe chains are long and wrap around slot 0: the cases where
     backward-shift deletion goes wrong if it is going to."""
 
-    def _fingerprint(self, unique_id: str) -> tuple[int, int]:
+    def _fingerprint(self, unique_id: str) -> tuple[int, int]:  # type: ignore[override]
         n = int(unique_id)
         return n, (self._mask - n % 3) & self._mask
 
-    def _fingerprints(self, unique_ids: Sequence[str]) -> array[int]:
-        flat = array("Q")
-        for uid in unique_ids:
-            flat.extend(self._fingerprint(uid))
-        return flat
+    def _fingerprints(self, unique_ids: Sequence[str]) -> tuple[list[int], list[int]]:  # type: ignore[override]
+        pairs = [self._fingerprint(uid) for uid in unique_ids]
+        return [lo for lo, _ in pairs], [hi for _, hi in pairs]
 
 
 def check_index_consistent(w: DedupWindow) -> None:
@@ -348,3 +345,12 @@ def test_an_empty_batch_does_not_move_the_window_clock() -> None:
     window.admit_many([], 1000.0)
     window.admit("0", 997.0)
     assert not window.contains("0", 997.5)
+
+
+def test_an_id_as_str_and_as_its_utf8_bytes_is_the_same_id() -> None:
+    w = DedupWindow(capacity=10, max_age=60, key=KEY)
+    assert w.admit_many([b"order-1", "caf\u00e9-2".encode()], 0.0) == [True, True]
+    assert w.admit_many(["order-1", "caf\u00e9-2", "new"], 1.0) == [False, False, True]
+    assert w.admit_many([b"new", "mixed", b"mixed"], 2.0) == [False, True, False]
+    assert not w.admit("caf\u00e9-2", 3.0) and w.contains(b"order-1", 3.0)
+    assert w.remember(["order-1", "other"], 4.0) == 1 and not w.admit(b"other", 4.0)

@@ -11,7 +11,7 @@ from typing import Any, Final, Protocol
 # before it), not datetimes: building a datetime per row is too slow for the
 # hot path. The sink turns them into its column's ticks with integer arithmetic.
 EVENT_COLUMNS: Final = (
-    "unique_id",         # str, never empty
+    "unique_id",         # bytes: UTF-8, as PostgreSQL sent it (str accepted too), never empty
     "event_type",        # str
     "occurred_at",       # int: microseconds since the Unix epoch, UTC
     "environment",       # str
