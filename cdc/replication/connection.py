@@ -98,22 +98,37 @@ class ReplicationConnection:
         except psycopg.Error as exc:
             raise StreamEnded(f"lost the replication connection: {scrub(' '.join(str(exc).split()), self._secret)}") from None
 
-    def read(self, max_messages: int, timeout: float) -> list[memoryview]:
-        """Every available CopyData payload, up to ``max_messages``; waits at most ``timeout`` for the first."""
-        with self._io():
-            return self._read(max_messages, timeout)
+    def read(self, max_messages: int, timeout: float, max_bytes: int = 1 << 62) -> list[memoryview]:
+        """Every available CopyData payload, up to ``max_messages`` or just past ``max_bytes``.
 
-    def _read(self, max_messages: int, timeout: float) -> list[memoryview]:
+        Waits at most ``timeout`` for the first.
+        """
+        with self._io():
+            return self._read(max_messages, timeout, max_bytes)
+
+    def _read(self, max_messages: int, timeout: float, max_bytes: int) -> list[memoryview]:
         pgconn = self._pgconn
         out: list[memoryview] = []
-        waited = False
-        while len(out) < max_messages:
+        waited = refilled = False
+        size = 0
+        while len(out) < max_messages and size < max_bytes:
             nbytes, data = pgconn.get_copy_data(1)
             if nbytes > 0:
                 out.append(data)
+                size += nbytes
+                refilled = False
                 continue
             if nbytes == 0:
-                if out or waited:
+                if out:
+                    if refilled:
+                        break
+                    # libpq reads the socket ~16 KB at a time: ask it for what else
+                    # has arrived (no wait), so that one wake-up handles a backlog's
+                    # thousands of messages rather than forty.
+                    pgconn.consume_input()
+                    refilled = True
+                    continue
+                if waited:
                     break
                 waited = True
                 if select.select([pgconn.socket], [], [], timeout)[0]:
