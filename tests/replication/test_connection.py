@@ -6,10 +6,11 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from support import wait_until
 
 from cdc.replication.connection import ReplicationConnection
 
-ROWS = 200
+ROWS = 100
 PAYLOAD = 1000
 
 
@@ -20,8 +21,14 @@ def streaming(pg_dsn: str) -> Iterator[ReplicationConnection]:
         conn.execute("CREATE PUBLICATION p FOR TABLE t")
         conn.execute("SELECT pg_create_logical_replication_slot('s', 'pgoutput')")
         conn.execute("INSERT INTO t SELECT g, repeat('x', %s) FROM generate_series(1, %s) g", (PAYLOAD, ROWS))
-    repl = ReplicationConnection.connect(pg_dsn)
-    repl.start_replication("s", "0/0", {"proto_version": "1", "publication_names": '"p"'})
+        end = conn.execute("SELECT pg_current_wal_lsn()").fetchone()
+        repl = ReplicationConnection.connect(pg_dsn, application_name="test-read")
+        repl.start_replication("s", "0/0", {"proto_version": "1", "publication_names": '"p"'})
+        # Let the walsender send what it can before the first read, so reads find a backlog.
+        wait_until(lambda: conn.execute(
+            "SELECT coalesce(bool_or(sent_lsn >= %s), false) FROM pg_stat_replication WHERE application_name = 'test-read'",
+            end,
+        ).fetchone() == (True,), timeout=10, what="the walsender to send the backlog", interval=0.05)
     try:
         yield repl
     finally:
@@ -35,7 +42,7 @@ def _inserts(frames: list[memoryview]) -> int:
 
 
 def test_a_read_stops_at_its_size_bound_just_past_it(streaming: ReplicationConnection) -> None:
-    bound = 20 * PAYLOAD
+    bound = 10 * PAYLOAD
     seen = reads_at_bound = 0
     while seen < ROWS:
         frames = streaming.read(4096, 5.0, max_bytes=bound)
@@ -43,7 +50,7 @@ def test_a_read_stops_at_its_size_bound_just_past_it(streaming: ReplicationConne
         assert sum(sizes[:-1]) < bound  # the message that crossed the bound is the last one
         reads_at_bound += sum(sizes) >= bound
         seen += _inserts(frames)
-    assert reads_at_bound >= 2  # 200 KB were waiting: most reads stopped at the bound
+    assert reads_at_bound >= 2  # 100 KB were waiting: most reads stopped at the bound
 
 
 def test_a_read_stops_at_its_message_count_and_the_next_read_goes_on(streaming: ReplicationConnection) -> None:
