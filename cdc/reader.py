@@ -196,7 +196,7 @@ class Reader:
             in_stream = assembler.in_stream
             for data in frames:
                 if data[0] == _XLOGDATA:
-                    if data[_MESSAGE_TYPE] == _INSERT and not in_stream:
+                    if not in_stream and len(data) > _MESSAGE_TYPE and data[_MESSAGE_TYPE] == _INSERT:
                         # The hot path: runs of Inserts are decoded and buffered together.
                         inserts.append(data)
                         continue
