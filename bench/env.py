@@ -3,8 +3,8 @@
 The servers are the test suite's own (tests/servers): PostgreSQL and ClickHouse
 started as child processes on free ports, dying with us. Every program we time
 (``cdc run``, ``pg_recvlogical``, the polling relay) runs as a child process, so
-that its wall time, CPU time and peak RSS come from the kernel (``wait4``)
-rather than from the benchmark's own process.
+that its wall time and CPU time come from the kernel (``wait4``) and its peak
+RSS from its own ``/proc/PID/status``, rather than from the benchmark's process.
 """
 
 from __future__ import annotations
@@ -131,15 +131,19 @@ class ChildResult:
         return self
 
 
-def _vm_rss(pid: int) -> int | None:
+def _vm_status(pid: int) -> tuple[int | None, int | None]:
+    """(VmRSS, VmHWM) of a live process, in bytes."""
+    rss = hwm = None
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
                 if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
+                    rss = int(line.split()[1]) * 1024
+                elif line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1]) * 1024
     except OSError:
-        return None
-    return None
+        pass
+    return rss, hwm
 
 
 class Child:
@@ -169,20 +173,23 @@ class Child:
             except ProcessLookupError:
                 pass
 
-    def wait(self, timeout: float, *, rss_every: float = 0.5) -> ChildResult:
+    def wait(self, timeout: float, *, rss_every: float = 0.5, hwm_every: float = 0.1) -> ChildResult:
         deadline = self.started + timeout
         samples: list[tuple[float, int]] = []
-        next_sample = 0.0
+        next_sample = next_hwm = 0.0
+        peak = 0
         while True:
             pid, status, usage = os.wait4(self.pid, os.WNOHANG)
             now = time.monotonic()
             if pid:
                 break
-            if now >= next_sample:
-                rss = _vm_rss(self.rss_pid or self.pid)
-                if rss is not None:
+            if now >= next_hwm:
+                rss, hwm = _vm_status(self.rss_pid or self.pid)
+                peak = max(peak, hwm or 0)
+                next_hwm = now + hwm_every
+                if now >= next_sample and rss is not None:
                     samples.append((round(now - self.started, 3), rss))
-                next_sample = now + rss_every
+                    next_sample = now + rss_every
             if now > deadline:
                 self.proc.kill()
                 self.proc.wait()
@@ -191,9 +198,14 @@ class Child:
             time.sleep(0.005)
         self.proc.returncode = os.waitstatus_to_exitcode(status)
         self._out.close()
+        # Not wait4's ru_maxrss: Linux carries it across fork and exec, so a child
+        # spawned by a bench process that had grown to 200 MB reported 200 MB
+        # whatever it used itself. VmHWM belongs to the child's own address space
+        # (a peak in its last 0.1 s would be missed; a process that never lived
+        # 0.1 s falls back to ru_maxrss).
         return ChildResult(
             argv=self.argv, returncode=self.proc.returncode, seconds=now - self.started,
-            user_s=usage.ru_utime, sys_s=usage.ru_stime, maxrss_bytes=usage.ru_maxrss * 1024, log=self.log,
+            user_s=usage.ru_utime, sys_s=usage.ru_stime, maxrss_bytes=peak or usage.ru_maxrss * 1024, log=self.log,
             rss_samples=samples,
         )
 
