@@ -97,12 +97,8 @@ class FingerprintTable:
 
     def _fingerprint(self, unique_id: UniqueId) -> tuple[int, int]:
         """(lo, hi) halves of the keyed 128-bit fingerprint."""
-        if not unique_id:
-            raise ValueError("unique_id must be a non-empty string")
-        # surrogatepass: any Python str is accepted, even one no database
-        # would hand us, instead of failing on the hot path.
-        data = unique_id.encode("utf-8", "surrogatepass") if type(unique_id) is str else unique_id
-        return hash(data + self._salt) & _U64, hash(data) & _U64  # type: ignore[operator]
+        (lo,), (hi,) = self._fingerprints((unique_id,))
+        return lo, hi
 
     def _fingerprints(self, unique_ids: Sequence[UniqueId]) -> tuple[list[int], list[int]]:
         """Fingerprints of a batch: the lo halves and the hi halves."""
@@ -112,6 +108,8 @@ class FingerprintTable:
         try:
             return [hash(uid + salt) & _U64 for uid in unique_ids], [hash(uid) & _U64 for uid in unique_ids]  # type: ignore[operator]
         except TypeError:  # str ids, or a mix: their UTF-8 bytes, so that either form is the same id
+            # surrogatepass: any Python str is accepted, even one no database
+            # would hand us, instead of failing on the hot path.
             data = [uid.encode("utf-8", "surrogatepass") if type(uid) is str else uid for uid in unique_ids]
             return [hash(d + salt) & _U64 for d in data], [hash(d) & _U64 for d in data]  # type: ignore[operator]
 
