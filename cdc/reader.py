@@ -125,7 +125,10 @@ class Reader:
                 return
             except (StreamEnded, ReplicationError, preflight.ConnectError) as exc:
                 if isinstance(exc, ReplicationError) and not isinstance(exc, StreamEnded) and exc.sqlstate:
-                    raise PipelineError(f"the server refused to stream: {exc}") from None
+                    raise PipelineError(
+                        f"the server refused to stream: {exc}; run `cdc doctor` to see which precondition fails "
+                        "and how to fix it, then start `cdc run` again"
+                    ) from None
                 if self._stop_now():
                     return
                 delay = next(delays)
@@ -142,7 +145,10 @@ class Reader:
         with preflight.connect(s.pg_dsn) as conn:
             info = preflight.slot_info(conn, s.slot)
             if info is None:
-                raise preflight.PreflightError(f"replication slot {s.slot} disappeared: it was dropped while we ran")
+                raise preflight.PreflightError(
+                    f"replication slot {s.slot} disappeared (dropped while cdc ran): run `cdc run --create-slot` "
+                    "to recreate it; it first copies the rows still in the outbox, so nothing committed is missed"
+                )
             if info.active_pid is not None and self.reconnecting:
                 # Our previous walsender may linger until the server notices it is gone.
                 raise ReplicationError(f"slot {s.slot} is still held by process {info.active_pid}")

@@ -6,10 +6,11 @@ import sys
 
 import click
 
+from .._dedup_table import MAX_CAPACITY
 from ..admin.backfill import Backfill
 from ..settings import Settings
 from ._output import emit_json, json_option
-from .options import require_clickhouse, require_pg, shared_options
+from .options import Finite, require_clickhouse, require_pg, shared_options
 
 
 @click.command()
@@ -19,10 +20,10 @@ from .options import require_clickhouse, require_pg, shared_options
 @click.option("--until", metavar="TIMESTAMP", help="Stop before this created_at (default: everything after --since).")
 @click.option("--batch-rows", type=click.IntRange(min=1), default=50_000, show_default=True,
               help="Rows per ClickHouse INSERT.")
-@click.option("--dedup-window", type=click.IntRange(min=0), default=1_000_000, show_default=True,
+@click.option("--dedup-window", type=click.IntRange(min=0, max=MAX_CAPACITY), default=1_000_000, show_default=True,
               envvar="CDC_DEDUP_WINDOW", show_envvar=True,
               help="How many recently stored unique_ids to skip as duplicates (0: none).")
-@click.option("--dedup-max-age", type=click.FloatRange(min=0), default=3600.0, show_default=True,
+@click.option("--dedup-max-age", type=Finite(min=0), default=3600.0, show_default=True,
               envvar="CDC_DEDUP_MAX_AGE", show_envvar=True, help="... stored within this many seconds.")
 @json_option
 def backfill(settings: Settings, since: str, until: str | None, batch_rows: int, dedup_window: int,

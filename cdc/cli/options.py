@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,11 +12,22 @@ from typing import Any, TypeVar
 import click
 
 from ..logs import configure
+from ..lsn import LsnError, parse_lsn
 from ..names import NameError_
 from ..redact import dsn_password
 from ..settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Finite(click.FloatRange):
+    """A FloatRange that also refuses nan and inf (which pass its bounds, then break timers and windows)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return number
 
 _SHARED: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--pg-dsn",), dict(envvar="CDC_PG_DSN", help="PostgreSQL connection string (libpq URI or key=value). "
@@ -110,3 +122,19 @@ def with_changes(settings: Settings, **changes: Any) -> Settings:
         return dataclasses.replace(settings, **changes)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+def lsn_value(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Option callback: refuse a malformed LSN while parsing flags, before any server is touched."""
+    if value is None:
+        return value
+    try:
+        parse_lsn(value)
+    except LsnError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return value.strip()
+
+
+def lsn_or_current_value(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``lsn_value`` that also takes ``current`` (resolved once connected)."""
+    return value if value == "current" else lsn_value(ctx, param, value)

@@ -10,6 +10,7 @@ from types import FrameType
 
 import click
 
+from .._dedup_table import MAX_CAPACITY
 from ..dedup import DedupWindow
 from ..failpoints import Failpoints
 from ..logs import get_logger
@@ -18,7 +19,9 @@ from ..pipeline import Pipeline
 from ..retain import RetainError, Retention
 from ..settings import Settings
 from ..sink.clickhouse import ClickHouseSink
-from .options import require_clickhouse, require_pg, shared_options, with_changes
+from .options import (
+    Finite, lsn_or_current_value, lsn_value, require_clickhouse, require_pg, shared_options, with_changes,
+)
 
 
 @click.command()
@@ -26,8 +29,9 @@ from .options import require_clickhouse, require_pg, shared_options, with_change
 @click.option("--create-slot", is_flag=True, envvar="CDC_CREATE_SLOT", show_envvar=True,
               help="Create the slot if it is missing, first delivering the rows already in the outbox.")
 @click.option("--until-lsn", envvar="CDC_UNTIL_LSN", show_envvar=True, metavar="LSN|current",
+              callback=lsn_or_current_value,
               help="Stop once everything committed up to this LSN ('current': now) is stored and acknowledged.")
-@click.option("--from-lsn", envvar="CDC_FROM_LSN", show_envvar=True, metavar="LSN",
+@click.option("--from-lsn", envvar="CDC_FROM_LSN", show_envvar=True, metavar="LSN", callback=lsn_value,
               help="Replay: deliver again everything committed after LSN that the slot still holds.")
 @click.option("--from-checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               envvar="CDC_FROM_CHECKPOINT", show_envvar=True,
@@ -38,12 +42,12 @@ from .options import require_clickhouse, require_pg, shared_options, with_change
               envvar="CDC_BATCH_ROWS", show_envvar=True, help="Flush when the buffer holds this many rows.")
 @click.option("--batch-bytes", type=click.IntRange(min=1), default=32 * 1024 * 1024, show_default=True,
               envvar="CDC_BATCH_BYTES", show_envvar=True, help="... or this many bytes.")
-@click.option("--flush-interval", type=click.FloatRange(min=0.001), default=1.0, show_default=True,
+@click.option("--flush-interval", type=Finite(min=0.001), default=1.0, show_default=True,
               envvar="CDC_FLUSH_INTERVAL", show_envvar=True, help="... or its oldest row is this many seconds old.")
-@click.option("--dedup-window", type=click.IntRange(min=0), default=1_000_000, show_default=True,
+@click.option("--dedup-window", type=click.IntRange(min=0, max=MAX_CAPACITY), default=1_000_000, show_default=True,
               envvar="CDC_DEDUP_WINDOW", show_envvar=True,
               help="How many recent unique_ids to remember exactly (0 turns deduplication off).")
-@click.option("--dedup-max-age", type=click.FloatRange(min=0), default=3600.0, show_default=True,
+@click.option("--dedup-max-age", type=Finite(min=0), default=3600.0, show_default=True,
               envvar="CDC_DEDUP_MAX_AGE", show_envvar=True, help="Forget unique_ids older than this (seconds).")
 @click.option("--max-payload-bytes", type=click.IntRange(min=1), default=1024 * 1024, show_default=True,
               envvar="CDC_MAX_PAYLOAD_BYTES", show_envvar=True,
@@ -53,11 +57,11 @@ from .options import require_clickhouse, require_pg, shared_options, with_change
 @click.option("--spill-bytes", type=click.IntRange(min=0), default=64 * 1024 * 1024, show_default=True,
               envvar="CDC_SPILL_BYTES", show_envvar=True,
               help="Memory for in-progress streamed transactions before they spill to a temporary file.")
-@click.option("--status-interval", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+@click.option("--status-interval", type=Finite(min=0.1), default=10.0, show_default=True,
               envvar="CDC_STATUS_INTERVAL", show_envvar=True, help="Seconds between status updates to the server.")
-@click.option("--retry-max", type=click.FloatRange(min=0.01), default=30.0, show_default=True,
+@click.option("--retry-max", type=Finite(min=0.01), default=30.0, show_default=True,
               envvar="CDC_RETRY_MAX", show_envvar=True, help="Longest wait between retries (seconds).")
-@click.option("--retry-initial", type=click.FloatRange(min=0.01), default=0.5, show_default=True,
+@click.option("--retry-initial", type=Finite(min=0.01), default=0.5, show_default=True,
               envvar="CDC_RETRY_INITIAL", show_envvar=True, help="First wait between retries (seconds).")
 def run(
     settings: Settings, create_slot: bool, until_lsn: str | None, from_lsn: str | None,
