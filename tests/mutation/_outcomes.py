@@ -8,11 +8,19 @@ import os
 import pytest
 
 _outcomes: dict[str, str] = {}
+_reasons: dict[str, str] = {}
+
+
+def _reason(report: pytest.TestReport) -> str:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = str(getattr(crash, "message", None) or report.longreprtext or "")
+    return " ".join(text.split())[:240]
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.failed:
         _outcomes[report.nodeid] = "failed" if report.when == "call" else "error"
+        _reasons.setdefault(report.nodeid, _reason(report))
     elif report.skipped:
         _outcomes.setdefault(report.nodeid, "skipped")
     elif report.when == "call":
@@ -23,4 +31,4 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     path = os.environ.get("CDC_MUTATION_OUTCOMES")
     if path:
         with open(path, "w") as out:
-            json.dump(_outcomes, out)
+            json.dump({"outcomes": _outcomes, "reasons": _reasons}, out)

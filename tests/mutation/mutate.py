@@ -65,8 +65,11 @@ def imported_from(root: Path) -> Path:
     return Path(out.stdout.strip()).resolve()
 
 
-def run_tests(root: Path, tests: Sequence[str], *, timeout: float) -> tuple[dict[str, str], str]:
-    """Run ``tests`` (ids relative to the repository) against the copy in ``root``: {test id: outcome}, output."""
+def run_tests(root: Path, tests: Sequence[str], *, timeout: float) -> tuple[dict[str, str], dict[str, str], str]:
+    """Run ``tests`` (ids relative to the repository) against the copy in ``root``.
+
+    Returns {test id: outcome}, {test id: why it failed}, and the tail of the output.
+    """
     outcomes = root / "outcomes.json"
     # cwd is the copy's root: `python -m` puts it first on sys.path, ahead of the installed package.
     result = subprocess.run(
@@ -76,5 +79,5 @@ def run_tests(root: Path, tests: Sequence[str], *, timeout: float) -> tuple[dict
         ],
         cwd=root, env=_environment(root, outcomes), capture_output=True, text=True, timeout=timeout,
     )
-    found: dict[str, str] = json.loads(outcomes.read_text()) if outcomes.exists() else {}
-    return found, result.stdout[-6000:] + result.stderr[-3000:]
+    found = json.loads(outcomes.read_text()) if outcomes.exists() else {"outcomes": {}, "reasons": {}}
+    return found["outcomes"], found["reasons"], result.stdout[-6000:] + result.stderr[-3000:]

@@ -36,9 +36,9 @@ def _check(mutant: Mutant, tests: tuple[str, ...], tmp_path: Path, *, timeout: f
     mutated_copy(mutant, tmp_path)
     assert imported_from(tmp_path) == (tmp_path / "cdc" / "__init__.py").resolve(), "the copy was not imported"
     started = time.monotonic()
-    outcomes, output = run_tests(tmp_path, tests, timeout=timeout)
+    outcomes, reasons, output = run_tests(tmp_path, tests, timeout=timeout)
     result = {test: outcomes.get(test, "not run") for test in tests}
-    _report(mutant, result, time.monotonic() - started)
+    _report(mutant, result, {t: reasons[t] for t in tests if t in reasons}, time.monotonic() - started)
     survived = {test: outcome for test, outcome in result.items() if outcome not in CAUGHT}
     assert not survived, (
         f"with the defect {mutant.name!r} ({mutant.guarantee}) planted, these tests did not fail: "
@@ -46,12 +46,13 @@ def _check(mutant: Mutant, tests: tuple[str, ...], tmp_path: Path, *, timeout: f
     )
 
 
-def _report(mutant: Mutant, result: dict[str, str], seconds: float) -> None:
+def _report(mutant: Mutant, result: dict[str, str], reasons: dict[str, str], seconds: float) -> None:
     path = os.environ.get("CDC_MUTATION_REPORT")
     if not path:
         return
     line = orjson.dumps({
         "defect": mutant.name, "guarantee": mutant.guarantee, "file": mutant.file, "outcomes": result,
+        "reasons": reasons,
         "seconds": round(seconds, 1), "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
     with open(path, "ab") as out:
