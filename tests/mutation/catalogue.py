@@ -8,7 +8,10 @@ After a refactor moves code, re-point the entry: usually only ``file`` changes;
 
 ``must_fail`` runs under ``pytest -m mutation`` (the full check); ``quick``, a
 subset of it, runs in every CI run. Test ids are those of a run restricted to
-PostgreSQL 18 (CDC_TEST_PG_KINDS=pg18).
+PostgreSQL 18 (CDC_TEST_PG_KINDS=pg18). Only tests that catch their defect every
+time belong here: the kill loop, whose kill moments are random (and which
+stores nothing when the machine is too slow to start cdc within 3 s), checks
+the acknowledgement order too but is not listed.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ class Mutant:
 
 _CRASH = "tests/pipeline/test_crash.py::test_restart_after_kill_delivers_exactly_the_committed_rows"
 _OUTAGE = "tests/faults/test_fault_clickhouse.py::test_clickhouse_down_retries_holds_back_and_catches_up[pg18-8s]"
-_KILL_LOOP = "tests/faults/test_fault_kill_loop.py::test_random_kills_while_writing_deliver_exactly_the_committed_set"
 _BACKPRESSURE = (
     "tests/test_reader_backpressure.py::"
     "test_held_back_by_a_failing_insert_the_reader_keeps_the_server_informed_and_acknowledges_nothing"
@@ -51,7 +53,6 @@ CATALOGUE: tuple[Mutant, ...] = (
             f"{_CRASH}[pg18-mid-insert]",
             f"{_CRASH}[pg18-between-insert-and-ack]",
             f"{_CRASH}[pg18-inside-large-transaction]",
-            f"{_KILL_LOOP}[pg18-5-kills]",
         ),
         quick=("tests/test_tracker.py::test_commit_becomes_safe_only_when_its_batch_is_stored", _BACKPRESSURE),
     ),

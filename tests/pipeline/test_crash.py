@@ -90,9 +90,10 @@ def test_restart_after_kill_delivers_exactly_the_committed_rows(pg_dsn: str, cli
     held_at_kill = high_water_mark(t)
 
     checked(t.cdc("run", "--until-lsn", until, *tuning))
+    # First the cause (an acknowledgement ahead of storage), then its consequence (rows lost).
+    ahead = acknowledged_before_stored(stored_positions(t), [(parse_lsn_text(confirmed), held_at_kill)])
+    assert not ahead, f"the killed run acknowledged what ClickHouse did not hold: {ahead}"
     delivered = t.delivered_ids()
     assert len(delivered) == len(committed), "duplicates or losses"
     assert set(delivered) == committed
     assert t.slot_reached(until)
-    ahead = acknowledged_before_stored(stored_positions(t), [(parse_lsn_text(confirmed), held_at_kill)])
-    assert not ahead, f"the killed run acknowledged what ClickHouse did not hold: {ahead}"
