@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from clickhouse_driver import errors as ch_errors
 from servers.clickhouse_cluster import ClickHouseCluster
@@ -115,15 +113,9 @@ def test_zookeeper_outage_fails_replicated_inserts_until_it_is_back(
     finally:
         zookeeper.start()
     assert zookeeper.port == port
-    # The table stays read-only until ClickHouse has its ZooKeeper session back.
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            clickhouse_cluster.execute(f"INSERT INTO {db}.events (id, body) VALUES", [(3, "after")])
-            break
-        except ch_errors.ServerException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    # The table stays read-only until it has its ZooKeeper session back,
+    # which heal() waits for.
+    clickhouse_cluster.heal()
+    clickhouse_cluster.execute(f"INSERT INTO {db}.events (id, body) VALUES", [(3, "after")])
     for replica in (0, 1):
         assert _ids(clickhouse_cluster, db, replica) == [1, 3]

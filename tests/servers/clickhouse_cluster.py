@@ -110,11 +110,18 @@ class ClusterReplica(ClickHouseServer):
         )
 
     def sees_zookeeper(self) -> bool:
+        """Whether it has a ZooKeeper session and no replicated table is read-only for want of one.
+
+        A table gets its session back some seconds after the server does
+        (18.16 retries every 10 s); until then inserts fail and it cannot
+        even be dropped.
+        """
         try:
             self.execute("SELECT count() FROM system.zookeeper WHERE path = '/'")
+            stuck = self.execute("SELECT count() FROM system.replicas WHERE is_readonly OR is_session_expired")
         except (ch_errors.Error, OSError, EOFError):
             return False
-        return True
+        return bool(stuck == [(0,)])
 
     def __repr__(self) -> str:
         return f"ClusterReplica({self.replica!r}, port={self.port}, http_port={self.http_port})"
@@ -192,9 +199,15 @@ class ClickHouseCluster:
                 _start_replica(member)
 
     def heal(self) -> None:
-        """Bring back whatever a test took down: ZooKeeper first, then the replicas."""
+        """Bring back whatever a test took down: ZooKeeper first, then the replicas.
+
+        Replicas that stayed up get their ZooKeeper session back by
+        themselves; wait for that too, or the next ON CLUSTER would fail.
+        """
         self.zookeeper.start()
         self.start()
+        for member in self.replicas:
+            _wait_for_zookeeper(member)
 
     def destroy(self) -> None:
         for member in self.replicas:
@@ -225,6 +238,10 @@ def _start_replica(member: ClusterReplica) -> None:
     member.start()
     # The server answers before its ZooKeeper session is up; until then,
     # replicated tables are read-only and ON CLUSTER is refused.
+    _wait_for_zookeeper(member)
+
+
+def _wait_for_zookeeper(member: ClusterReplica) -> None:
     deadline = time.monotonic() + ZK_READY_TIMEOUT
     while not member.sees_zookeeper():
         if time.monotonic() > deadline:
