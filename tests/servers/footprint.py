@@ -20,7 +20,7 @@ import psutil  # type: ignore[import-untyped,unused-ignore]
 
 from . import make_server_root
 from .clickhouse_cluster import start_cluster
-from .pg_standby import make_template, start_standby_pair
+from .pg_standby import make_template, start_standby_pair, tmpfs_if_roomy
 from .prometheus import start_prometheus
 from .zookeeper import start_zookeeper
 
@@ -67,13 +67,17 @@ def main() -> None:
         cluster.destroy()
         zookeeper.destroy()
 
-        template, tpl_s = _timed(lambda: make_template(root / "template"))
-        for workdir in (root / "pair1", root / "pair2"):
-            pair, pair_s = _timed(lambda: start_standby_pair(workdir, template))  # noqa: B023 - called at once
-            rss = _rss_mib([pair.primary.pid, pair.standby.pid])
-            print(f"pg_standby          start {pair_s:5.2f} s   rss {rss:6.0f} MiB (per test; "
-                  f"session template initdb {tpl_s:.2f} s)")
-            pair.destroy()
+        tmpfs = tmpfs_if_roomy()
+        for pairs_root in [root] + ([make_server_root(tmpfs)] if tmpfs is not None else []):
+            template, tpl_s = _timed(lambda: make_template(pairs_root / "template"))  # noqa: B023 - called at once
+            for workdir in (pairs_root / "pair1", pairs_root / "pair2"):
+                pair, pair_s = _timed(lambda: start_standby_pair(workdir, template))  # noqa: B023 - called at once
+                rss = _rss_mib([pair.primary.pid, pair.standby.pid])
+                print(f"pg_standby          start {pair_s:5.2f} s   rss {rss:6.0f} MiB (per test, under "
+                      f"{pairs_root.parent}; session template initdb {tpl_s:.2f} s)")
+                pair.destroy()
+            if pairs_root != root:
+                shutil.rmtree(pairs_root, ignore_errors=True)
 
         prometheus, prom_s = _timed(lambda: start_prometheus(root / "prometheus"))
         print(f"prometheus_server   start {prom_s:5.2f} s   rss {_rss_mib([prometheus.pid]):6.0f} MiB")

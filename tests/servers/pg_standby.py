@@ -13,6 +13,7 @@ would stall. So it is cleared on the standby explicitly.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import time
@@ -29,6 +30,8 @@ from .postgres import SUPERUSER, PostgresServer, apply_settings, start_postgres
 KIND = "pg18"
 PHYSICAL_SLOT = "standby1"
 SYNC_TIMEOUT = 60.0
+_TMPFS = Path("/dev/shm")
+_TMPFS_NEEDED = 2 * 2**30
 
 # Settings the standby owns; any copy of them that came with the base
 # backup is dropped from its postgresql.auto.conf first.
@@ -180,6 +183,21 @@ def _conninfo_value(value: str) -> str:
     if value and not re.search(r"[\s'\\]", value):
         return value
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def tmpfs_if_roomy() -> Path | None:
+    """A tmpfs to put pairs on, if there is one with room to spare.
+
+    A pair is ~1,000 fresh files (the template copy, the base backup). On a
+    busy disk creating them took 7.5 s a pair, against 1.5 s on tmpfs.
+    """
+    try:
+        stat = os.statvfs(_TMPFS)
+    except OSError:
+        return None
+    if stat.f_bavail * stat.f_frsize < _TMPFS_NEEDED or not os.access(_TMPFS, os.W_OK | os.X_OK):
+        return None
+    return _TMPFS
 
 
 def _unquote(value: str) -> str:
