@@ -6,6 +6,8 @@ Fixtures:
   pg_dsn             function; superuser DSN of a fresh database t_<random>
   clickhouse_server  session; one ClickHouse
   clickhouse_url     function; URL of a fresh database t_<random>
+  zookeeper, clickhouse_cluster, cluster_database, pg_standby, prometheus_server,
+  prometheus         see servers/fixtures.py (a plugin: HA and monitoring servers)
 
 Servers start only when a test asks for them and are stopped at session end;
 child processes also die with the test process (atexit + parent-death signal).
@@ -52,6 +54,8 @@ def _strict() -> bool:
 
 
 STRICT = _strict()
+
+pytest_plugins = ("servers.fixtures",)
 
 # CI must be reproducible: the same examples every run there (a failure found
 # locally is kept in .hypothesis/ and replayed); elsewhere, keep exploring.
