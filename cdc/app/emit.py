@@ -14,7 +14,6 @@ statement.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -24,20 +23,9 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
-from .row import INSERT_TEMPLATE, EmitError, OutboxRow, OutsideTransactionError, prepare
+from .row import INSERT_TEMPLATE, EmitError, Event, OutboxRow, OutsideTransactionError, prepare, prepare_all
 
 __all__ = ["EmitError", "Event", "OutsideTransactionError", "emit", "emit_many"]
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One event for ``emit_many``; the same fields as ``emit``'s arguments."""
-
-    event_type: str
-    payload: Mapping[str, Any] = field(default_factory=dict)
-    unique_id: str | None = None
-    occurred_at: datetime | None = None
-    metadata_version: int = 1
 
 
 def emit(
@@ -91,11 +79,7 @@ def emit_many(
     transaction untouched. One round trip for the lot (psycopg pipelines
     executemany).
     """
-    rows = [
-        prepare(e.event_type, e.payload, unique_id=e.unique_id, environment=environment,
-                occurred_at=e.occurred_at, metadata_version=e.metadata_version)
-        for e in events
-    ]
+    rows = prepare_all(events, environment)
     if not rows:
         return []
     _require_transaction(conn, allow_autocommit)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import orjson
 
@@ -27,6 +28,17 @@ class EmitError(ValueError):
 
 class OutsideTransactionError(RuntimeError):
     """emit() called where its row would not commit with the caller's business data."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event for ``emit_many``; the same fields as ``emit``'s arguments."""
+
+    event_type: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    unique_id: str | None = None
+    occurred_at: datetime | None = None
+    metadata_version: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +119,17 @@ def _metadata_version(value: object) -> int:
     if not 1 <= value <= _INT4_MAX:
         raise EmitError(f"metadata_version must be between 1 and {_INT4_MAX}, got {value}")
     return value
+
+
+def prepare_all(events: Iterable[object], environment: object = None) -> list[OutboxRow]:
+    """Check every event of an ``emit_many`` before any is sent."""
+    rows = []
+    for event in events:
+        if not isinstance(event, Event):
+            raise EmitError(f"emit_many takes cdc.Event objects, got {type(event).__name__}")
+        rows.append(prepare(event.event_type, event.payload, unique_id=event.unique_id, environment=environment,
+                            occurred_at=event.occurred_at, metadata_version=event.metadata_version))
+    return rows
 
 
 def prepare(
