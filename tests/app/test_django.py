@@ -179,7 +179,7 @@ def test_a_retry_is_a_second_row_with_the_same_unique_id(db: str) -> None:
     assert OutboxEvent.objects.filter(unique_id="order-9").count() == 2
 
 
-def test_emit_many_and_bad_values(db: str) -> None:
+def test_emit_many_writes_in_order_and_a_bad_value_writes_nothing(db: str) -> None:
     _migrate()
     with transaction.atomic():
         ids = emit_many([Event("a", {"n": 1}), Event("b", {"n": 2}, unique_id="second")])
