@@ -50,7 +50,7 @@ if __package__ in (None, ""):  # `python bench/run.py`: run as the bench.run mod
 
 from clickhouse_driver import Client
 
-from cdc.replication.preflight import protocol_version
+from cdc.pg.preflight import protocol_version
 
 from . import dedup_memory, profiling, relay, workload
 from .env import (

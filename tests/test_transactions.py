@@ -8,8 +8,8 @@ import pytest
 import structlog
 
 from cdc.pgoutput import messages as m
-from cdc.spill import SpillBudget
-from cdc.transactions import TransactionAssembler, TransactionError
+from cdc.core.spill import SpillBudget
+from cdc.core.transactions import TransactionAssembler, TransactionError
 
 from pgoutput.encoder import encode
 

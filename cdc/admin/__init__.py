@@ -7,7 +7,7 @@ PreflightError so the ``cdc`` group prints it as ``cdc: error: ...`` and exits 1
 
 from __future__ import annotations
 
-from ..replication.preflight import PreflightError
+from ..pg.preflight import PreflightError
 
 
 class AdminError(PreflightError):

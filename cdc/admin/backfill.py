@@ -31,17 +31,18 @@ import psycopg
 from psycopg import sql
 
 from ..backoff import Backoff
-from ..buffer import BatchBuilder
-from ..collector import Collector
-from ..dedup import DedupWindow
-from ..outbox import REQUIRED_COLUMNS
+from ..core.buffer import BatchBuilder
+from ..core.collector import Collector
+from ..core.dedup import DedupWindow
+from ..core.outbox import REQUIRED_COLUMNS
 from ..pgoutput.messages import Column, Relation
 from ..settings import Settings
-from ..sink.clickhouse import ClickHouseSink
-from ..tracker import AckTracker
-from . import AdminError, positions
-from .clickhouse import quiet_logger
-from .pg import Conn, connect, describe
+from ..sink.clickhouse.sink import ClickHouseSink
+from ..core.tracker import AckTracker
+from . import AdminError
+from ..core import positions
+from ..sink.clickhouse.admin import quiet_logger
+from ..pg.connect import Conn, connect, describe
 
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
 _MICRO = timedelta(microseconds=1)
@@ -151,7 +152,7 @@ class Backfill:
             high_water_mark=None, bounds=sink.timestamp_bounds(), max_payload_bytes=s.max_payload_bytes, log=self.log,
             on_full=lambda: hand_off(),
         )
-        from ..flusher import Flusher
+        from ..core.flusher import Flusher
 
         flusher = Flusher(sink, tracker, Backoff(s.retry_initial, s.retry_max), self.log)
         relation = Relation(

@@ -57,7 +57,8 @@ from pathlib import Path
 from typing import Any
 
 from ..lsn import LsnError, format_lsn, parse_lsn
-from . import AdminError, positions
+from . import AdminError
+from ..core import positions
 
 FORMAT = "cdc-checkpoint"
 VERSION = 1
@@ -160,8 +161,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> int:
 
 def identify(dsn: str) -> ServerIdentity:
     """Who the server is: IDENTIFY_SYSTEM over a replication connection (the role cdc runs as may do that)."""
-    from ..replication.connection import ReplicationConnection, ReplicationError
-    from .pg import connect, version_text
+    from ..pg.replication import ReplicationConnection, ReplicationError
+    from ..pg.connect import connect, version_text
 
     try:
         repl = ReplicationConnection.connect(dsn, application_name="cdc-checkpoint")

@@ -10,13 +10,13 @@ from typing import Any
 
 from psycopg import sql
 
-from ..replication import preflight
+from ..pg import preflight
 from ..settings import Settings
-from .clickhouse import SinkConfigError, SinkError, Warehouse
-from .partitions import list_partitions
-from .pg import Conn, connect, setting, version_text
-from .publications import COVERS, PARTITIONS_ONLY, fix_for, get_publication
-from .slots import get_slot
+from ..sink.clickhouse.admin import SinkConfigError, SinkError, Warehouse
+from ..pg.partitions import list_partitions
+from ..pg.connect import Conn, connect, setting, version_text
+from ..pg.publications import COVERS, PARTITIONS_ONLY, fix_for, get_publication
+from ..pg.slots import get_slot
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 

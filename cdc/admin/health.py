@@ -19,10 +19,10 @@ from typing import Any
 
 from ..redact import redact_dsn
 from ..settings import Settings
-from . import positions
-from .clickhouse import SinkConfigError, SinkError, Warehouse
-from .pg import connect, setting, version_text
-from .slots import SlotRow, get_slot
+from ..core import positions
+from ..sink.clickhouse.admin import SinkConfigError, SinkError, Warehouse
+from ..pg.connect import connect, setting, version_text
+from ..pg.slots import SlotRow, get_slot
 
 OK, WARNING, CRITICAL = 0, 1, 2
 LEVEL_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL"}

@@ -34,11 +34,12 @@ import psycopg
 from psycopg import sql
 
 from ..lsn import format_lsn, parse_lsn
-from . import AdminError, positions
-from .clickhouse import Warehouse
-from .partitions import LOCK_KEY, Partition, require_range_partitioned
-from .pg import Conn, describe
-from .slots import get_slot
+from . import AdminError
+from ..core import positions
+from ..sink.clickhouse.admin import Warehouse
+from ..pg.partitions import LOCK_KEY, Partition, require_range_partitioned
+from ..pg.connect import Conn, describe
+from ..pg.slots import get_slot
 
 
 @dataclass(slots=True)

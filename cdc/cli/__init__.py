@@ -9,16 +9,16 @@ import click
 import psycopg
 
 from .. import __version__
-from ..flusher import FlushAborted
+from ..core.flusher import FlushAborted
 from ..lsn import LsnError
-from ..outbox import OutboxSchemaError
+from ..core.outbox import OutboxSchemaError
 from ..pgoutput import PgOutputError
 from ..pipeline import PipelineError
-from ..replication.connection import ReplicationError
-from ..replication.preflight import PreflightError
-from ..replication.protocol import ReplicationProtocolError
+from ..pg.replication import ReplicationError
+from ..pg.preflight import PreflightError
+from ..pgoutput.framing import ReplicationProtocolError
 from ..sink.base import SinkConfigError, SinkError
-from ..transactions import TransactionError
+from ..core.transactions import TransactionError
 
 # Errors that mean "cannot do what was asked": one line on stderr, exit 1, no traceback.
 _USER_ERRORS = (

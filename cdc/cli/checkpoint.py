@@ -8,10 +8,10 @@ from typing import Any
 import click
 
 from ..admin import checkpoint as fmt
-from ..admin import positions
-from ..admin.clickhouse import Warehouse
-from ..admin.pg import connect
-from ..admin.slots import get_slot
+from ..core import positions
+from ..sink.clickhouse.admin import Warehouse
+from ..pg.connect import connect
+from ..pg.slots import get_slot
 from ..lsn import format_lsn
 from ..settings import Settings
 from ._output import emit_json, json_option

@@ -6,9 +6,9 @@ import click
 import orjson
 
 from ..logs import get_logger
-from ..migrate import migrate as run_migrations
+from ..pg.migrate import migrate as run_migrations
 from ..settings import Settings
-from ..sink.clickhouse import ClickHouseSink
+from ..sink.clickhouse.sink import ClickHouseSink
 from .options import require_pg, shared_options
 
 

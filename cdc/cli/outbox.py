@@ -9,9 +9,9 @@ from datetime import timedelta
 import click
 
 from ..admin import AdminError
-from ..admin.clickhouse import Warehouse
-from ..admin.partitions import maintain as make_partitions
-from ..admin.pg import connect
+from ..sink.clickhouse.admin import Warehouse
+from ..pg.partitions import maintain as make_partitions
+from ..pg.connect import connect
 from ..admin.prune import prune as prune_partitions
 from ..settings import Settings
 from ._output import emit_json, json_option, table

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from ..admin import AdminError
-from ..admin import publications as admin
-from ..admin.pg import connect
+from ..pg import publications as admin
+from ..pg.connect import connect
 from ..settings import Settings
 from ._output import cell, confirm, emit_json, ident_arg, json_option, table, table_arg, yes_option
 from .options import require_pg, shared_options

@@ -10,14 +10,14 @@ from types import FrameType
 
 import click
 
-from ..dedup import DedupWindow
+from ..core.dedup import DedupWindow
 from ..failpoints import Failpoints
 from ..logs import get_logger
 from ..lsn import format_lsn, parse_lsn
 from ..pipeline import Pipeline
-from ..retain import RetainError, Retention
+from ..pipeline.retain import RetainError, Retention
 from ..settings import Settings
-from ..sink.clickhouse import ClickHouseSink
+from ..sink.clickhouse.sink import ClickHouseSink
 from .options import require_clickhouse, require_pg, shared_options, with_changes
 
 

@@ -11,10 +11,10 @@ import click
 import psycopg
 
 from ..admin import AdminError
-from ..admin import slots as admin
-from ..admin.clickhouse import SinkConfigError, SinkError, Warehouse
+from ..pg import slots as admin
+from ..sink.clickhouse.admin import SinkConfigError, SinkError, Warehouse
 from ..admin.health import seconds_since
-from ..admin.pg import connect
+from ..pg.connect import connect
 from ..lsn import parse_lsn
 from ..settings import Settings
 from ._output import confirm, emit_json, human_bytes, human_seconds, json_option, slot_arg, table, yes_option

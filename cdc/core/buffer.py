@@ -8,7 +8,7 @@ from itertools import repeat
 from typing import Final
 
 from .outbox import EventRow
-from .sink.base import Batch, DeadLetter
+from ..sink.base import Batch, DeadLetter
 
 # PostgreSQL counts time from 2000-01-01, the batch from 1970-01-01 (both UTC, in microseconds).
 PG_EPOCH_UNIX_MICROS: Final = 946_684_800_000_000

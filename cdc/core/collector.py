@@ -12,9 +12,9 @@ from typing import Protocol
 from structlog.typing import FilteringBoundLogger
 
 from .buffer import BatchBuilder
-from .failpoints import Failpoints
+from ..failpoints import Failpoints
 from .outbox import EventRow, OutboxSchemaError, RowConverter, UnreadableRows
-from .pgoutput.messages import Relation, TupleData
+from ..pgoutput.messages import Relation, TupleData
 from .tracker import AckTracker
 
 

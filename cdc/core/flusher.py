@@ -15,10 +15,10 @@ from collections.abc import Callable
 
 from structlog.typing import FilteringBoundLogger
 
-from .backoff import Backoff
-from .failpoints import Failpoints
-from .lsn import format_lsn
-from .sink.base import Batch, Sink, SinkConfigError, SinkError
+from ..backoff import Backoff
+from ..failpoints import Failpoints
+from ..lsn import format_lsn
+from ..sink.base import Batch, Sink, SinkConfigError, SinkError
 from .tracker import AckTracker
 
 

@@ -13,8 +13,8 @@ from typing import Any, Final
 
 import orjson
 
-from .pgoutput.messages import UNCHANGED, Relation, TupleData, pg_epoch_micros_to_datetime
-from .sink.base import DeadLetter
+from ..pgoutput.messages import UNCHANGED, Relation, TupleData, pg_epoch_micros_to_datetime
+from ..sink.base import DeadLetter
 
 REQUIRED_COLUMNS: Final = (
     "id", "unique_id", "event_type", "occurred_at", "environment", "payload", "metadata_version",

@@ -15,8 +15,8 @@ from typing import Any, Final, Protocol
 
 from structlog.typing import FilteringBoundLogger
 
-from .pgoutput import decode, decode_insert_at
-from .pgoutput import messages as m
+from ..pgoutput import decode, decode_insert_at
+from ..pgoutput import messages as m
 from .spill import SpillBudget, Spool
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import psycopg
 
 from ..redact import dsn_password, redact_dsn, scrub
-from ..replication.preflight import ConnectError
-from . import AdminError
+from .preflight import ConnectError
+from ..admin import AdminError
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 

@@ -13,11 +13,11 @@ from importlib import resources
 import psycopg
 from psycopg import sql
 
-from .names import quote_ident
-from .replication import preflight
-from .replication.connection import ReplicationConnection
-from .replication.snapshot import create_slot
-from .settings import Settings
+from ..names import quote_ident
+from . import preflight
+from .replication import ReplicationConnection
+from .snapshot import create_slot
+from ..settings import Settings
 
 _LOCK_KEY = 0x6364635F6D6967  # "cdc_mig"
 

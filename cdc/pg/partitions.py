@@ -22,8 +22,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from . import AdminError
-from .pg import Conn, describe
+from ..admin import AdminError
+from .connect import Conn, describe
 
 LOCK_KEY = 0x6364635F70617274  # "cdc_part": maintain and prune never run at once
 PARTITION_KEY = "RANGE (created_at)"

@@ -11,7 +11,7 @@ import psycopg
 from psycopg import sql
 
 from ..lsn import parse_lsn
-from ..outbox import REQUIRED_COLUMNS
+from ..core.outbox import REQUIRED_COLUMNS
 from ..redact import dsn_password, redact_dsn, scrub
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from psycopg import sql
 
-from . import AdminError
-from .pg import Conn, refusals, server_version, version_text
+from ..admin import AdminError
+from .connect import Conn, refusals, server_version, version_text
 
 COVERS = "yes"
 PARTITIONS_ONLY = "partitions only"

@@ -17,7 +17,7 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ..redact import dsn_password, scrub
-from .protocol import standby_status_update
+from ..pgoutput.framing import standby_status_update
 
 # Text values arrive formatted by the walsender's session settings: pin the ones
 # our row parser relies on instead of inheriting whatever the server defaults to.

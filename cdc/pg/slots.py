@@ -14,8 +14,8 @@ import psycopg
 from psycopg import sql
 
 from ..lsn import format_lsn, parse_lsn
-from . import AdminError
-from .pg import Conn, describe, refusals, server_version, version_text
+from ..admin import AdminError
+from .connect import Conn, describe, refusals, server_version, version_text
 
 FAILOVER_SINCE = 170000
 # WAL position to measure lag against: a standby (16+ may hold logical slots) has no insert position.

@@ -14,8 +14,8 @@ import psycopg
 from psycopg import sql
 
 from ..lsn import parse_lsn
-from ..outbox import REQUIRED_COLUMNS
-from .connection import ReplicationConnection
+from ..core.outbox import REQUIRED_COLUMNS
+from .replication import ReplicationConnection
 
 
 @dataclass(frozen=True, slots=True)

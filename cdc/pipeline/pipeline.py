@@ -14,20 +14,20 @@ from dataclasses import dataclass
 import psycopg
 from structlog.typing import FilteringBoundLogger
 
-from .backoff import Backoff
-from .buffer import BatchBuilder
-from .collector import Collector, Counters, Dedup
-from .failpoints import Failpoints
-from .flusher import Flusher
-from .lsn import format_lsn, parse_lsn
-from .reader import SNAPSHOT_LSN, PipelineError, Reader
-from .replication import preflight
+from ..backoff import Backoff
+from ..core.buffer import BatchBuilder
+from ..core.collector import Collector, Counters, Dedup
+from ..failpoints import Failpoints
+from ..core.flusher import Flusher
+from ..lsn import format_lsn, parse_lsn
+from .session import SNAPSHOT_LSN, PipelineError, Reader
+from ..pg import preflight
 from .retain import Retention
-from .settings import Settings
-from .sink.base import Sink
-from .spill import SpillBudget
-from .tracker import AckTracker
-from .transactions import TransactionAssembler
+from ..settings import Settings
+from ..sink.base import Sink
+from ..core.spill import SpillBudget
+from ..core.tracker import AckTracker
+from ..core.transactions import TransactionAssembler
 
 __all__ = ["Pipeline", "PipelineError", "RunSummary"]
 

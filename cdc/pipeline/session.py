@@ -18,22 +18,22 @@ from typing import Final
 
 from structlog.typing import FilteringBoundLogger
 
-from .backoff import Backoff
-from .buffer import BatchBuilder
-from .collector import Collector
-from .flusher import Flusher
-from .lsn import format_lsn
-from .outbox import REQUIRED_COLUMNS
-from .pgoutput import decode
-from .pgoutput.messages import Column, Relation
-from .replication import preflight, snapshot
-from .replication.connection import ReplicationConnection, ReplicationError, StreamEnded
-from .replication.protocol import XLOGDATA_HEADER_SIZE, Keepalive, parse_copy_data
+from ..backoff import Backoff
+from ..core.buffer import BatchBuilder
+from ..core.collector import Collector
+from ..core.flusher import Flusher
+from ..lsn import format_lsn
+from ..core.outbox import REQUIRED_COLUMNS
+from ..pgoutput import decode
+from ..pgoutput.messages import Column, Relation
+from ..pg import preflight, snapshot
+from ..pg.replication import ReplicationConnection, ReplicationError, StreamEnded
+from ..pgoutput.framing import XLOGDATA_HEADER_SIZE, Keepalive, parse_copy_data
 from .retain import Retention
-from .settings import Settings
-from .sink.base import Sink
-from .tracker import AckTracker
-from .transactions import TransactionAssembler
+from ..settings import Settings
+from ..sink.base import Sink
+from ..core.tracker import AckTracker
+from ..core.transactions import TransactionAssembler
 
 # A read's frames are decoded as one run: ~100 KB of them stay in the CPU's
 # caches between reading and decoding, and measured fastest (in-process,

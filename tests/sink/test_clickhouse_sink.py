@@ -15,8 +15,8 @@ from servers import ClickHouse
 
 from cdc.sink.base import EVENT_COLUMNS, Batch, DeadLetter, SinkConfigError, SinkError
 from cdc.sink.clickhouse import ClickHouseSink
-from cdc.sink.connection import compression_available
-from cdc.sink.url import PASSWORD_ENV
+from cdc.sink.clickhouse.connection import compression_available
+from cdc.sink.clickhouse.url import PASSWORD_ENV
 
 UTC = timezone.utc
 SECRET = "Sup3r-S3cret-pw"

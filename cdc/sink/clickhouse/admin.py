@@ -10,13 +10,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..logs import get_logger
-from ..settings import Settings
-from ..sink.base import SinkConfigError, SinkError
-from ..sink.clickhouse import ClickHouseSink, LatestCommit
-from ..sink.connection import ClickHouseConnection
-from ..sink.ddl import DEAD_LETTER_COLUMNS, EVENTS_COLUMNS, PROGRESS_COLUMNS
-from ..sink.url import parse_clickhouse_url
+from ...logs import get_logger
+from ...settings import Settings
+from ..base import SinkConfigError, SinkError
+from .sink import ClickHouseSink, LatestCommit
+from .connection import ClickHouseConnection
+from .ddl import DEAD_LETTER_COLUMNS, EVENTS_COLUMNS, PROGRESS_COLUMNS
+from .url import parse_clickhouse_url
 
 
 class _Quiet:

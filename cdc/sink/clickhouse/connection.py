@@ -25,7 +25,7 @@ os.environ.setdefault("CLICKHOUSE_DRIVER_LASY_DATE_LUT", "1")
 from clickhouse_driver import Client  # noqa: E402
 from clickhouse_driver import errors as driver_errors  # noqa: E402
 
-from .base import SinkConfigError, SinkError
+from ..base import SinkConfigError, SinkError
 from .url import PASSWORD_ENV, ClickHouseTarget, scrub
 
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0

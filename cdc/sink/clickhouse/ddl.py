@@ -13,7 +13,7 @@ from importlib.resources import files
 from string import Template
 from typing import Final
 
-from .base import EVENT_COLUMNS, SinkConfigError
+from ..base import EVENT_COLUMNS, SinkConfigError
 
 _IDENTIFIER_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -25,7 +25,7 @@ from typing import Any, Final
 import structlog
 from structlog.typing import FilteringBoundLogger
 
-from .base import EVENT_COLUMNS, Batch, SinkConfigError
+from ..base import EVENT_COLUMNS, Batch, SinkConfigError
 from .connection import ClickHouseConnection, DatabaseMissing
 from .ddl import DEAD_LETTER_COLUMNS, EVENTS_COLUMNS, Capabilities, SchemaNames, parse_version, render_schema
 from .layout import Layout, SchemaInspector

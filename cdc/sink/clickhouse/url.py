@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from ..redact import redact_url, scrub
-from .base import SinkConfigError
+from ...redact import redact_url, scrub
+from ..base import SinkConfigError
 
 __all__ = ["PASSWORD_ENV", "PASSWORD_FILE_ENV", "REDACTED", "ClickHouseTarget", "parse_clickhouse_url",
            "redact_url", "scrub"]
