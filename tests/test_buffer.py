@@ -3,8 +3,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from cdc.core.buffer import BatchBuilder
+from cdc.core.events import EVENT_COLUMNS, DeadLetter
 from cdc.core.outbox import to_micros
-from cdc.sink.base import EVENT_COLUMNS, DeadLetter
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 

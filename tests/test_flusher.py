@@ -8,8 +8,8 @@ from datetime import datetime
 import structlog
 
 from cdc.backoff import Backoff
+from cdc.core.events import Batch, DeadLetter
 from cdc.core.flusher import Flusher
-from cdc.sink.base import Batch, DeadLetter
 from cdc.core.tracker import AckTracker
 
 

@@ -10,19 +10,18 @@ import psycopg
 
 from .. import __version__
 from ..core.flusher import FlushAborted
-from ..lsn import LsnError
 from ..core.outbox import OutboxSchemaError
-from ..pgoutput import PgOutputError
-from ..pipeline import PipelineError
-from ..pg.replication import ReplicationError
-from ..pg.preflight import PreflightError
-from ..pgoutput.framing import ReplicationProtocolError
-from ..sink.base import SinkConfigError, SinkError
 from ..core.transactions import TransactionError
+from ..errors import UserError
+from ..lsn import LsnError
+from ..pg.replication import ReplicationError
+from ..pgoutput import PgOutputError
+from ..pgoutput.framing import ReplicationProtocolError
+from ..sink.base import SinkError
 
 # Errors that mean "cannot do what was asked": one line on stderr, exit 1, no traceback.
 _USER_ERRORS = (
-    PreflightError, PipelineError, SinkConfigError, SinkError, FlushAborted, LsnError, OutboxSchemaError,
+    UserError, SinkError, FlushAborted, LsnError, OutboxSchemaError,
     ReplicationError, ReplicationProtocolError, TransactionError, PgOutputError, psycopg.Error,
 )
 

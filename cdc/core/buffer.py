@@ -7,11 +7,9 @@ from collections.abc import Sequence
 from itertools import repeat
 from typing import Final
 
+from ..pgoutput.messages import PG_EPOCH_UNIX_MICROS
+from .events import Batch, DeadLetter
 from .outbox import EventRow
-from ..sink.base import Batch, DeadLetter
-
-# PostgreSQL counts time from 2000-01-01, the batch from 1970-01-01 (both UTC, in microseconds).
-PG_EPOCH_UNIX_MICROS: Final = 946_684_800_000_000
 
 # Rough per-row overhead in the buffer beyond the payload, for the byte-size trigger.
 ROW_OVERHEAD: Final = 160
@@ -52,6 +50,7 @@ class BatchBuilder:
         c[6].extend(outbox_id)
         c[7].extend(repeat(commit_lsn, n))
         c[8].extend(seq)
+        # PostgreSQL counts time from 2000-01-01, the batch from 1970-01-01 (both UTC, in microseconds).
         c[9].extend(repeat(commit_time + PG_EPOCH_UNIX_MICROS, n))
         self.batch.nbytes += sum(map(len, payload)) + n * ROW_OVERHEAD
 

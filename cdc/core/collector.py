@@ -11,10 +11,10 @@ from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger
 
-from .buffer import BatchBuilder
 from ..failpoints import Failpoints
-from .outbox import EventRow, OutboxSchemaError, RowConverter, UnreadableRows
 from ..pgoutput.messages import Relation, TupleData
+from .buffer import BatchBuilder
+from .outbox import EventRow, OutboxSchemaError, RowConverter, UnreadableRows
 from .tracker import AckTracker
 
 
@@ -41,8 +41,12 @@ class Collector:
     Rows come in runs (consecutive rows of one transaction and relation) and
     are converted, deduplicated and buffered a run at a time: per-row method
     calls would cost as much as the work. Whenever the open batch is full,
-    ``on_full`` is called (the reader seals it and hands it to the flusher),
-    so a batch never holds more than ``max_rows`` rows however long a run is.
+    ``on_full`` is called (cdc.core.handoff seals it and queues it for the
+    flusher), so a batch never holds more than ``max_rows`` rows however long
+    a run is.
+
+    Rows at or below ``high_water_mark`` are stored already and skipped; the
+    mark moves only through ``skip_up_to`` and ``buffered_is_stored``.
     """
 
     def __init__(
@@ -52,7 +56,7 @@ class Collector:
         builder: BatchBuilder,
         tracker: AckTracker,
         dedup: Dedup,
-        high_water_mark: tuple[int, int] | None,
+        high_water_mark: tuple[int, int] | None = None,
         bounds: tuple[datetime, datetime],
         max_payload_bytes: int,
         log: FilteringBoundLogger,
@@ -75,6 +79,19 @@ class Collector:
         # Position of the newest row handed to the buffer: once the flusher is
         # idle it is stored, which makes it the high-water mark without asking.
         self.last_position: tuple[int, int] | None = None
+
+    def skip_up_to(self, position: tuple[int, int] | None) -> None:
+        """From now on, rows at or below ``position`` (None: none) are taken as stored and skipped."""
+        self.high_water_mark = position
+
+    def buffered_is_stored(self) -> None:
+        """Everything handed to the buffer is stored: if the server sends those rows again, skip them.
+
+        Known here without asking the sink (which may be unreachable too after a lost connection).
+        """
+        stored, known = self.last_position, self.high_water_mark
+        if stored is not None and (known is None or stored > known):
+            self.high_water_mark = stored
 
     def relation(self, relation: Relation) -> None:
         self._converters[relation.relation_id] = (relation, self._converter_for(relation))

@@ -18,7 +18,8 @@ from structlog.typing import FilteringBoundLogger
 from ..backoff import Backoff
 from ..failpoints import Failpoints
 from ..lsn import format_lsn
-from ..sink.base import Batch, Sink, SinkConfigError, SinkError
+from ..sink.base import Sink, SinkConfigError, SinkError
+from .events import Batch
 from .tracker import AckTracker
 
 
@@ -95,7 +96,7 @@ class Flusher:
         while (batch := self._queue.get()) is not None:
             try:
                 self._store(batch)
-            except BaseException as exc:  # the reader thread re-raises it
+            except BaseException as exc:  # noqa: BLE001 - the reader thread re-raises it
                 self.failure = exc
                 return
             with self._lock:

@@ -13,8 +13,8 @@ from typing import Any, Final
 
 import orjson
 
-from ..pgoutput.messages import UNCHANGED, Relation, TupleData, pg_epoch_micros_to_datetime
-from ..sink.base import DeadLetter
+from ..pgoutput.messages import UNCHANGED, Column, Relation, TupleData, pg_epoch_micros_to_datetime
+from .events import DeadLetter
 
 REQUIRED_COLUMNS: Final = (
     "id", "unique_id", "event_type", "occurred_at", "environment", "payload", "metadata_version",
@@ -40,6 +40,14 @@ class OutboxSchemaError(Exception):
 
 class RowRejected(Exception):
     """A row the sink cannot take; ``reason`` goes to the dead-letter table."""
+
+
+def outbox_relation(schema: str, table: str) -> Relation:
+    """The outbox as a query reads it (the initial copy, backfill): REQUIRED_COLUMNS, in that order."""
+    return Relation(
+        xid=None, relation_id=0, namespace=schema, name=table, replica_identity=ord("d"),
+        columns=tuple(Column(0, name, 0, -1) for name in REQUIRED_COLUMNS),
+    )
 
 
 def to_micros(value: datetime) -> int:

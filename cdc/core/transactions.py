@@ -15,10 +15,8 @@ from typing import Any, Final, Protocol
 
 from structlog.typing import FilteringBoundLogger
 
-from ..pgoutput import decode, decode_insert_at
 from ..pgoutput import messages as m
 from .spill import SpillBudget, Spool
-
 
 # Rows of a streamed transaction are passed on in runs of at most this many.
 _RUN: Final = 4096
@@ -130,30 +128,17 @@ class TransactionAssembler:
                            self._commit_time)
         self._seq += 1
 
-    def inserts(self, frames: Sequence[bytes | memoryview], offset: int) -> None:
-        """Insert messages, each at ``offset`` of its frame: ``feed`` for each, for the commonest run of messages.
+    def insert_run(self, relation_id: int, tuples: list[m.TupleData]) -> None:
+        """The new tuples of consecutive Inserts into one relation: ``feed`` for each, in one call to the handler.
 
-        Consecutive rows of one relation go to the handler in one call.
+        For the commonest run of messages, outside a streamed block (see cdc.pgoutput.framing.FrameDecoder).
         """
-        if self._stream_xid is not None or not self._in_transaction:
-            for frame in frames:  # in a streamed block, or a protocol error to report: one at a time
-                self.feed(decode(frame[offset:], in_stream=self.in_stream))
-            return
-        relation: m.Relation | None = None
-        run: list[m.TupleData] = []
-        for frame in frames:
-            relation_id, values = decode_insert_at(bytes(frame), offset)
-            if relation is None or relation_id != relation.relation_id:
-                if relation is not None:
-                    self._rows(relation, run)
-                relation, run = self._relation_of(relation_id), []
-            run.append(values)
-        if relation is not None:
-            self._rows(relation, run)
-
-    def _rows(self, relation: m.Relation, run: list[m.TupleData]) -> None:
-        self._handler.rows(relation, run, self._commit_lsn, self._seq, self._commit_time)
-        self._seq += len(run)
+        if self._stream_xid is not None:
+            raise TransactionError("a run of Inserts without their xid inside a streamed block")
+        if not self._in_transaction:
+            raise TransactionError("Insert outside a transaction")
+        self._handler.rows(self._relation_of(relation_id), tuples, self._commit_lsn, self._seq, self._commit_time)
+        self._seq += len(tuples)
 
     def _relation_of(self, relation_id: int) -> m.Relation:
         relation = self.relations.get(relation_id)

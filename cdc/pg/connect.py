@@ -1,22 +1,32 @@
-"""PostgreSQL plumbing shared by the admin modules: connect, and turn server errors into one-line refusals."""
+"""How cdc connects to PostgreSQL, the session settings it pins, and server errors as one-line refusals.
+
+Every ordinary connection comes from ``connect``; the replication connection
+(cdc.pg.replication) pins the same settings through its start-up options.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 
+from ..errors import AdminError, ConnectError
 from ..redact import dsn_password, redact_dsn, scrub
-from .preflight import ConnectError
-from ..admin import AdminError
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
+# Text values arrive formatted by the session's settings: pin the ones cdc parses or prints (timestamps
+# in UTC and ISO form above all) instead of inheriting whatever the role or the server defaults to.
+PINNED_SETTINGS: Final[Mapping[str, str]] = {
+    "TimeZone": "UTC", "DateStyle": "ISO,YMD", "IntervalStyle": "postgres", "extra_float_digits": "3",
+}
+_PIN_SQL: Final = "SELECT " + ", ".join(f"set_config('{name}', %s, false)" for name in PINNED_SETTINGS)
 
-def connect(dsn: str, *, timeout: float = 10.0, application_name: str = "cdc-admin") -> Conn:
-    """An autocommit connection, or ConnectError naming the server (never the password)."""
+
+def connect(dsn: str, *, timeout: float = 10.0, application_name: str = "cdc") -> Conn:
+    """An autocommit connection with PINNED_SETTINGS, or ConnectError naming the server (never the password)."""
     try:
         conn = psycopg.connect(
             dsn, autocommit=True, connect_timeout=max(1, int(timeout)), application_name=application_name,
@@ -24,10 +34,14 @@ def connect(dsn: str, *, timeout: float = 10.0, application_name: str = "cdc-adm
     except psycopg.Error as exc:
         reason = scrub(" ".join(str(exc).split()), dsn_password(dsn))
         raise ConnectError(f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {reason}; check CDC_PG_DSN") from None
-    # Timestamps we print or parse are UTC, in ISO form, whatever the role's defaults say.
-    conn.execute("SET TimeZone = 'UTC'")
-    conn.execute("SET DateStyle = 'ISO, YMD'")
+    conn.execute(_PIN_SQL, tuple(PINNED_SETTINGS.values()))
     return conn
+
+
+def startup_options(existing: str = "") -> str:
+    """libpq ``options`` that pin PINNED_SETTINGS at start-up, after ``existing`` (the DSN's own)."""
+    pinned = " ".join(f"-c {name}={value}" for name, value in PINNED_SETTINGS.items())
+    return f"{existing} {pinned}".strip()
 
 
 def describe(exc: BaseException, dsn: str = "") -> str:

@@ -14,10 +14,12 @@ import psycopg
 from psycopg import sql
 
 from ..names import quote_ident
-from . import preflight
-from .replication import ReplicationConnection
-from .snapshot import create_slot
 from ..settings import Settings
+from . import preflight
+from .connect import connect
+from .replication import ReplicationConnection
+from .slots import drop_inactive_slot
+from .snapshot import create_slot
 
 _LOCK_KEY = 0x6364635F6D6967  # "cdc_mig"
 
@@ -91,7 +93,7 @@ def ensure_slot(conn: psycopg.Connection[tuple[object, ...]], s: Settings) -> tu
     repl = ReplicationConnection.connect(s.pg_dsn, application_name="cdc-migrate")
     try:
         new = create_slot(repl, s.slot, export_snapshot=True)
-        with preflight.connect(s.pg_dsn) as check:
+        with connect(s.pg_dsn) as check:
             check.autocommit = False
             check.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             check.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(new.snapshot_name)))
@@ -102,14 +104,14 @@ def ensure_slot(conn: psycopg.Connection[tuple[object, ...]], s: Settings) -> tu
     finally:
         repl.close()
     if has_rows:
-        conn.execute("SELECT pg_drop_replication_slot(%s)", (s.slot,))
+        drop_inactive_slot(conn, s.slot)
         return False, "the outbox already holds rows: `cdc run --create-slot` creates the slot and delivers them first"
     return True, None
 
 
 def migrate(s: Settings) -> MigrateReport:
     report = MigrateReport()
-    with preflight.connect(s.pg_dsn) as conn:
+    with connect(s.pg_dsn) as conn:
         preflight.check_server(conn)
         report.applied = apply_migrations(conn, s)
         report.publication_created = ensure_publication(conn, s)

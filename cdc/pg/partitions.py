@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ..admin import AdminError
+from ..errors import AdminError
 from .connect import Conn, describe
 
 LOCK_KEY = 0x6364635F70617274  # "cdc_part": maintain and prune never run at once

@@ -10,17 +10,12 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from ..lsn import parse_lsn
 from ..core.outbox import REQUIRED_COLUMNS
-from ..redact import dsn_password, redact_dsn, scrub
+from ..errors import ConnectError, PreflightError
+from ..lsn import format_lsn, parse_lsn
+from ..settings import Settings
 
-
-class PreflightError(Exception):
-    """A precondition is not met; the message says how to fix it."""
-
-
-class ConnectError(PreflightError):
-    """PostgreSQL did not accept a connection: it may be restarting, so callers may retry."""
+__all__ = ["ConnectError", "PreflightError", "SlotInfo"]  # and the checks below
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,14 +28,35 @@ class SlotInfo:
     wal_status: str | None
 
 
-def connect(dsn: str) -> psycopg.Connection[tuple[object, ...]]:
-    try:
-        return psycopg.connect(dsn, autocommit=True, connect_timeout=10, application_name="cdc")
-    except psycopg.Error as exc:
-        reason = scrub(" ".join(str(exc).split()), dsn_password(dsn))
-        raise ConnectError(
-            f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {reason}; check CDC_PG_DSN"
-        ) from None
+def check_for_run(
+    conn: psycopg.Connection[tuple[object, ...]], s: Settings, *, create_slot: bool, from_lsn: int | None
+) -> SlotInfo | None:
+    """Everything ``cdc run`` needs of the server; the slot as it is, or None when it is to be created."""
+    check_server(conn)
+    check_outbox(conn, s.outbox_schema, s.outbox_table)
+    check_publication(conn, s.publication, s.outbox_schema, s.outbox_table)
+    info = slot_info(conn, s.slot)
+    if info is not None:
+        check_slot(conn, info)
+        if from_lsn is not None:
+            _check_replayable(info, from_lsn)
+    elif from_lsn is not None:
+        raise PreflightError(f"replication slot {s.slot} does not exist: there is nothing to replay")
+    elif not create_slot:
+        raise PreflightError(
+            f"replication slot {s.slot} does not exist: run `cdc migrate`, or `cdc run --create-slot`"
+        )
+    return info
+
+
+def _check_replayable(info: SlotInfo, from_lsn: int) -> None:
+    oldest = info.confirmed_flush_lsn or 0
+    if from_lsn < oldest:
+        raise PreflightError(
+            f"cannot replay from {format_lsn(from_lsn)}: slot {info.name} can give nothing older than "
+            f"{format_lsn(oldest)} (its confirmed position); replay from there, use `cdc backfill --since` "
+            "for older events, and keep a replay window next time with `cdc run --retain`"
+        )
 
 
 def check_server(conn: psycopg.Connection[tuple[object, ...]]) -> None:

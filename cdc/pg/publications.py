@@ -12,7 +12,7 @@ from typing import Any
 
 from psycopg import sql
 
-from ..admin import AdminError
+from ..errors import AdminError
 from .connect import Conn, refusals, server_version, version_text
 
 COVERS = "yes"
@@ -87,7 +87,8 @@ def coverage(conn: Conn, pub: Publication, schema: str, table: str) -> str:
         return COVERS
     partitions = {
         (str(s), str(t)) for s, t in conn.execute(
-            "SELECT n.nspname::text, c.relname::text FROM pg_partition_tree(to_regclass(format('%%I.%%I', %s::text, %s::text))) p "
+            "SELECT n.nspname::text, c.relname::text "
+            "FROM pg_partition_tree(to_regclass(format('%%I.%%I', %s::text, %s::text))) p "
             "JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.level > 0",
             (schema, table),
         ).fetchall()

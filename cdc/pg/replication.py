@@ -1,8 +1,9 @@
-"""A logical replication connection over psycopg's low-level libpq wrapper.
+"""A logical replication connection over psycopg's low-level libpq wrapper, and how a stream starts.
 
 This is the only module that does replication I/O. ``read`` returns every
 CopyData message already available (many per wake-up), and waits on the
-socket only when there is none.
+socket only when there is none. ``start_stream`` checks the slot and starts
+streaming it with the options cdc uses.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import psycopg
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ..redact import dsn_password, scrub
+from ..errors import PreflightError
 from ..pgoutput.framing import standby_status_update
-
-# Text values arrive formatted by the walsender's session settings: pin the ones
-# our row parser relies on instead of inheriting whatever the server defaults to.
-_SESSION_OPTIONS: Final = "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=postgres -c extra_float_digits=3"
+from ..redact import dsn_password, scrub
+from ..settings import Settings
+from . import preflight
+from .connect import connect, startup_options
 
 
 class ReplicationError(Exception):
@@ -37,9 +38,10 @@ class StreamEnded(ReplicationError):
 
 
 def replication_conninfo(dsn: str, *, application_name: str) -> str:
+    # Text values arrive formatted by the walsender's session settings: the same pinned ones as every connection.
     params = conninfo_to_dict(dsn)
-    options = f"{params.get('options', '')} {_SESSION_OPTIONS}".strip()
     params.setdefault("application_name", application_name)
+    options = startup_options(str(params.get("options") or ""))
     return make_conninfo("", **{**params, "replication": "database", "options": options})
 
 
@@ -161,3 +163,40 @@ class ReplicationConnection:
 
     def close(self) -> None:
         self._pgconn.finish()
+
+
+def start_stream(s: Settings, *, start_lsn: str, reconnecting: bool) -> tuple[ReplicationConnection, str]:
+    """A connection streaming ``s.slot`` from ``start_lsn`` ("0/0": the slot's confirmed position), and the
+    pgoutput protocol version it speaks.
+
+    PreflightError when the slot cannot be used; ReplicationError when trying again may help (``reconnecting``:
+    our own previous walsender may still hold the slot).
+    """
+    with connect(s.pg_dsn) as conn:
+        info = preflight.slot_info(conn, s.slot)
+        if info is None:
+            raise PreflightError(f"replication slot {s.slot} disappeared: it was dropped while we ran")
+        if info.active_pid is not None and reconnecting:
+            # Our previous walsender may linger until the server notices it is gone.
+            raise ReplicationError(f"slot {s.slot} is still held by process {info.active_pid}")
+        preflight.check_slot(conn, info)
+    repl = ReplicationConnection.connect(s.pg_dsn)
+    options = {"proto_version": str(preflight.protocol_version(repl.server_version)),
+               "publication_names": f'"{s.publication}"'}
+    if s.streaming:
+        if repl.server_version < 140000:
+            repl.close()
+            raise PreflightError("streaming needs PostgreSQL 14 or newer: drop --streaming")
+        options["streaming"] = "on"
+    try:
+        repl.start_replication(s.slot, start_lsn, options)
+    except ReplicationError as exc:
+        repl.close()
+        if exc.sqlstate == "55006":
+            if reconnecting:
+                raise ReplicationError(str(exc)) from None  # retried: see above
+            raise PreflightError(
+                f"replication slot {s.slot} is in use by another process: stop it, or use another --slot"
+            ) from None
+        raise
+    return repl, options["proto_version"]

@@ -13,8 +13,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from ..errors import AdminError
 from ..lsn import format_lsn, parse_lsn
-from ..admin import AdminError
 from .connect import Conn, describe, refusals, server_version, version_text
 
 FAILOVER_SINCE = 170000
@@ -182,6 +182,11 @@ def drop_slot(conn: Conn, name: str, *, force: bool = False, timeout: float = 15
                 "keeps reconnecting to it, then try again"
             )
         time.sleep(0.1)
+
+
+def drop_inactive_slot(conn: Conn, name: str) -> None:
+    """pg_drop_replication_slot, nothing more: the server's own error if the slot is missing or in use."""
+    conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
 
 
 @dataclass(frozen=True, slots=True)

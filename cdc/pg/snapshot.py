@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from ..lsn import parse_lsn
 from ..core.outbox import REQUIRED_COLUMNS
+from ..lsn import parse_lsn
 from .replication import ReplicationConnection
 
 
@@ -42,10 +42,9 @@ def outbox_rows(
 ) -> Iterator[tuple[bytes | None, ...]]:
     """The outbox rows visible in the exported snapshot, in id order, as text bytes like pgoutput sends.
 
-    Columns come in REQUIRED_COLUMNS order. ``conn`` must not be in a transaction.
+    Columns come in REQUIRED_COLUMNS order. ``conn`` must come from cdc.pg.connect (whose session settings
+    print timestamps as pgoutput does) and must not be in a transaction.
     """
-    conn.execute("SET TimeZone = 'UTC'")
-    conn.execute("SET DateStyle = 'ISO, YMD'")
     conn.autocommit = False
     try:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")

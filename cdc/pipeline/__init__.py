@@ -1,7 +1,8 @@
-"""A run of the pipeline: slot -> decoder -> transactions -> collector -> buffer -> flusher -> acknowledgement."""
+"""One slot's pipeline: ``build`` wires the parts, ``Pipeline.run`` streams (see docs/architecture.md)."""
 
 from __future__ import annotations
 
+from .build import build
 from .pipeline import Pipeline, PipelineError, RunSummary
 
-__all__ = ["Pipeline", "PipelineError", "RunSummary"]
+__all__ = ["Pipeline", "PipelineError", "RunSummary", "build"]

@@ -1,8 +1,8 @@
-"""What the admin commands read from ClickHouse: the sink's own answers, plus a few read-only lookups.
+"""What the admin commands read from ClickHouse (the ``SinkAdmin`` protocol): the sink's own answers, plus a
+few read-only lookups.
 
-Opening a ``Warehouse`` connects like ``cdc run`` does (same URL, password
-handling and errors) but creates nothing; only ``backfill`` calls
-``ensure_schema()`` on its sink.
+Opening a ``ClickHouseAdmin`` connects like ``cdc run`` does (same URL,
+password handling and errors) but creates nothing.
 """
 
 from __future__ import annotations
@@ -10,55 +10,29 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from ...logs import get_logger
-from ...settings import Settings
-from ..base import SinkConfigError, SinkError
-from .sink import ClickHouseSink, LatestCommit
+from ...logs import quiet_logger
+from ..base import LatestCommit
 from .connection import ClickHouseConnection
 from .ddl import DEAD_LETTER_COLUMNS, EVENTS_COLUMNS, PROGRESS_COLUMNS
+from .sink import ClickHouseSink
 from .url import parse_clickhouse_url
 
 
-class _Quiet:
-    """A logger that lets warnings and errors through: reports, not connection chatter, belong on screen."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    def bind(self, **kw: Any) -> _Quiet:
-        return _Quiet(self._inner.bind(**kw))
-
-    def debug(self, *a: Any, **kw: Any) -> None:
-        pass
-
-    info = debug
-
-    def warning(self, *a: Any, **kw: Any) -> None:
-        self._inner.warning(*a, **kw)
-
-    def error(self, *a: Any, **kw: Any) -> None:
-        self._inner.error(*a, **kw)
-
-
-def quiet_logger() -> Any:
-    return _Quiet(get_logger())
-
-
-class Warehouse:
+class ClickHouseAdmin:
     """The sink's ClickHouse, for reading. Raises SinkConfigError when unreachable (never the password)."""
 
-    def __init__(self, settings: Settings, *, timeout: float | None = None, log: Any = None) -> None:
-        if not settings.clickhouse_url:
-            raise SinkConfigError("no ClickHouse URL: pass --clickhouse-url or set CDC_CLICKHOUSE_URL")
+    def __init__(
+        self, url: str, table: str = "events", *, password: str | None = None, timeout: float | None = None,
+        log: Any = None,
+    ) -> None:
         self.log = log if log is not None else quiet_logger()
         self.sink = ClickHouseSink(
-            settings.clickhouse_url, settings.clickhouse_table, password=settings.clickhouse_password,
-            log=self.log, connect_timeout=timeout, send_receive_timeout=timeout,
+            url, table, password=password, log=self.log, connect_timeout=timeout, send_receive_timeout=timeout,
         )
         self.names = self.sink.names
         self.url = self.sink.url
         self.version = ".".join(map(str, self.sink.server_version))
-        target = parse_clickhouse_url(settings.clickhouse_url, password=settings.clickhouse_password)
+        target = parse_clickhouse_url(url, password=password)
         self._conn = ClickHouseConnection(
             target, log=self.log, connect_timeout=timeout, send_receive_timeout=timeout,
         )
@@ -71,6 +45,12 @@ class Warehouse:
 
     def latest(self) -> LatestCommit | None:
         return self.sink.latest()
+
+    def version_warning(self) -> tuple[str, str] | None:
+        if self.sink.capabilities.modern:
+            return None
+        return (f"{self.version}: timestamps keep whole seconds only",
+                "upgrade ClickHouse to 20.1+ for microsecond timestamps (DateTime64)")
 
     def counts(self) -> tuple[int, int]:
         """(events, dead letters) as stored: a row delivered twice counts twice until merged."""
@@ -141,11 +121,8 @@ class Warehouse:
         self._conn.close()
         self.sink.close()
 
-    def __enter__(self) -> Warehouse:
+    def __enter__(self) -> ClickHouseAdmin:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-__all__ = ["SinkConfigError", "SinkError", "Warehouse", "quiet_logger"]

@@ -22,8 +22,8 @@ import structlog
 # never write. Lazy (the driver's documented switch) fills it only if used.
 os.environ.setdefault("CLICKHOUSE_DRIVER_LASY_DATE_LUT", "1")
 
-from clickhouse_driver import Client  # noqa: E402
-from clickhouse_driver import errors as driver_errors  # noqa: E402
+from clickhouse_driver import Client
+from clickhouse_driver import errors as driver_errors
 
 from ..base import SinkConfigError, SinkError
 from .url import PASSWORD_ENV, ClickHouseTarget, scrub

@@ -13,7 +13,8 @@ from importlib.resources import files
 from string import Template
 from typing import Final
 
-from ..base import EVENT_COLUMNS, SinkConfigError
+from ...core.events import EVENT_COLUMNS
+from ..base import SinkConfigError
 
 _IDENTIFIER_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

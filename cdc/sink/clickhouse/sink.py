@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, Final
@@ -25,7 +24,8 @@ from typing import Any, Final
 import structlog
 from structlog.typing import FilteringBoundLogger
 
-from ..base import EVENT_COLUMNS, Batch, SinkConfigError
+from ...core.events import EVENT_COLUMNS, Batch
+from ..base import LatestCommit, SinkConfigError
 from .connection import ClickHouseConnection, DatabaseMissing
 from .ddl import DEAD_LETTER_COLUMNS, EVENTS_COLUMNS, Capabilities, SchemaNames, parse_version, render_schema
 from .layout import Layout, SchemaInspector
@@ -36,14 +36,6 @@ __all__ = ["ClickHouseSink", "LatestCommit", "redact_url"]
 _OCCURRED_AT: Final = EVENT_COLUMNS.index("occurred_at")
 _COMMITTED_AT: Final = EVENT_COLUMNS.index("committed_at")
 _HOUR: Final = 3600
-
-
-@dataclass(frozen=True, slots=True)
-class LatestCommit:
-    """The newest stored event's transaction, for ``cdc status``."""
-
-    commit_lsn: int
-    committed_at: datetime
 
 
 class ClickHouseSink:
