@@ -57,6 +57,33 @@ def _index_array(n: int) -> array[int]:
     return a * n
 
 
+def _unlink(index: array[int], hi_a: array[int], mask: int, pos: int) -> int:
+    """Remove ring position ``pos`` from the index by backward-shift deletion; returns the slot left empty.
+
+    The one deletion of the table (eviction by count, expiry by age). A plain
+    function of the arrays: the callers hold them in locals already, and a
+    method would look each up again on every call of the hot path.
+    """
+    target = pos + 1
+    i = hi_a[pos] & mask
+    while index[i] != target:
+        i = (i + 1) & mask
+    # Pull later members of the cluster back into the hole unless that would
+    # move them before their home slot; then no tombstone is needed. The entry
+    # at j may move to hole i iff its home (hi & mask) is not cyclically in (i, j].
+    j = i
+    while True:
+        j = (j + 1) & mask
+        q = index[j]
+        if not q:
+            break
+        if (hi_a[q - 1] - i - 1) & mask >= (j - i) & mask:
+            index[i] = q
+            i = j
+    index[i] = 0
+    return i
+
+
 class FingerprintTable:
     """The ring of up to ``capacity`` fingerprints, oldest at ``_head``, and the index that finds them.
 
@@ -69,8 +96,16 @@ class FingerprintTable:
     """
 
     __slots__ = (
-        "_capacity", "_mask", "_index", "_hi", "_lo", "_ts",
-        "_head", "_count", "_last_ts", "_salt",
+        "_capacity",
+        "_count",
+        "_head",
+        "_hi",
+        "_index",
+        "_last_ts",
+        "_lo",
+        "_mask",
+        "_salt",
+        "_ts",
     )  # fmt: skip
 
     def __init__(self, capacity: int, max_load: float, key: bytes | None) -> None:
@@ -132,7 +167,7 @@ class FingerprintTable:
         if self._count == cap:
             # Count bound: forget the oldest.  Evicting only after the lookup
             # means the oldest id is still caught if it is the one arriving.
-            hole = self._delete_slot(head)
+            hole = _unlink(index, hi_a, mask, head)
             # Deletion empties exactly one slot, so the first free slot from
             # home is now either the hole or the one the lookup ended on.
             if (hole - home) & mask < (i - home) & mask:
@@ -156,11 +191,12 @@ class FingerprintTable:
             now = self._last_ts
         self._last_ts = now
 
-        # _insert() and _delete_slot() inlined over the batch: in CPython the
-        # method calls and attribute lookups would cost as much as the work.
+        # _insert() inlined over the batch: in CPython the method calls and
+        # attribute lookups would cost as much as the work.
         index, hi_a, lo_a, ts_a = self._index, self._hi, self._lo, self._ts
         mask, cap = self._mask, self._capacity
         head, count = self._head, self._count
+        unlink = _unlink
         out: list[bool] = []
         append = out.append
         for lo, hi in zip(*fps):
@@ -175,24 +211,12 @@ class FingerprintTable:
                 append(False)
                 continue
             if count == cap:
-                target = head + 1
-                e = hi_a[head] & mask
-                while index[e] != target:
-                    e = (e + 1) & mask
-                j = e
-                while True:
-                    j = (j + 1) & mask
-                    q = index[j]
-                    if not q:
-                        break
-                    if (hi_a[q - 1] - e - 1) & mask >= (j - e) & mask:
-                        index[e] = q
-                        e = j
-                index[e] = 0
+                # As in _insert: forget the oldest, then take the hole if it comes first.
+                e = unlink(index, hi_a, mask, head)
                 if (e - home) & mask < (i - home) & mask:
                     i = e
                 tail = head
-                head = target if target < cap else 0
+                head = head + 1 if head + 1 < cap else 0
             else:
                 tail = head + count
                 if tail >= cap:
@@ -221,10 +245,11 @@ class FingerprintTable:
     def _drop_before(self, cutoff: float) -> int:
         """Forget the oldest fingerprints while they were stamped before ``cutoff``; returns how many."""
         ts, cap = self._ts, self._capacity
+        index, hi_a, mask = self._index, self._hi, self._mask
         head, count = self._head, self._count
         gone = 0
         while count and ts[head] < cutoff:
-            self._delete_slot(head)
+            _unlink(index, hi_a, mask, head)
             head += 1
             if head == cap:
                 head = 0
@@ -232,26 +257,3 @@ class FingerprintTable:
             gone += 1
         self._head, self._count = head, count
         return gone
-
-    def _delete_slot(self, pos: int) -> int:
-        """Remove ring position ``pos`` from the index by backward-shift deletion; returns the emptied slot."""
-        index, hi_a, mask = self._index, self._hi, self._mask
-        target = pos + 1
-        i = hi_a[pos] & mask
-        while index[i] != target:
-            i = (i + 1) & mask
-        # Pull later members of the cluster back into the hole unless that
-        # would move them before their home slot; then no tombstone is needed.
-        j = i
-        while True:
-            j = (j + 1) & mask
-            q = index[j]
-            if not q:
-                break
-            home = hi_a[q - 1] & mask
-            # Entry at j may move to hole i iff home is not cyclically in (i, j].
-            if (home - i - 1) & mask >= (j - i) & mask:
-                index[i] = q
-                i = j
-        index[i] = 0
-        return i
