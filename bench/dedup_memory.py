@@ -35,7 +35,7 @@ from typing import Any
 try:
     from cdc.core.dedup import DedupWindow
 except ImportError:  # measuring a commit from before cdc/core/ (python -m bench.run --cdc-ref)
-    from cdc.dedup import DedupWindow  # type: ignore[no-redef]
+    from cdc.dedup import DedupWindow  # type: ignore[no-redef,import-not-found]
 
 CHUNK = 100_000  # ids generated at a time, so test data never dominates RSS
 SAMPLE = 200_000  # ids per steady-state throughput measurement
