@@ -1,7 +1,7 @@
 """Writes sealed batches to the sink on its own thread, so an insert never stalls the replication read.
 
 At most one batch waits while another is being written: when both places are
-taken, ``submit`` blocks, and the reader stops reading from the slot
+taken, ``submit`` blocks, and the stream session stops reading from the slot
 (backpressure) while it keeps the server informed. A failed write is retried
 with backoff forever; the batch is never dropped and never acknowledged.
 """
@@ -96,7 +96,7 @@ class Flusher:
         while (batch := self._queue.get()) is not None:
             try:
                 self._store(batch)
-            except BaseException as exc:  # noqa: BLE001 - the reader thread re-raises it
+            except BaseException as exc:  # noqa: BLE001 - the stream session's thread re-raises it
                 self.failure = exc
                 return
             with self._lock:

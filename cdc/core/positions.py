@@ -4,7 +4,7 @@ Every event in ClickHouse carries a position; the newest one is the
 high-water mark ``cdc run`` skips up to. Rows that did not come from the slot
 need positions that can never be taken for (or sort after) a streamed one:
 
-- the initial snapshot copy (cdc/reader.py) uses commit_lsn 0 and
+- the initial snapshot copy (cdc/pipeline/snapshot.py) uses commit_lsn 0 and
   commit_seq = the row's index in the copy, then marks its end at the slot's
   consistent point - 1 (a real WAL position); a high-water mark still at
   commit_lsn 0 is how ``cdc run`` recognises an interrupted copy, so backfill

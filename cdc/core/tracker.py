@@ -1,6 +1,6 @@
 """Which LSN is safe to acknowledge: the end of every transaction whose rows are all stored.
 
-The reader records each commit against the batch that was open when the commit
+The collector records each commit against the batch that was open when the commit
 arrived (every row of that transaction is in that batch or an earlier one). The
 flusher reports batches as stored, in order. Only then does the commit's LSN
 become safe. Shared by two threads, hence the lock.

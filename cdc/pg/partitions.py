@@ -78,7 +78,7 @@ def outbox_oid(conn: Conn, schema: str, table: str) -> tuple[int, str, str | Non
 def list_partitions(conn: Conn, schema: str, table: str) -> list[Partition] | None:
     """The outbox's direct partitions, oldest first (default last); None when it is not partitioned.
 
-    Bounds are read as PostgreSQL prints them; the connection must use TimeZone UTC (admin.pg.connect does).
+    Bounds are read as PostgreSQL prints them; the connection must use TimeZone UTC (cdc.pg.connect pins it).
     """
     oid, relkind, _key = outbox_oid(conn, schema, table)
     if relkind != "p":
