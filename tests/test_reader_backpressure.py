@@ -12,18 +12,11 @@ from datetime import datetime, timezone
 
 import structlog
 
-from cdc.backoff import Backoff
-from cdc.buffer import BatchBuilder
-from cdc.collector import Collector
-from cdc.dedup import DedupWindow
-from cdc.flusher import Flusher
-from cdc.reader import Reader
-from cdc.retain import Retention
+from cdc.core.events import Batch
+from cdc.pipeline import build
+from cdc.pipeline.parts import Parts
 from cdc.settings import Settings
-from cdc.sink.base import Batch, SinkError
-from cdc.spill import SpillBudget
-from cdc.tracker import AckTracker
-from cdc.transactions import TransactionAssembler
+from cdc.sink.base import SinkError
 
 START_LSN = 1000
 HELD_BACK_SECONDS = 2.0
@@ -44,6 +37,10 @@ class DownSink:
     def prune_progress(self, keep_seconds: float) -> int:
         return 0
 
+    def timestamp_bounds(self) -> tuple[datetime, datetime]:
+        utc = timezone.utc
+        return datetime(1970, 1, 1, tzinfo=utc), datetime(2100, 1, 1, tzinfo=utc)
+
 
 class ServerSide:
     """What the walsender would receive: each standby status update, with when it came."""
@@ -54,34 +51,25 @@ class ServerSide:
     def send_status(self, flushed: int, *, reply: bool = False) -> None:
         self.updates.append((time.monotonic(), flushed))
 
+    def close(self) -> None:
+        pass
 
-def _reader(sink: DownSink) -> tuple[Reader, AckTracker, BatchBuilder, Flusher]:
-    log = structlog.get_logger()
-    settings = Settings(pg_dsn="", clickhouse_url="", status_interval=0.2)
-    tracker = AckTracker(START_LSN)
-    builder = BatchBuilder(max_rows=1, max_bytes=10**9, max_age=60)
-    backoff = Backoff(0.01, 0.05)
-    flusher = Flusher(sink, tracker, backoff, log)  # type: ignore[arg-type]
-    utc = timezone.utc
-    collector = Collector(
-        outbox=("public", "outbox"), builder=builder, tracker=tracker, dedup=DedupWindow(0), high_water_mark=None,
-        bounds=(datetime(1970, 1, 1, tzinfo=utc), datetime(2100, 1, 1, tzinfo=utc)), max_payload_bytes=1000,
-        log=log, on_full=lambda: None,
-    )
-    reader = Reader(
-        settings=settings, sink=sink, backoff=backoff, stop=threading.Event(), log=log,  # type: ignore[arg-type]
-        tracker=tracker, builder=builder, collector=collector,
-        assembler=TransactionAssembler(collector, SpillBudget(1 << 20), log), flusher=flusher, until_lsn=None,
-        retention=Retention(),
-    )
-    return reader, tracker, builder, flusher
+
+def _pipeline(sink: DownSink) -> Parts:
+    """The parts ``cdc run`` wires (``build``), with one row per batch and the tracker at START_LSN."""
+    settings = Settings(status_interval=0.2, batch_rows=1, flush_interval=60, retry_initial=0.01, retry_max=0.05,
+                        dedup_window=0)
+    parts = build(settings, sink, log=structlog.get_logger()).parts  # type: ignore[arg-type]
+    parts.tracker.advance_idle(START_LSN)
+    return parts
 
 
 def test_held_back_by_a_failing_insert_the_reader_keeps_the_server_informed_and_acknowledges_nothing() -> None:
     sink = DownSink()
-    reader, tracker, builder, flusher = _reader(sink)
+    parts = _pipeline(sink)
+    tracker, builder, flusher = parts.tracker, parts.builder, parts.flusher
     server = ServerSide()
-    reader.repl = server  # type: ignore[assignment]
+    parts.ack.attach(server)  # type: ignore[arg-type]
     handed_off = threading.Event()
 
     def receive_three_transactions() -> None:
@@ -89,7 +77,7 @@ def test_held_back_by_a_failing_insert_the_reader_keeps_the_server_informed_and_
         for n in range(3):
             builder.extend([(f"u{n}".encode(), "t", 0, "e", b"{}", 1, n, 0)], 2000 + 100 * n, 0)
             tracker.commit(2050 + 100 * n, builder.seq)
-            reader.hand_off()
+            parts.handoff.hand_off()
         handed_off.set()
 
     reading = threading.Thread(target=receive_three_transactions, daemon=True)
@@ -104,7 +92,7 @@ def test_held_back_by_a_failing_insert_the_reader_keeps_the_server_informed_and_
         sink.up.set()
         assert handed_off.wait(10), "the reader stayed held back after ClickHouse came back"
         flusher.wait_idle(while_waiting=lambda: None, interval=0.05)
-        reader.send_status()
+        parts.ack.send()
     finally:
         sink.up.set()
         reading.join(10)

@@ -10,20 +10,19 @@ import click
 import psycopg
 
 from .. import __version__
-from ..flusher import FlushAborted
+from ..core.flusher import FlushAborted
+from ..core.outbox import OutboxSchemaError
+from ..core.transactions import TransactionError
+from ..errors import UserError
 from ..lsn import LsnError
-from ..outbox import OutboxSchemaError
+from ..pg.replication import ReplicationError
 from ..pgoutput import PgOutputError
-from ..pipeline import PipelineError
-from ..replication.connection import ReplicationError
-from ..replication.preflight import PreflightError
-from ..replication.protocol import ReplicationProtocolError
-from ..sink.base import SinkConfigError, SinkError
-from ..transactions import TransactionError
+from ..pgoutput.framing import ReplicationProtocolError
+from ..sink.base import SinkError
 
 # Errors that mean "cannot do what was asked": one line on stderr, exit 1, no traceback.
 _USER_ERRORS = (
-    PreflightError, PipelineError, SinkConfigError, SinkError, FlushAborted, LsnError, OutboxSchemaError,
+    UserError, SinkError, FlushAborted, LsnError, OutboxSchemaError,
     ReplicationError, ReplicationProtocolError, TransactionError, PgOutputError, psycopg.Error,
 )
 

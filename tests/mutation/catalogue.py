@@ -41,7 +41,7 @@ _COLLECTOR = "tests/test_collector.py::"
 CATALOGUE: tuple[Mutant, ...] = (
     Mutant(
         "acknowledge-on-receipt", "nothing is acknowledged before ClickHouse holds it",
-        "cdc/tracker.py",
+        "cdc/core/tracker.py",
         "            if batch_seq <= self._stored_seq:",
         "            if True:  # MUTANT: a commit is safe as soon as it is received",
         must_fail=(
@@ -58,7 +58,7 @@ CATALOGUE: tuple[Mutant, ...] = (
     ),
     Mutant(
         "skip-the-high-water-mark-check", "nothing is delivered twice by a crash",
-        "cdc/collector.py",
+        "cdc/core/collector.py",
         "        if hwm is not None and (commit_lsn, first_seq) <= hwm:",
         "        if False:  # MUTANT: rows at or below the high-water mark are delivered again",
         must_fail=(
@@ -70,7 +70,7 @@ CATALOGUE: tuple[Mutant, ...] = (
     ),
     Mutant(
         "drop-the-dedup-admit", "application retries become one event",
-        "cdc/collector.py",
+        "cdc/core/collector.py",
         "        admitted = self._dedup.admit_many([row[0] for row in rows], time.monotonic())",
         "        admitted = [True] * len(rows)  # MUTANT: every row is new",
         must_fail=(
@@ -83,15 +83,15 @@ CATALOGUE: tuple[Mutant, ...] = (
     ),
     Mutant(
         "never-send-status-during-an-outage", "the server is always answered, even while ClickHouse is down",
-        "cdc/reader.py",
-        "    def send_status_forced(self) -> None:\n        self.send_status(force=True)",
-        "    def send_status_forced(self) -> None:\n        pass  # MUTANT: silent while held back",
+        "cdc/pipeline/acknowledge.py",
+        "    def send_forced(self) -> None:\n        self.send(force=True)",
+        "    def send_forced(self) -> None:\n        pass  # MUTANT: silent while held back",
         must_fail=(_BACKPRESSURE, _OUTAGE),
         quick=(_BACKPRESSURE,),
     ),
     Mutant(
         "store-only-part-of-a-batch", "nothing committed is lost",
-        "cdc/sink/clickhouse.py",
+        "cdc/sink/clickhouse/sink.py",
         "            self._conn.insert(self._insert_events_sql, events)",
         "            self._conn.insert(self._insert_events_sql, [c[:-1] for c in events])  # MUTANT: last row lost",
         must_fail=(
@@ -104,7 +104,7 @@ CATALOGUE: tuple[Mutant, ...] = (
     ),
     Mutant(
         "drop-a-dead-letter", "bad rows are never dropped silently",
-        "cdc/collector.py",
+        "cdc/core/collector.py",
         "            self._builder.dead_letter(converter.dead_letter(values, commit_lsn, seq, commit_time, reason))",
         "            converter.dead_letter(values, commit_lsn, seq, commit_time, reason)  # MUTANT: not written",
         must_fail=(

@@ -10,7 +10,9 @@ from __future__ import annotations
 import atexit
 import signal
 import subprocess
+from typing import Any
 
+from cdc.demo import processes
 from cdc.demo.processes import (
     ServerError,
     chown_to,
@@ -38,6 +40,27 @@ def untrack(proc: subprocess.Popen[bytes] | None) -> None:
         _live.pop(proc.pid, None)
 
 
+def spawn(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+    """The product's ``spawn``, with the child also killed at interpreter exit."""
+    proc = processes.spawn(*args, **kwargs)
+    track(proc)
+    return proc
+
+
+class ChildServer:
+    """What every server the tests start as a child process can say about itself."""
+
+    _proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self.running and self._proc is not None else None
+
+
 @atexit.register
 def _kill_leftovers() -> None:
     for proc in list(_live.values()):
@@ -45,6 +68,6 @@ def _kill_leftovers() -> None:
 
 
 __all__ = [
-    "ServerError", "chown_to", "free_port", "port_accepts", "run", "service_user", "tail", "terminate", "track",
-    "untrack", "user_can_traverse", "wait_until", "which",
+    "ChildServer", "ServerError", "chown_to", "free_port", "port_accepts", "run", "service_user", "spawn", "tail",
+    "terminate", "track", "untrack", "user_can_traverse", "wait_until", "which",
 ]

@@ -17,7 +17,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
-from cdc.demo.postgres import SUPERUSER, LocalPostgres, make_dsn
+from cdc.demo.postgres import SUPERUSER, LocalPostgres
 
 from . import _process
 from .pgbin import available_kinds, bin_dir_for

@@ -9,11 +9,11 @@ with whatever rows it still holds.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from django.db import migrations, models
 
-from .... import outbox_ddl
+from ....pg import outbox_ddl
 from .. import conf
 
 
@@ -31,8 +31,8 @@ def drop_outbox(apps: Any, schema_editor: Any) -> None:
 
 class Migration(migrations.Migration):
     initial = True
-    dependencies: list[tuple[str, str]] = []
-    operations = [
+    dependencies: ClassVar[list[tuple[str, str]]] = []
+    operations: ClassVar[list[Any]] = [
         migrations.RunPython(create_outbox, drop_outbox),
         # State only (managed=False): the table above is the real one.
         migrations.CreateModel(
