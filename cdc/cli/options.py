@@ -29,6 +29,7 @@ class Finite(click.FloatRange):
             self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
         return number
 
+
 _SHARED: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--pg-dsn",), dict(envvar="CDC_PG_DSN", help="PostgreSQL connection string (libpq URI or key=value). "
                          "Put the password in PGPASSWORD or ~/.pgpass rather than here.")),
