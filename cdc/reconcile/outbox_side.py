@@ -1,0 +1,189 @@
+"""The PostgreSQL half of a reconciliation: one consistent snapshot of the outbox, and what the server computes in it.
+
+Everything is read inside one REPEATABLE READ, READ ONLY transaction: either
+a snapshot of its own (``cdc verify``), whose first statement also reads the
+WAL insert position (every transaction visible in the snapshot committed
+before it), or a snapshot exported by a new replication slot (``cdc run
+--create-slot``), which is exact at the slot's consistent point.
+
+The scope is "outbox rows with id >= low_id". ``--since`` maps to the lowest
+id created at or after it: a few rows around that edge created a moment before
+may come along (ids are handed out at insert, created_at is the transaction's
+start), which only widens what is checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import psycopg
+from psycopg import sql
+
+from ..admin.pg import Conn, describe
+from ..outbox import REQUIRED_COLUMNS
+from ..replication.preflight import PreflightError
+from .compare import Bucket, read_sums
+from .hashing import pg_bucket, pg_hash
+
+# Sorting and de-duplicating millions of hashes wants more than the default 4MB.
+_WORK_MEM: Final = "256MB"
+_FETCH: Final = 50_000
+
+
+class ReconcileError(PreflightError):
+    """Cannot compare (a missing table, a bad --since or LSN, a server refusal): the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxSums:
+    buckets: dict[int, Bucket]
+    rows: int  # outbox rows in scope, retries included
+
+
+class OutboxSnapshot:
+    """The outbox as one snapshot sees it. ``open()`` first; ``close()`` ends the transaction."""
+
+    def __init__(self, conn: Conn, schema: str, table: str, *, snapshot_name: str | None = None) -> None:
+        self._conn = conn
+        self.relation = f"{schema}.{table}"
+        self._table = sql.Identifier(schema, table)
+        self._snapshot_name = snapshot_name
+        self._scope = sql.SQL("id >= %(low)s AND unique_id IS NOT NULL")
+        self._hash = sql.SQL(pg_hash("unique_id"))
+        self._bucket = sql.SQL(pg_bucket("h"))
+
+    def open(self) -> int:
+        """Start the snapshot; returns the WAL insert position read in it."""
+        conn = self._conn
+        if conn.execute("SELECT to_regclass(%s)", (self._table.as_string(conn),)).fetchone() == (None,):
+            raise ReconcileError(f"outbox table {self.relation} does not exist: check --outbox-schema and "
+                                 "--outbox-table, or run `cdc migrate`")
+        conn.autocommit = False
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        if self._snapshot_name is not None:
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self._snapshot_name)))
+        # The snapshot is taken by this first statement, so the position it reads
+        # is at or past the commit of every transaction the snapshot sees.
+        lsn = int(conn.execute("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn").fetchone()[0])  # type: ignore[index]
+        conn.execute("SELECT set_config('work_mem', %s, true)", (_WORK_MEM,))
+        return lsn
+
+    def close(self) -> None:
+        if not self._conn.closed:
+            self._conn.rollback()
+            self._conn.autocommit = True
+
+    def low_id(self, since: datetime | None) -> int | None:
+        """The scope's first id: the lowest created at or after ``since`` (any, without); None when none is."""
+        query = sql.SQL("SELECT min(id) FROM {}").format(self._table)
+        params: dict[str, Any] = {}
+        if since is not None:
+            query = sql.SQL("{} WHERE created_at >= %(since)s").format(query)
+            params["since"] = since
+        row = self._run(query, params).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def sums(self, low_id: int) -> OutboxSums:
+        """Per bucket, the count and checksum of the distinct unique_ids of rows with id >= low_id."""
+        query = sql.SQL(
+            "SELECT b, count(*), sum(h), sum(n) FROM ("
+            " SELECT h, {bucket} AS b, n FROM ("
+            "  SELECT h, count(*) AS n FROM (SELECT {hash} AS h FROM {table} WHERE {scope} OFFSET 0) AS r"
+            "  GROUP BY h) AS d) AS g "
+            "GROUP BY b"
+        ).format(bucket=self._bucket, hash=self._hash, table=self._table, scope=self._scope)
+        rows = self._run(query, {"low": low_id}).fetchall()
+        return OutboxSums(read_sums((b, n, s) for b, n, s, _ in rows), sum(int(r[3]) for r in rows))
+
+    def hashes(self, low_id: int, buckets: Sequence[int]) -> Iterator[tuple[int, int, int]]:
+        """(h, id, partition oid) of the rows in scope whose hash falls in ``buckets``, sorted by (h, id)."""
+        query = sql.SQL(
+            "SELECT h, id, tableoid::bigint FROM ("
+            " SELECT {hash} AS h, id, tableoid FROM {table} WHERE {scope} OFFSET 0) AS r "
+            "WHERE {bucket} = ANY(%(buckets)s) ORDER BY h, id"
+        ).format(hash=self._hash, table=self._table, scope=self._scope, bucket=self._bucket)
+        with self._conn.cursor(name="cdc_reconcile_hashes", binary=True) as cur:
+            cur.itersize = _FETCH
+            try:
+                cur.execute(query, {"low": low_id, "buckets": list(buckets)})
+                for h, outbox_id, partition in cur:
+                    yield int(h), int(outbox_id), int(partition)
+            except psycopg.Error as exc:
+                raise ReconcileError(f"cannot read {self.relation}: {describe(exc)}") from None
+
+    def unique_ids(self, ids: Sequence[int]) -> dict[int, str]:
+        """outbox id -> unique_id, for naming rows in a report."""
+        if not ids:
+            return {}
+        query = sql.SQL("SELECT id, unique_id FROM {} WHERE id = ANY(%(ids)s)").format(self._table)
+        return {int(i): str(u) for i, u in self._run(query, {"ids": list(ids)}).fetchall()}
+
+    def partition_name(self, oid: int) -> sql.Composable:
+        row = self._run(
+            sql.SQL("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE c.oid = %(oid)s"), {"oid": oid},
+        ).fetchone()
+        if row is None:
+            raise ReconcileError(f"a partition of {self.relation} (oid {oid}) disappeared during the comparison")
+        return sql.Identifier(str(row[0]), str(row[1]))
+
+    def rows(self, partition: int, ids: Sequence[int]) -> Iterator[tuple[tuple[bytes | None, ...], datetime]]:
+        """The rows with these ids in one partition, in id order, as text like pgoutput sends (and created_at)."""
+        query = sql.SQL("COPY (SELECT {}, created_at FROM ONLY {} WHERE id = ANY({}) ORDER BY id) TO STDOUT").format(
+            sql.SQL(", ").join(sql.Identifier(c) for c in REQUIRED_COLUMNS), self.partition_name(partition),
+            # Our own ints, adapted by psycopg: no foreign text reaches the statement.
+            sql.Literal([int(i) for i in ids]),
+        )
+        n = len(REQUIRED_COLUMNS)
+        try:
+            with self._conn.cursor().copy(query) as copy:
+                for row in copy.rows():
+                    values = tuple(None if v is None else str(v).encode() for v in row[:n])
+                    yield values, datetime.fromisoformat(str(row[n]))
+        except psycopg.Error as exc:
+            raise ReconcileError(f"cannot read {self.relation}: {describe(exc)}") from None
+
+    def scanned_bytes(self, low_id: int) -> int:
+        """Heap bytes of the tables (partitions) that hold rows in scope: what a pass over the scope reads."""
+        leaves = self._run(
+            sql.SQL("SELECT relid::bigint FROM pg_partition_tree(%(table)s::regclass) WHERE isleaf"),
+            {"table": self._table.as_string(self._conn)},
+        ).fetchall()
+        total = 0
+        for (oid,) in leaves:
+            name = self.partition_name(int(oid))
+            found = self._run(sql.SQL("SELECT 1 FROM ONLY {} WHERE id >= %(low)s LIMIT 1").format(name),
+                              {"low": low_id}).fetchone()
+            if found is not None:
+                total += int(self._run(sql.SQL("SELECT pg_relation_size(%(oid)s)"), {"oid": oid}).fetchone()[0])  # type: ignore[index]
+        return total
+
+    def _run(self, query: sql.SQL | sql.Composed, params: dict[str, Any]) -> psycopg.Cursor[tuple[Any, ...]]:
+        try:
+            return self._conn.execute(query, params)
+        except psycopg.Error as exc:
+            raise ReconcileError(f"cannot read {self.relation}: {describe(exc)}") from None
+
+
+def current_unique_ids(conn: Conn, schema: str, table: str, ids: Sequence[int]) -> dict[int, str]:
+    """outbox id -> unique_id as the outbox holds them now (outside any snapshot)."""
+    query = sql.SQL("SELECT id, unique_id FROM {} WHERE id = ANY(%s)").format(sql.Identifier(schema, table))
+    try:
+        return {int(i): str(u) for i, u in conn.execute(query, (list(ids),)).fetchall()}
+    except psycopg.Error as exc:
+        raise ReconcileError(f"cannot read {schema}.{table}: {describe(exc)}") from None
+
+
+def parse_timestamp(conn: Conn, flag: str, text: str) -> datetime:
+    """``text`` as PostgreSQL reads a timestamptz (session zone UTC), or a one-line refusal."""
+    try:
+        value = conn.execute("SELECT %s::timestamptz", (text,)).fetchone()[0]  # type: ignore[index]
+    except psycopg.Error as exc:
+        raise ReconcileError(f"{flag} {text!r} is not a timestamp ({describe(exc)}): write it like 2026-11-24 or "
+                             "'2026-11-24 13:00:00+00'") from None
+    if not isinstance(value, datetime):
+        raise ReconcileError(f"{flag} {text!r} is not a finite timestamp")
+    return value
