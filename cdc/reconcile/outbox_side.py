@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
 import psycopg
 from psycopg import sql
 
+from ..admin.partitions import list_partitions
 from ..admin.pg import Conn, describe
 from ..outbox import REQUIRED_COLUMNS
 from ..replication.preflight import PreflightError
@@ -49,6 +50,7 @@ class OutboxSnapshot:
     def __init__(self, conn: Conn, schema: str, table: str, *, snapshot_name: str | None = None) -> None:
         self._conn = conn
         self.relation = f"{schema}.{table}"
+        self._names = (schema, table)
         self._table = sql.Identifier(schema, table)
         self._snapshot_name = snapshot_name
         self._scope = sql.SQL("id >= %(low)s AND unique_id IS NOT NULL")
@@ -99,18 +101,19 @@ class OutboxSnapshot:
         return OutboxSums(read_sums((b, n, s) for b, n, s, _ in rows), sum(int(r[3]) for r in rows))
 
     def hashes(self, low_id: int, buckets: Sequence[int]) -> Iterator[tuple[int, int, int]]:
-        """(h, id, partition oid) of the rows in scope whose hash falls in ``buckets``, sorted by (h, id)."""
+        """(h, id, created_at in Unix microseconds) of the rows in scope whose hash is in ``buckets``, by (h, id)."""
         query = sql.SQL(
-            "SELECT h, id, tableoid::bigint FROM ("
-            " SELECT {hash} AS h, id, tableoid FROM {table} WHERE {scope} OFFSET 0) AS r "
+            "SELECT h, id, c FROM ("
+            " SELECT {hash} AS h, id, ((extract(epoch FROM created_at) * 1000000)::bigint) AS c"
+            " FROM {table} WHERE {scope} OFFSET 0) AS r "
             "WHERE {bucket} = ANY(%(buckets)s) ORDER BY h, id"
         ).format(hash=self._hash, table=self._table, scope=self._scope, bucket=self._bucket)
         with self._conn.cursor(name="cdc_reconcile_hashes", binary=True) as cur:
             cur.itersize = _FETCH
             try:
                 cur.execute(query, {"low": low_id, "buckets": list(buckets)})
-                for h, outbox_id, partition in cur:
-                    yield int(h), int(outbox_id), int(partition)
+                for h, outbox_id, created in cur:
+                    yield int(h), int(outbox_id), int(created)
             except psycopg.Error as exc:
                 raise ReconcileError(f"cannot read {self.relation}: {describe(exc)}") from None
 
@@ -121,21 +124,23 @@ class OutboxSnapshot:
         query = sql.SQL("SELECT id, unique_id FROM {} WHERE id = ANY(%(ids)s)").format(self._table)
         return {int(i): str(u) for i, u in self._run(query, {"ids": list(ids)}).fetchall()}
 
-    def partition_name(self, oid: int) -> sql.Composable:
-        row = self._run(
-            sql.SQL("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                    "WHERE c.oid = %(oid)s"), {"oid": oid},
-        ).fetchone()
-        if row is None:
-            raise ReconcileError(f"a partition of {self.relation} (oid {oid}) disappeared during the comparison")
-        return sql.Identifier(str(row[0]), str(row[1]))
+    def rows(self, rows: Sequence[tuple[int, int]]) -> Iterator[tuple[tuple[bytes | None, ...], datetime]]:
+        """The rows (created_at in Unix microseconds, id), as text like pgoutput sends, and their created_at.
 
-    def rows(self, partition: int, ids: Sequence[int]) -> Iterator[tuple[tuple[bytes | None, ...], datetime]]:
-        """The rows with these ids in one partition, in id order, as text like pgoutput sends (and created_at)."""
-        query = sql.SQL("COPY (SELECT {}, created_at FROM ONLY {} WHERE id = ANY({}) ORDER BY id) TO STDOUT").format(
-            sql.SQL(", ").join(sql.Identifier(c) for c in REQUIRED_COLUMNS), self.partition_name(partition),
-            # Our own ints, adapted by psycopg: no foreign text reaches the statement.
-            sql.Literal([int(i) for i in ids]),
+        Read through the outbox itself (a role may read only it, not its
+        partitions); the created_at range lets the planner skip the partitions
+        outside it, and each id is found through the primary key.
+        """
+        if not rows:
+            return
+        low, high = min(c for c, _ in rows), max(c for c, _ in rows)
+        query = sql.SQL(
+            "COPY (SELECT {}, created_at FROM {} WHERE created_at BETWEEN {} AND {} AND id = ANY({}) ORDER BY id) "
+            "TO STDOUT"
+        ).format(
+            sql.SQL(", ").join(sql.Identifier(c) for c in REQUIRED_COLUMNS), self._table,
+            # Our own values, adapted by psycopg: no foreign text reaches the statement.
+            sql.Literal(_from_micros(low)), sql.Literal(_from_micros(high)), sql.Literal([i for _, i in rows]),
         )
         n = len(REQUIRED_COLUMNS)
         try:
@@ -146,19 +151,17 @@ class OutboxSnapshot:
         except psycopg.Error as exc:
             raise ReconcileError(f"cannot read {self.relation}: {describe(exc)}") from None
 
-    def scanned_bytes(self, low_id: int) -> int:
-        """Heap bytes of the tables (partitions) that hold rows in scope: what a pass over the scope reads."""
-        leaves = self._run(
-            sql.SQL("SELECT relid::bigint FROM pg_partition_tree(%(table)s::regclass) WHERE isleaf"),
-            {"table": self._table.as_string(self._conn)},
-        ).fetchall()
+    def scanned_bytes(self, since: datetime | None) -> int:
+        """Heap bytes of the outbox's tables a pass over the scope reads: every partition not wholly before it."""
+        parts = list_partitions(self._conn, *self._names)
+        if parts is None:
+            query = sql.SQL("SELECT pg_relation_size(%(t)s::regclass)")
+            return int(self._run(query, {"t": self._table.as_string(self._conn)}).fetchone()[0])  # type: ignore[index]
         total = 0
-        for (oid,) in leaves:
-            name = self.partition_name(int(oid))
-            found = self._run(sql.SQL("SELECT 1 FROM ONLY {} WHERE id >= %(low)s LIMIT 1").format(name),
-                              {"low": low_id}).fetchone()
-            if found is not None:
-                total += int(self._run(sql.SQL("SELECT pg_relation_size(%(oid)s)"), {"oid": oid}).fetchone()[0])  # type: ignore[index]
+        for p in parts:
+            if p.leaf and (since is None or p.upper is None or p.upper > since):
+                name = sql.Identifier(p.schema, p.name).as_string(self._conn)
+                total += int(self._run(sql.SQL("SELECT pg_relation_size(%(t)s::regclass)"), {"t": name}).fetchone()[0])  # type: ignore[index]
         return total
 
     def _run(self, query: sql.SQL | sql.Composed, params: dict[str, Any]) -> psycopg.Cursor[tuple[Any, ...]]:
@@ -166,6 +169,10 @@ class OutboxSnapshot:
             return self._conn.execute(query, params)
         except psycopg.Error as exc:
             raise ReconcileError(f"cannot read {self.relation}: {describe(exc)}") from None
+
+
+def _from_micros(micros: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=micros)
 
 
 def current_unique_ids(conn: Conn, schema: str, table: str, ids: Sequence[int]) -> dict[int, str]:

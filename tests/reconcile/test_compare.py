@@ -22,7 +22,7 @@ def _sums(unique_ids: set[str]) -> dict[int, Bucket]:
 
 
 def _outbox(rows: list[tuple[int, str]]) -> list[tuple[int, int, int]]:
-    """(outbox id, unique_id) rows as the outbox side streams them: (h, id, partition) sorted by (h, id)."""
+    """(outbox id, unique_id) rows as the outbox side streams them: (h, id, created) sorted by (h, id)."""
     return sorted((id_hash(u), outbox_id, 7) for outbox_id, u in rows)
 
 
