@@ -22,7 +22,7 @@ position. Nothing is acknowledged on any slot, and running it twice is harmless.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -138,62 +138,89 @@ class Backfill:
     def run(self, advance: Callable[[int], None] = lambda n: None) -> Summary:
         """Deliver the rows; ``advance(n)`` is called as rows are read (for a progress bar)."""
         assert self._sink is not None and self._conn is not None and self.since is not None
-        s, sink = self.s, self._sink
         started = time.monotonic()
         summary = Summary(self.since.isoformat(), self.until.isoformat() if self.until else None)
         dedup = DedupWindow(capacity=self._dedup_window, max_age=self._dedup_max_age)
         if self._dedup_window > 0:
-            dedup.remember(sink.recent_unique_ids(self._dedup_window, self._dedup_max_age), time.monotonic())
-        tracker = AckTracker(0)
-        builder = BatchBuilder(max_rows=self._batch_rows, max_bytes=s.batch_bytes, max_age=3600.0)
-        collector = Collector(
-            outbox=(s.outbox_schema, s.outbox_table), builder=builder, tracker=tracker, dedup=dedup,
-            high_water_mark=None, bounds=sink.timestamp_bounds(), max_payload_bytes=s.max_payload_bytes, log=self.log,
-            on_full=lambda: hand_off(),
-        )
-        from ..flusher import Flusher
-
-        flusher = Flusher(sink, tracker, Backoff(s.retry_initial, s.retry_max), self.log)
-        relation = Relation(
-            xid=None, relation_id=0, namespace=s.outbox_schema, name=s.outbox_table, replica_identity=ord("d"),
-            columns=tuple(Column(0, name, 0, -1) for name in REQUIRED_COLUMNS),
-        )
+            dedup.remember(self._sink.recent_unique_ids(self._dedup_window, self._dedup_max_age), time.monotonic())
         n_columns = len(REQUIRED_COLUMNS)
-
-        def hand_off() -> None:
-            batch = builder.seal()
-            if len(batch):
-                flusher.submit(batch, while_waiting=lambda: None, interval=1.0)
-
         query = sql.SQL("COPY (SELECT {}, created_at FROM {} WHERE {} ORDER BY id) TO STDOUT").format(
             sql.SQL(", ").join(sql.Identifier(c) for c in REQUIRED_COLUMNS), self._table(), self._where(),
         )
-        unreported = 0
-        try:
+
+        def rows() -> Iterator[tuple[tuple[bytes | None, ...], datetime]]:
+            assert self._conn is not None
             with self._conn.cursor().copy(query) as copy:
                 for row in copy.rows():
-                    values = tuple(None if v is None else str(v).encode() for v in row[:n_columns])
-                    lsn, seq = positions.backfill_position(int(row[0]))
-                    created = datetime.fromisoformat(str(row[n_columns]))
-                    # Every row has a position of its own (see positions), so one row per call.
-                    collector.rows(relation, (values,), lsn, seq, (created - _PG_EPOCH) // _MICRO)
-                    summary.rows_read += 1
-                    unreported += 1
-                    if unreported >= _PROGRESS_EVERY:
-                        advance(unreported)
-                        unreported = 0
-            advance(unreported)
-            hand_off()
-            flusher.wait_idle(while_waiting=lambda: None, interval=1.0)
+                    yield tuple(None if v is None else str(v).encode() for v in row[:n_columns]), \
+                        datetime.fromisoformat(str(row[n_columns]))
+
+        try:
+            delivered = deliver(self.s, self._sink, rows(), dedup=dedup, batch_rows=self._batch_rows, log=self.log,
+                                advance=advance)
         finally:
-            flusher.abort()
-            flusher.close()
             self._conn.rollback()
-        summary.events_stored = flusher.rows_stored
-        summary.dead_letters_stored = flusher.dead_letters_stored
-        summary.duplicates = collector.counters.duplicates
+        summary.rows_read = delivered.rows_read
+        summary.events_stored = delivered.events_stored
+        summary.dead_letters_stored = delivered.dead_letters_stored
+        summary.duplicates = delivered.duplicates
         summary.seconds = round(time.monotonic() - started, 3)
         return summary
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    rows_read: int
+    events_stored: int
+    dead_letters_stored: int
+    duplicates: int
+
+
+def deliver(
+    settings: Settings, sink: ClickHouseSink, rows: Iterable[tuple[tuple[bytes | None, ...], datetime]], *,
+    dedup: DedupWindow, batch_rows: int, log: Any, advance: Callable[[int], None] = lambda n: None,
+) -> Delivered:
+    """Push outbox rows (REQUIRED_COLUMNS as text bytes, and created_at) through the pipeline's path, each at its
+    backfill position (see positions), and wait until they are stored. Used by backfill and ``cdc verify --repair``."""
+    s = settings
+    tracker = AckTracker(0)
+    builder = BatchBuilder(max_rows=batch_rows, max_bytes=s.batch_bytes, max_age=3600.0)
+    collector = Collector(
+        outbox=(s.outbox_schema, s.outbox_table), builder=builder, tracker=tracker, dedup=dedup,
+        high_water_mark=None, bounds=sink.timestamp_bounds(), max_payload_bytes=s.max_payload_bytes, log=log,
+        on_full=lambda: hand_off(),
+    )
+    from ..flusher import Flusher
+
+    flusher = Flusher(sink, tracker, Backoff(s.retry_initial, s.retry_max), log)
+    relation = Relation(
+        xid=None, relation_id=0, namespace=s.outbox_schema, name=s.outbox_table, replica_identity=ord("d"),
+        columns=tuple(Column(0, name, 0, -1) for name in REQUIRED_COLUMNS),
+    )
+
+    def hand_off() -> None:
+        batch = builder.seal()
+        if len(batch):
+            flusher.submit(batch, while_waiting=lambda: None, interval=1.0)
+
+    read = unreported = 0
+    try:
+        for values, created in rows:
+            lsn, seq = positions.backfill_position(int(values[0] or b"-1"))
+            # Every row has a position of its own (see positions), so one row per call.
+            collector.rows(relation, (values,), lsn, seq, (created - _PG_EPOCH) // _MICRO)
+            read += 1
+            unreported += 1
+            if unreported >= _PROGRESS_EVERY:
+                advance(unreported)
+                unreported = 0
+        advance(unreported)
+        hand_off()
+        flusher.wait_idle(while_waiting=lambda: None, interval=1.0)
+    finally:
+        flusher.abort()
+        flusher.close()
+    return Delivered(read, flusher.rows_stored, flusher.dead_letters_stored, collector.counters.duplicates)
 
 
 def _timestamp(conn: Conn, flag: str, text: str) -> datetime:

@@ -13,10 +13,12 @@ import click
 from ..logs import get_logger
 from ..lsn import LsnError, parse_lsn
 from ..reconcile.outbox_side import ReconcileError
+from ..reconcile.repair import check_deletable
+from ..reconcile.repair import repair as repair_rows
 from ..reconcile.report import UNKNOWN
 from ..reconcile.verify import Verification, VerifyOptions
 from ..settings import Settings
-from ._output import emit_json, json_option
+from ._output import confirm, emit_json, json_option, yes_option
 from ._progress import Progress
 from .options import require_clickhouse, require_pg, shared_options
 
@@ -32,9 +34,16 @@ from .options import require_clickhouse, require_pg, shared_options
                    "and to read what the slot still holds.")
 @click.option("--samples", type=click.IntRange(min=0), default=10, show_default=True,
               help="How many missing, unexpected and in-flight unique_ids to name.")
+@click.option("--repair", is_flag=True, help="Deliver the missing rows (from the same snapshot, through the same "
+              "path as cdc run), never a second copy of a stored one.")
+@click.option("--delete-unexpected", is_flag=True, help="With --repair: also delete from ClickHouse the rows in "
+              "scope that no outbox row explains (asks first on a terminal).")
+@click.option("--batch-rows", type=click.IntRange(min=1), default=50_000, show_default=True,
+              help="Rows per ClickHouse INSERT when repairing.")
+@yes_option
 @json_option
-def verify(settings: Settings, since: str | None, from_lsn: str | None, wait: float, samples: int,
-           as_json: bool) -> None:
+def verify(settings: Settings, since: str | None, from_lsn: str | None, wait: float, samples: int, repair: bool,
+           delete_unexpected: bool, batch_rows: int, yes: bool, as_json: bool) -> None:
     """Prove delivery: compare the distinct unique_ids of the outbox (what it still holds, or from --since /
     --from-lsn) with those in ClickHouse's events and dead-letter tables, by buckets of counts and checksums
     that each server computes, then name the missing and unexpected ids. Rows not yet delivered are in flight,
@@ -45,10 +54,20 @@ def verify(settings: Settings, since: str | None, from_lsn: str | None, wait: fl
     require_clickhouse(settings)
     log = get_logger(command="verify")
     try:
-        options = VerifyOptions(since=since, from_lsn=_lsn(since, from_lsn), wait=wait, samples=samples)
+        if delete_unexpected and not repair:
+            raise ReconcileError("--delete-unexpected goes with --repair")
+        options = VerifyOptions(since=since, from_lsn=_lsn(since, from_lsn), wait=wait, samples=samples,
+                                keep_missing=repair)
         with Progress("verify", log=log) as progress, Verification(settings, options, log=log,
                                                                    progress=progress) as job:
             report = job.run()
+            if repair:
+                if delete_unexpected and job.unexpected:
+                    check_deletable(job)
+                    confirm(f"delete {len(job.unexpected)} unexpected unique_ids from {report.clickhouse}?", yes=yes,
+                            refusal="--delete-unexpected deletes rows from ClickHouse")
+                report.repair = repair_rows(job, delete_unexpected=delete_unexpected, batch_rows=batch_rows,
+                                            log=log, progress=progress).as_dict()
     except (*_USER_ERRORS, ReconcileError) as exc:
         click.echo(f"cdc: error: {' '.join(str(exc).split())}", err=True)
         sys.exit(UNKNOWN)

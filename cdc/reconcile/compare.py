@@ -54,7 +54,8 @@ class Missing:
 
     h: int
     outbox_id: int
-    created: int  # the row's created_at, microseconds since the Unix epoch (to find its partition)
+    created: int    # the row's created_at, microseconds since the Unix epoch
+    partition: int  # the oid of the table (partition) that holds it
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +74,11 @@ class OrderError(ValueError):
 
 
 def merge(
-    outbox: Iterable[tuple[int, int, int]], clickhouse: Iterable[tuple[int, int, int]]
+    outbox: Iterable[tuple[int, int, int, int]], clickhouse: Iterable[tuple[int, int, int]]
 ) -> Iterator[Difference]:
     """The differences between two streams sorted by hash.
 
-    ``outbox`` rows are (h, outbox_id, created) sorted by (h, outbox_id); an
+    ``outbox`` rows are (h, outbox_id, created, partition) sorted by (h, outbox_id); an
     id repeated by retries comes several times and counts once. ``clickhouse``
     rows are (h, in_scope, outbox_id), one per hash, with in_scope 1 when one
     of its rows belongs to the scope being checked. A hash ClickHouse holds
@@ -88,7 +89,7 @@ def merge(
     current = next(ch, None)
     last_ch: int | None = None
     previous: int | None = None
-    for h, outbox_id, created in outbox:
+    for h, outbox_id, created, partition in outbox:
         if previous is not None and h <= previous:
             if h == previous:
                 continue
@@ -103,7 +104,7 @@ def merge(
             last_ch = _check_order(current[0], last_ch)
             current = next(ch, None)
             continue
-        yield Missing(h, outbox_id, created)
+        yield Missing(h, outbox_id, created, partition)
     while current is not None:
         last_ch = _check_order(current[0], last_ch)
         if current[1]:

@@ -12,16 +12,19 @@ row that claims none (outbox_id <= 0: no outbox row can explain it; with
 the outbox's retention, or before ``--since``. Rows committed at or after the
 snapshot's WAL position are left out: the outbox snapshot cannot see them.
 Backfilled and copied rows carry positions below every WAL position (see
-cdc/admin/positions.py), so they always count.
+cdc/admin/positions.py), so they always count; so does a row claiming a
+position past the server's own (no transaction wrote it).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from ..sink.ddl import SchemaNames
+from .outbox_side import ReconcileError
 from .compare import Bucket, read_sums
 from .hashing import ch_bucket, ch_hash
 
@@ -37,8 +40,9 @@ class EventsScope:
     """What the ClickHouse side counts: see the module docstring."""
 
     low_id: int | None        # None: the outbox holds no row in scope
-    snapshot_lsn: int         # rows committed at or after it are not compared
+    snapshot_lsn: int         # rows committed at or after it are not compared...
     since: int | None = None  # Unix seconds: rows without an outbox id count from then
+    upper_lsn: int | None = None  # ... unless past this (the server's position then): no transaction wrote them
 
 
 class EventsSide:
@@ -48,6 +52,10 @@ class EventsSide:
         self._conn = conn
         self._names = names
         self._relation = relation
+
+    @property
+    def names(self) -> SchemaNames:
+        return self._names
 
     def missing_tables(self) -> list[str]:
         plain = self._names.plain
@@ -100,6 +108,40 @@ class EventsSide:
         )
         return {int(h): (str(u), int(o)) for h, u, o in self._conn.query(query, {"relation": self._relation})}
 
+    def delete_conditions(self, scope: EventsScope, unique_ids: Sequence[str]) -> tuple[dict[str, str], dict[str, Any]]:
+        """WHERE clauses (events, dead_letter) for the rows in scope with these unique_ids, and their parameters."""
+        params = self._params(scope) | {"ids": tuple(unique_ids)}
+        return {
+            "events": f"unique_id IN %(ids)s AND {self._in_scope('outbox_id', 'committed_at', scope)}",
+            "dead_letter": (f"relation = %(relation)s AND {_DL_HAS_UNIQUE_ID} AND {_DL_UNIQUE_ID} IN %(ids)s "
+                            f"AND {self._in_scope(_DL_OUTBOX_ID, 'committed_at', scope)}"),
+        }, params
+
+    def positions(self, where: dict[str, str], params: dict[str, Any]) -> list[tuple[int, int]]:
+        """(commit_lsn, commit_seq) of the events rows matching ``where['events']``: their ledger entries."""
+        rows = self._conn.query(f"SELECT DISTINCT commit_lsn, commit_seq FROM {self._names.events} "
+                                f"WHERE {where['events']}", params)
+        return [(int(lsn), int(seq)) for lsn, seq in rows]
+
+    def run(self, statement: str, params: dict[str, Any]) -> None:
+        self._conn.query(statement, params)
+
+    def wait_for_mutations(self, timeout: float, poll: float = 0.2) -> None:
+        """Until ClickHouse has applied every ALTER ... DELETE on the sink's tables (they run in the background)."""
+        plain = self._names.plain
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self._conn.query(
+                "SELECT count() FROM system.mutations WHERE database = %(db)s AND table IN %(tables)s AND NOT is_done",
+                {"db": plain.database, "tables": (plain.events, plain.dead_letter, plain.progress)},
+            )
+            if not rows[0][0]:
+                return
+            if time.monotonic() >= deadline:
+                raise ReconcileError(f"ClickHouse has not finished deleting after {timeout:.0f}s: see "
+                                     "system.mutations, then run `cdc verify` again")
+            time.sleep(poll)
+
     def _union(self, events_where: str, dl_where: str, *, columns: str, scoped: EventsScope | None = None) -> str:
         names = self._names
         if scoped is None:
@@ -123,7 +165,10 @@ class EventsSide:
         unexplained = f"{outbox_id} <= 0"
         if scope.since is not None:
             unexplained += f" AND {committed_at} >= toDateTime(%(since)s)"
-        return f"toUInt8((({claimed}) OR ({unexplained})) AND commit_lsn < %(snapshot)s)"
+        committed = "commit_lsn < %(snapshot)s"
+        if scope.upper_lsn is not None:
+            committed = f"({committed} OR commit_lsn > %(upper)s)"
+        return f"toUInt8((({claimed}) OR ({unexplained})) AND {committed})"
 
     def _params(self, scope: EventsScope) -> dict[str, Any]:
         params: dict[str, Any] = {"relation": self._relation, "snapshot": scope.snapshot_lsn}
@@ -131,4 +176,6 @@ class EventsSide:
             params["low"] = scope.low_id
         if scope.since is not None:
             params["since"] = scope.since
+        if scope.upper_lsn is not None:
+            params["upper"] = scope.upper_lsn
         return params

@@ -100,11 +100,12 @@ class OutboxSnapshot:
         rows = self._run(query, {"low": low_id}).fetchall()
         return OutboxSums(read_sums((b, n, s) for b, n, s, _ in rows), sum(int(r[3]) for r in rows))
 
-    def hashes(self, low_id: int, buckets: Sequence[int]) -> Iterator[tuple[int, int, int]]:
-        """(h, id, created_at in Unix microseconds) of the rows in scope whose hash is in ``buckets``, by (h, id)."""
+    def hashes(self, low_id: int, buckets: Sequence[int]) -> Iterator[tuple[int, int, int, int]]:
+        """(h, id, created_at in Unix microseconds, partition oid) of the rows in scope whose hash is in
+        ``buckets``, sorted by (h, id)."""
         query = sql.SQL(
-            "SELECT h, id, c FROM ("
-            " SELECT {hash} AS h, id, ((extract(epoch FROM created_at) * 1000000)::bigint) AS c"
+            "SELECT h, id, c, p FROM ("
+            " SELECT {hash} AS h, id, ((extract(epoch FROM created_at) * 1000000)::bigint) AS c, tableoid::bigint AS p"
             " FROM {table} WHERE {scope} OFFSET 0) AS r "
             "WHERE {bucket} = ANY(%(buckets)s) ORDER BY h, id"
         ).format(hash=self._hash, table=self._table, scope=self._scope, bucket=self._bucket)
@@ -112,8 +113,8 @@ class OutboxSnapshot:
             cur.itersize = _FETCH
             try:
                 cur.execute(query, {"low": low_id, "buckets": list(buckets)})
-                for h, outbox_id, created in cur:
-                    yield int(h), int(outbox_id), int(created)
+                for h, outbox_id, created, partition in cur:
+                    yield int(h), int(outbox_id), int(created), int(partition)
             except psycopg.Error as exc:
                 raise ReconcileError(f"cannot read {self.relation}: {describe(exc)}") from None
 
@@ -124,23 +125,23 @@ class OutboxSnapshot:
         query = sql.SQL("SELECT id, unique_id FROM {} WHERE id = ANY(%(ids)s)").format(self._table)
         return {int(i): str(u) for i, u in self._run(query, {"ids": list(ids)}).fetchall()}
 
-    def rows(self, rows: Sequence[tuple[int, int]]) -> Iterator[tuple[tuple[bytes | None, ...], datetime]]:
-        """The rows (created_at in Unix microseconds, id), as text like pgoutput sends, and their created_at.
+    def rows(self, low: int, high: int, ids: Sequence[int]) -> Iterator[tuple[tuple[bytes | None, ...], datetime]]:
+        """The rows with these ids, created between ``low`` and ``high`` (Unix microseconds), in id order: as text
+        like pgoutput sends, and their created_at.
 
         Read through the outbox itself (a role may read only it, not its
         partitions); the created_at range lets the planner skip the partitions
         outside it, and each id is found through the primary key.
         """
-        if not rows:
+        if not ids:
             return
-        low, high = min(c for c, _ in rows), max(c for c, _ in rows)
         query = sql.SQL(
             "COPY (SELECT {}, created_at FROM {} WHERE created_at BETWEEN {} AND {} AND id = ANY({}) ORDER BY id) "
             "TO STDOUT"
         ).format(
             sql.SQL(", ").join(sql.Identifier(c) for c in REQUIRED_COLUMNS), self._table,
             # Our own values, adapted by psycopg: no foreign text reaches the statement.
-            sql.Literal(_from_micros(low)), sql.Literal(_from_micros(high)), sql.Literal([i for _, i in rows]),
+            sql.Literal(_from_micros(low)), sql.Literal(_from_micros(high)), sql.Literal([int(i) for i in ids]),
         )
         n = len(REQUIRED_COLUMNS)
         try:

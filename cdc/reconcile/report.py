@@ -54,13 +54,19 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        if self.missing.count or self.unexpected.count:
+        """After a repair, what is left: the rows it delivered and deleted no longer count."""
+        missing, unexpected = self.missing.count, self.unexpected.count
+        if self.repair is not None:
+            missing = max(0, missing - self.repair["delivered"])
+            unexpected = max(0, unexpected - self.repair["deleted"])
+        if missing or unexpected:
             return DIFFER
         return UNKNOWN if self.undetermined.count else AGREE
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "status": STATUS[self.exit_code], "exit_code": self.exit_code,
+            "repaired": self.repair is not None and self.exit_code == AGREE and bool(self.missing.count or self.unexpected.count),
             "outbox": self.outbox, "clickhouse": self.clickhouse,
             "scope": {"since": self.since, "from_lsn": None if self.from_lsn is None else format_lsn(self.from_lsn),
                       "first_outbox_id": self.low_id},
@@ -103,5 +109,7 @@ class Report:
             out.append(f"repair       {r['delivered']} rows delivered ({r['events_stored']} events, "
                        f"{r['dead_letters_stored']} dead letters), {r['deleted']} unexpected deleted")
         headline = {AGREE: "AGREE", DIFFER: "DIFFER", UNKNOWN: "CANNOT TELL"}[self.exit_code]
+        if self.repair is not None and (self.missing.count or self.unexpected.count) and self.exit_code == AGREE:
+            headline = "REPAIRED"
         out.append(f"{headline} ({self.seconds:.1f}s)")
         return out

@@ -24,7 +24,6 @@
 from __future__ import annotations
 
 import time
-from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -41,6 +40,7 @@ from ..sink.url import parse_clickhouse_url
 from .compare import Missing, Unexpected, chunks, differing, merge
 from .events_side import EventsScope, EventsSide
 from .hashing import BUCKETS, id_hash
+from .missing import MissingRows
 from .outbox_side import OutboxSnapshot, OutboxSums, ReconcileError, current_unique_ids, parse_timestamp
 from .pending import Pending, read_pending
 from .report import Report
@@ -79,15 +79,21 @@ class Delivery:
     slot_name: str
     slot: SlotRow | None
     high_water: tuple[int, int] | None
+    wal_now: int  # the server's WAL position, read after the high-water mark
 
     @property
     def slot_holds_rows(self) -> bool:
         return self.slot is not None and not self.slot.invalidated
 
     @property
+    def impossible(self) -> bool:
+        """A high-water mark past the server's WAL position: set by a row no transaction wrote."""
+        return self.high_water is not None and self.high_water[0] > self.wal_now
+
+    @property
     def streamed(self) -> tuple[int, int] | None:
         hwm = self.high_water
-        return None if hwm is None or is_synthetic(hwm[0]) else hwm
+        return None if hwm is None or is_synthetic(hwm[0]) or self.impossible else hwm
 
     def reached(self, lsn: int) -> bool:
         confirmed = self.slot.confirmed_flush_lsn if self.slot is not None else None
@@ -105,15 +111,16 @@ class Delivery:
             where = f"slot {self.slot_name} ({state}) confirmed {self.slot.confirmed_flush_lsn}"
         if self.streamed is not None:
             where += f"; ClickHouse's newest streamed event {format_lsn(self.streamed[0])} #{self.streamed[1]}"
+        if self.impossible and self.high_water is not None:
+            where += (f"; ClickHouse's high-water mark {format_lsn(self.high_water[0])} is past the server's WAL "
+                      "position, so `cdc run` skips every row: an unexpected row set it")
         reached = "has passed" if self.reached(lsn) else "has not reached"
         return f"{where}; delivery {reached} the snapshot"
 
 
 @dataclass(slots=True)
 class _Drill:
-    # Every missing row, when asked for (--repair): created_at (Unix microseconds) and id, 16 bytes a row.
-    missing_created: array[int] = field(default_factory=lambda: array("q"))
-    missing_ids: array[int] = field(default_factory=lambda: array("q"))
+    missing_rows: MissingRows = field(default_factory=MissingRows)  # when asked for (--repair)
     unexpected: list[tuple[int, int]] = field(default_factory=list)
     samples: dict[str, list[int]] = field(default_factory=dict)
 
@@ -127,9 +134,12 @@ class Verification:
         self.options = options
         self.log = log
         self.progress: Progress = progress or _Silent()
-        self.missing: tuple[array[int], array[int]] = (array("q"), array("q"))
+        self.missing = MissingRows()
         self.snapshot_lsn = 0
         self.low_id: int | None = None
+        self.since_seconds: int | None = None
+        self.upper_lsn = 0
+        self.unexpected: list[tuple[int, int]] = []  # (hash, outbox id claimed) of every unexpected id
         self._pg: Conn | None = None
         self._ch: ClickHouseConnection | None = None
         self.sink: ClickHouseSink | None = None
@@ -188,7 +198,12 @@ class Verification:
         report.outbox_rows, report.outbox_ids = pg.rows, sum(b.count for b in pg.buckets.values())
         delivery = self._wait(delivery, w)
         report.delivered = delivery.describe(w)
-        scope = EventsScope(low, w, None if since is None else int(since.timestamp()))
+        self.since_seconds = None if since is None else int(since.timestamp())
+        # A row stored in ClickHouse was committed before it was stored: one claiming a position past the
+        # server's, read now, was written by no transaction, and is in scope. (A row committed after this
+        # read and stored before ClickHouse answers looks the same; the recheck below clears it.)
+        self.upper_lsn = self._wal_now()
+        scope = EventsScope(low, w, self.since_seconds, self.upper_lsn)
         self.progress.phase("clickhouse: buckets")
         ch = self.events.sums(scope)
         read = self._ch_read()
@@ -199,7 +214,7 @@ class Verification:
             self.progress.phase("slot: what it still holds")
             pending = self._pending(delivery, w, None)
         drill = self._drill(diff, pg, ch, scope, delivery, pending, report, read)
-        self.missing = (drill.missing_created, drill.missing_ids)
+        self.missing = drill.missing_rows
         self._recheck(drill, report)
         self._name(drill, report)
         report.read = {"postgres": {"rows": report.outbox_rows + read["pg_drill_rows"],
@@ -210,13 +225,19 @@ class Verification:
 
     def _delivery(self) -> Delivery:
         assert self.sink is not None
+        hwm = self.sink.high_water_mark()
         with connect(self.s.pg_dsn, application_name="cdc-verify") as conn:
             slot = get_slot(conn, self.s.slot)
             database = conn.info.dbname
+            wal_now = _wal_insert_lsn(conn)
         if slot is not None and slot.database is not None and slot.database != database:
             raise ReconcileError(f"replication slot {self.s.slot} belongs to database {slot.database}, not "
                                  f"{database}: give the slot of this outbox with --slot")
-        return Delivery(self.s.slot, slot, self.sink.high_water_mark())
+        return Delivery(self.s.slot, slot, hwm, wal_now)
+
+    def _wal_now(self) -> int:
+        with connect(self.s.pg_dsn, application_name="cdc-verify") as conn:
+            return _wal_insert_lsn(conn)
 
     def _wait(self, delivery: Delivery, w: int) -> Delivery:
         deadline = time.monotonic() + self.options.wait
@@ -281,8 +302,7 @@ class Verification:
                 if len(drill.samples[kind]) < self.options.samples:
                     drill.samples[kind].append(found.outbox_id)
                 if kind == "missing" and self.options.keep_missing:
-                    drill.missing_created.append(found.created)
-                    drill.missing_ids.append(found.outbox_id)
+                    drill.missing_rows.add(found)
             read["pg_drill_rows"] += counted.rows
             self._ch_read(read)
         return drill
@@ -335,6 +355,10 @@ class Verification:
         read["rows"] += rows
         read["bytes"] += nbytes
         return read
+
+
+def _wal_insert_lsn(conn: Conn) -> int:
+    return int(conn.execute("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn").fetchone()[0])  # type: ignore[index]
 
 
 class _Counted:

@@ -21,9 +21,9 @@ def _sums(unique_ids: set[str]) -> dict[int, Bucket]:
     return read_sums((b, len(hs), sum(hs)) for b, hs in per.items())
 
 
-def _outbox(rows: list[tuple[int, str]]) -> list[tuple[int, int, int]]:
-    """(outbox id, unique_id) rows as the outbox side streams them: (h, id, created) sorted by (h, id)."""
-    return sorted((id_hash(u), outbox_id, 7) for outbox_id, u in rows)
+def _outbox(rows: list[tuple[int, str]]) -> list[tuple[int, int, int, int]]:
+    """(outbox id, unique_id) rows as the outbox side streams them: (h, id, created, partition) by (h, id)."""
+    return sorted((id_hash(u), outbox_id, 1000 + outbox_id, 7) for outbox_id, u in rows)
 
 
 def _clickhouse(in_scope: set[str], out_of_scope: set[str] = frozenset()) -> list[tuple[int, int, int]]:  # type: ignore[assignment]
@@ -55,7 +55,7 @@ def test_merge_names_each_missing_and_unexpected_id_once(outbox: list[str], stor
 
 def test_a_retry_is_reported_by_its_first_outbox_row() -> None:
     [missing] = merge(_outbox([(5, "a"), (9, "a")]), [])
-    assert missing == Missing(id_hash("a"), 5, 7)
+    assert missing == Missing(id_hash("a"), 5, 1005, 7)
 
 
 def test_an_id_clickhouse_holds_out_of_scope_accounts_for_the_outbox_row_but_is_never_unexpected() -> None:
@@ -67,7 +67,7 @@ def test_an_id_clickhouse_holds_out_of_scope_accounts_for_the_outbox_row_but_is_
 
 def test_unsorted_streams_are_refused() -> None:
     with pytest.raises(OrderError):
-        list(merge([(5, 1, 0), (3, 2, 0)], []))
+        list(merge([(5, 1, 0, 0), (3, 2, 0, 0)], []))
     with pytest.raises(OrderError):
         list(merge([], [(5, 1, 0), (5, 1, 0)]))
 
