@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..logs import get_logger
+from ..reconcile.ledger import LedgerCheck, check_ledger
 from ..settings import Settings
 from ..sink.base import SinkConfigError, SinkError
 from ..sink.clickhouse import ClickHouseSink, LatestCommit
@@ -136,6 +137,10 @@ class Warehouse:
             {"rel": relation, "needle": f'"id":"{int(outbox_id)}"'},
         )
         return bool(rows and rows[0][0])
+
+    def ledger_check(self) -> LedgerCheck:
+        """Whether the progress ledger claims recent events the events table no longer holds."""
+        return check_ledger(self._conn, self.names)
 
     def close(self) -> None:
         self._conn.close()

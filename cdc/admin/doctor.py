@@ -200,11 +200,17 @@ def _clickhouse(s: Settings, checks: _Checks, timeout: float) -> None:
                 checks.add(WARN, "clickhouse version", f"{wh.version}: timestamps keep whole seconds only",
                            "upgrade ClickHouse to 20.1+ for microsecond timestamps (DateTime64)")
             problems = wh.schema_problems()
+            ledger = None if problems else wh.ledger_check()
     except (SinkConfigError, SinkError) as exc:
         checks.add(FAIL, "clickhouse", str(exc), "check CDC_CLICKHOUSE_URL and the ClickHouse password")
         return
     if problems:
         checks.add(FAIL, "clickhouse schema", "; ".join(problems),
                    "cdc migrate --clickhouse-url ...  (creates what is missing)")
-    else:
-        checks.add(PASS, "clickhouse schema", f"{s.clickhouse_table}, its dead-letter and progress tables are in place")
+        return
+    checks.add(PASS, "clickhouse schema", f"{s.clickhouse_table}, its dead-letter and progress tables are in place")
+    if ledger is not None and ledger.warning:
+        checks.add(WARN, "clickhouse ledger", ledger.warning,
+                   "cdc verify --repair  (then cdc verify, which checks everything the outbox still holds)")
+    elif ledger is not None:
+        checks.add(PASS, "clickhouse ledger", f"the events table holds the ledger's {ledger.recorded} newest events")

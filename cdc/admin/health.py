@@ -109,6 +109,10 @@ def _clickhouse(status: Status, settings: Settings, timeout: float) -> datetime 
             hwm = wh.high_water_mark()
             events, dead = wh.counts()
             last_insert = wh.last_inserted_at()
+            try:
+                ledger: dict[str, Any] = wh.ledger_check().as_dict()
+            except SinkError as exc:
+                ledger = {"error": str(exc)}
     except (SinkConfigError, SinkError) as exc:
         status.clickhouse = {"configured": True, "reachable": False, "error": str(exc)}
         status.problem(CRITICAL, str(exc))
@@ -124,8 +128,10 @@ def _clickhouse(status: Status, settings: Settings, timeout: float) -> datetime 
         }
     status.clickhouse.update(
         high_water_mark=high, events=events, dead_letters=dead,
-        last_insert_at=last_insert.isoformat() if last_insert else None,
+        last_insert_at=last_insert.isoformat() if last_insert else None, ledger=ledger,
     )
+    if ledger.get("warning"):
+        status.problem(WARNING, ledger["warning"])
     return last_insert
 
 

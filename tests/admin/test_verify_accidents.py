@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
 from admin_support import Cli, ok
-from support import Target, insert_events, wait_until
+from support import Target, insert_events, stop, wait_until
 from test_verify import delete_events, named, verify
 
 JANUARY = [f"jan-{i}" for i in range(120)]
@@ -112,3 +113,25 @@ def test_rows_no_outbox_row_explains_are_deleted_only_when_asked(migrated: Targe
     ok(run("run", "--until-lsn", "current"))
     wait_until(lambda: ch.execute("SELECT count() FROM events WHERE unique_id = 'after-delete'") == [(1,)], 10,
                "the pipeline to deliver past the deleted position")
+
+
+def test_a_ledger_claiming_more_than_the_events_table_is_a_warning_until_repaired(migrated: Target, run: Cli) -> None:
+    _deliver_two_months(migrated, run)
+    proc = migrated.start("run")  # status grades an idle slot; keep one streaming
+    try:
+        wait_until(lambda: json.loads(run("status", "--json").stdout)["slot"]["active"], 30, "cdc run to stream")
+        assert run("status").exit_code == 0
+        migrated.ch().execute("TRUNCATE TABLE events")
+        status = run("status", "--json")
+        assert status.exit_code == 1
+        problems = json.loads(status.stdout)["problems"]
+        assert [p["level"] for p in problems] == ["warning"]
+        assert "records 200 of its 200 recent events" in problems[0]["message"]
+        assert "cdc verify --repair" in problems[0]["message"]
+        doctor = run("doctor").stdout
+        assert "WARN  clickhouse ledger" in doctor and "fix: cdc verify --repair" in doctor
+        assert verify(run, "--repair")["repaired"]
+        assert run("status").exit_code == 0
+        assert "PASS  clickhouse ledger" in run("doctor").stdout
+    finally:
+        stop(proc)
