@@ -27,7 +27,7 @@ from ..admin.pg import Conn, describe
 from ..outbox import REQUIRED_COLUMNS
 from ..replication.preflight import PreflightError
 from .compare import Bucket, read_sums
-from .hashing import pg_bucket, pg_hash
+from .hashing import BUCKETS, pg_bucket, pg_hash
 
 # Sorting and de-duplicating millions of hashes wants more than the default 4MB.
 _WORK_MEM: Final = "256MB"
@@ -103,16 +103,19 @@ class OutboxSnapshot:
     def hashes(self, low_id: int, buckets: Sequence[int]) -> Iterator[tuple[int, int, int, int]]:
         """(h, id, created_at in Unix microseconds, partition oid) of the rows in scope whose hash is in
         ``buckets``, sorted by (h, id)."""
+        # Which buckets, as a 4096-entry boolean array: a subscript per row, where = ANY(list) would scan the list.
         query = sql.SQL(
-            "SELECT h, id, c, p FROM ("
-            " SELECT {hash} AS h, id, ((extract(epoch FROM created_at) * 1000000)::bigint) AS c, tableoid::bigint AS p"
-            " FROM {table} WHERE {scope} OFFSET 0) AS r "
-            "WHERE {bucket} = ANY(%(buckets)s) ORDER BY h, id"
+            "SELECT h, id, ((extract(epoch FROM created_at) * 1000000)::bigint), tableoid::bigint FROM ("
+            " SELECT {hash} AS h, id, created_at, tableoid FROM {table} WHERE {scope} OFFSET 0) AS r "
+            "WHERE (%(wanted)s::boolean[])[{bucket} + 1] ORDER BY h, id"
         ).format(hash=self._hash, table=self._table, scope=self._scope, bucket=self._bucket)
+        wanted = [False] * BUCKETS
+        for b in buckets:
+            wanted[b] = True
         with self._conn.cursor(name="cdc_reconcile_hashes", binary=True) as cur:
             cur.itersize = _FETCH
             try:
-                cur.execute(query, {"low": low_id, "buckets": list(buckets)})
+                cur.execute(query, {"low": low_id, "wanted": wanted})
                 for h, outbox_id, created, partition in cur:
                     yield int(h), int(outbox_id), int(created), int(partition)
             except psycopg.Error as exc:
