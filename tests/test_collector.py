@@ -6,13 +6,13 @@ from datetime import datetime, timezone
 
 import structlog
 
-from cdc.buffer import BatchBuilder
-from cdc.collector import Collector
-from cdc.dedup import DedupWindow
-from cdc.outbox import REQUIRED_COLUMNS, to_micros
+from cdc.core.buffer import BatchBuilder
+from cdc.core.collector import Collector
+from cdc.core.dedup import DedupWindow
+from cdc.core.events import EVENT_COLUMNS, Batch
+from cdc.core.outbox import REQUIRED_COLUMNS, to_micros
+from cdc.core.tracker import AckTracker
 from cdc.pgoutput.messages import Column, Relation, TupleData
-from cdc.sink.base import EVENT_COLUMNS, Batch
-from cdc.tracker import AckTracker
 
 UTC = timezone.utc
 OUTBOX = Relation(None, 1, "public", "outbox", ord("d"),

@@ -6,25 +6,9 @@ import sys
 from typing import Any
 
 import click
-import psycopg
 
 from .. import __version__
-from ..flusher import FlushAborted
-from ..lsn import LsnError
-from ..outbox import OutboxSchemaError
-from ..pgoutput import PgOutputError
-from ..pipeline import PipelineError
-from ..replication.connection import ReplicationError
-from ..replication.preflight import PreflightError
-from ..replication.protocol import ReplicationProtocolError
-from ..sink.base import SinkConfigError, SinkError
-from ..transactions import TransactionError
-
-# Errors that mean "cannot do what was asked": one line on stderr, exit 1, no traceback.
-_USER_ERRORS = (
-    PreflightError, PipelineError, SinkConfigError, SinkError, FlushAborted, LsnError, OutboxSchemaError,
-    ReplicationError, ReplicationProtocolError, TransactionError, PgOutputError, psycopg.Error,
-)
+from ._output import USER_ERRORS as _USER_ERRORS
 
 
 class _Group(click.Group):

@@ -10,17 +10,16 @@ import sys
 
 import click
 
+from ..admin.repair import repair as repair_rows
+from ..admin.verify import Verification, VerifyOptions
+from ..admin.verify_report import UNKNOWN
+from ..errors import ReconcileError
 from ..logs import get_logger
 from ..lsn import LsnError, parse_lsn
-from ..reconcile.outbox_side import ReconcileError
-from ..reconcile.repair import check_deletable
-from ..reconcile.repair import repair as repair_rows
-from ..reconcile.report import UNKNOWN
-from ..reconcile.verify import Verification, VerifyOptions
 from ..settings import Settings
-from ._output import confirm, emit_json, json_option, yes_option
+from ._output import USER_ERRORS, confirm, emit_json, json_option, yes_option
 from ._progress import Progress
-from .options import require_clickhouse, require_pg, shared_options
+from .options import require_pg, require_sink, settings_options, shared_options
 
 
 @click.command()
@@ -38,20 +37,17 @@ from .options import require_clickhouse, require_pg, shared_options
               "path as cdc run), never a second copy of a stored one.")
 @click.option("--delete-unexpected", is_flag=True, help="With --repair: also delete from ClickHouse the rows in "
               "scope that no outbox row explains (asks first on a terminal).")
-@click.option("--batch-rows", type=click.IntRange(min=1), default=50_000, show_default=True,
-              help="Rows per ClickHouse INSERT when repairing.")
+@settings_options("batch_rows", help={"batch_rows": "Rows per ClickHouse INSERT when repairing."})
 @yes_option
 @json_option
 def verify(settings: Settings, since: str | None, from_lsn: str | None, wait: float, samples: int, repair: bool,
-           delete_unexpected: bool, batch_rows: int, yes: bool, as_json: bool) -> None:
+           delete_unexpected: bool, yes: bool, as_json: bool) -> None:
     """Prove delivery: compare the distinct unique_ids of the outbox (what it still holds, or from --since /
     --from-lsn) with those in ClickHouse's events and dead-letter tables, by buckets of counts and checksums
     that each server computes, then name the missing and unexpected ids. Rows not yet delivered are in flight,
     not missing. Exit 0 agree, 1 differ, 2 cannot tell."""
-    from . import _USER_ERRORS
-
     require_pg(settings)
-    require_clickhouse(settings)
+    require_sink(settings)
     log = get_logger(command="verify")
     try:
         if delete_unexpected and not repair:
@@ -63,12 +59,15 @@ def verify(settings: Settings, since: str | None, from_lsn: str | None, wait: fl
             report = job.run()
             if repair:
                 if delete_unexpected and job.unexpected:
-                    check_deletable(job)
+                    if len(job.unexpected) > job.stored.max_delete:
+                        raise ReconcileError(
+                            f"{len(job.unexpected)} unexpected ids are more than --delete-unexpected removes at once "
+                            f"({job.stored.max_delete}): look at them first (cdc verify --json --samples N)")
                     confirm(f"delete {len(job.unexpected)} unexpected unique_ids from {report.clickhouse}?", yes=yes,
                             refusal="--delete-unexpected deletes rows from ClickHouse")
-                report.repair = repair_rows(job, delete_unexpected=delete_unexpected, batch_rows=batch_rows,
-                                            log=log, progress=progress).as_dict()
-    except (*_USER_ERRORS, ReconcileError) as exc:
+                report.repair = repair_rows(job, delete_unexpected=delete_unexpected, log=log,
+                                            progress=progress).as_dict()
+    except USER_ERRORS as exc:
         click.echo(f"cdc: error: {' '.join(str(exc).split())}", err=True)
         sys.exit(UNKNOWN)
     if as_json:

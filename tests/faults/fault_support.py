@@ -70,7 +70,7 @@ class Writer(threading.Thread):
     def run(self) -> None:
         try:
             self._run()
-        except BaseException as exc:  # re-raised by stop()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by stop()
             self.failure = exc
 
     def _run(self) -> None:

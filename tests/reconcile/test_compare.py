@@ -5,10 +5,11 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cdc.reconcile.compare import Bucket, Missing, OrderError, Unexpected, chunks, differing, merge, read_sums
-from cdc.reconcile.hashing import MODULUS, bucket_of, checksum, id_hash
-
 import pytest
+
+from cdc.core.reconcile import (
+    MODULUS, Bucket, Missing, OrderError, Unexpected, bucket_of, checksum, chunks, differing, id_hash, merge, read_sums,
+)
 
 ids = st.lists(st.text(max_size=12), max_size=60)
 

@@ -11,7 +11,9 @@ import psycopg
 import pytest
 from clickhouse_driver import Client
 
-from cdc.reconcile.hashing import bucket_of, ch_bucket, ch_hash, id_hash, pg_bucket, pg_hash
+from cdc.core.reconcile import bucket_of, id_hash
+from cdc.pg.reconcile import pg_bucket, pg_hash
+from cdc.sink.clickhouse.stored import ch_bucket, ch_hash
 
 IDS = [
     "", "a", "order-42", "0b8f5a52-6f2e-4f83-9a4c-3f0c1f0f7c11", "é-ü-ß", "日本語の識別子", "emoji \U0001f600",
