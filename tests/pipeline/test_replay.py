@@ -71,3 +71,18 @@ def test_a_checkpoint_saved_on_another_cluster_is_refused(pg_dsn: str, clickhous
     result = t.cdc("run", "--from-checkpoint", str(saved), "--until-lsn", "current")
     assert result.returncode == 1
     assert "saved on PostgreSQL cluster 1234567890123456789" in result.stderr.strip().splitlines()[-1]
+
+
+def test_replay_into_a_table_that_lost_rows_restores_them(pg_dsn: str, clickhouse_url: str) -> None:
+    t = Target(pg_dsn, clickhouse_url)
+    saved, first, second = _two_waves(t)
+    ch = t.ch()
+    ch.execute("TRUNCATE TABLE events")  # a mistake; the progress ledger still claims every event
+    warned = t.cdc("run", "--until-lsn", "current", *WINDOW)
+    assert warned.returncode == 0
+    assert any("no longer holds" in line and "cdc verify --repair" in line for line in warned.stderr.splitlines())
+
+    checked(t.cdc("run", "--from-lsn", saved, "--until-lsn", "current", *WINDOW))
+    assert sorted(r[0] for r in ch.execute("SELECT unique_id FROM events")) == sorted(second)
+    # What the slot no longer holds (before the saved position) is for cdc verify --repair.
+    assert json.loads(t.cdc("verify", "--json").stdout)["missing"]["count"] == len(first)
