@@ -180,7 +180,7 @@ def _slot(conn: Conn, s: Settings, checks: _Checks, slot: Any) -> None:
         problems.append("is invalidated (the WAL it needed is gone)")
     if problems:
         checks.add(FAIL, "slot", f"replication slot {name} " + " and ".join(problems),
-                   "cdc slot drop, then cdc run --create-slot, then cdc backfill --since <when it broke>")
+                   "cdc slot drop, then cdc run --create-slot (it delivers what ClickHouse lacks)")
     elif slot.wal_status == "unreserved":
         checks.add(WARN, "slot", f"replication slot {name} is past max_slot_wal_keep_size and may be lost",
                    "start `cdc run` now so it catches up")

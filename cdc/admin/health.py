@@ -160,7 +160,7 @@ def _grade_slot(
     name = row.name
     if row.invalidated:
         status.problem(CRITICAL, f"replication slot {name} is invalidated ({row.invalidation_reason or 'wal_status lost'}): "
-                                 "drop it, `cdc run --create-slot`, then `cdc backfill` the gap")
+                                 "drop it, then `cdc run --create-slot` delivers the gap")
         return
     if row.plugin != "pgoutput":
         status.problem(CRITICAL, f"replication slot {name} uses plugin {row.plugin}, not pgoutput")

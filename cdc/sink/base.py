@@ -121,6 +121,12 @@ class StoredIds(Protocol):
 
     def close(self) -> None: ...
 
+    def __enter__(self) -> StoredIds: ...
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class LedgerCheck:

@@ -66,6 +66,12 @@ class ClickHouseStoredIds:
     def close(self) -> None:
         self._conn.close()
 
+    def __enter__(self) -> ClickHouseStoredIds:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def missing_tables(self) -> list[str]:
         plain = self._names.plain
         rows = self._conn.query(
