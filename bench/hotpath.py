@@ -76,7 +76,7 @@ def _loop() -> tuple[Callable[[Any], Callable[[Sequence[memoryview]], None]], di
                           "transactions": transactions, "SpillBudget": SpillBudget, "layout": "cdc/core"}
     except ImportError:
         pass
-    from cdc import buffer, collector, dedup, tracker, transactions  # type: ignore[attr-defined,no-redef]
+    from cdc import buffer, collector, dedup, tracker, transactions  # type: ignore[no-redef]
     from cdc.pgoutput import decode
     from cdc.spill import SpillBudget  # type: ignore[import-not-found,no-redef]
 

@@ -11,19 +11,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import names
+from .core._dedup_table import MAX_CAPACITY as DEDUP_MAX_CAPACITY
 from .redact import redact_dsn, redact_url
 
 _MiB = 1024 * 1024
 
 
 def option(
-    default: Any, help: str, *, minimum: float | None = None, flags: tuple[str, ...] = (),
-    envvars: tuple[str, ...] = (), show_default: bool = True,
+    default: Any, help: str, *, minimum: float | None = None, maximum: int | None = None,
+    flags: tuple[str, ...] = (), envvars: tuple[str, ...] = (), show_default: bool = True,
 ) -> Any:
     """A field that is a command-line option. ``flags`` and ``envvars`` default to --field-name and
-    CDC_FIELD_NAME; ``minimum`` bounds a number from below (inclusive)."""
+    CDC_FIELD_NAME; ``minimum`` and ``maximum`` bound a number (inclusive)."""
     return field(default=default, metadata={
-        "help": help, "minimum": minimum, "flags": flags, "envvars": envvars, "show_default": show_default,
+        "help": help, "minimum": minimum, "maximum": maximum, "flags": flags, "envvars": envvars,
+        "show_default": show_default,
     })
 
 
@@ -44,7 +46,8 @@ class Settings:
     batch_bytes: int = option(32 * _MiB, "... or this many bytes.", minimum=1)
     flush_interval: float = option(1.0, "... or its oldest row is this many seconds old.", minimum=0.001)
     dedup_window: int = option(1_000_000, "How many recent unique_ids to remember exactly "
-                                          "(0 turns deduplication off).", minimum=0)
+                                          "(0 turns deduplication off).", minimum=0,
+                                maximum=DEDUP_MAX_CAPACITY)
     dedup_max_age: float = option(3600.0, "Forget unique_ids older than this (seconds).", minimum=0)
     max_payload_bytes: int = option(_MiB, "Larger payloads go to the dead-letter table.", minimum=1)
     streaming: bool = option(False, "Receive large transactions while still in progress (PostgreSQL 14+).",

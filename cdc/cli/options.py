@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -18,11 +19,23 @@ from urllib.parse import unquote, urlsplit
 import click
 
 from ..logs import configure
+from ..lsn import LsnError, parse_lsn
 from ..names import NameError_
 from ..redact import dsn_password
 from ..settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Finite(click.FloatRange):
+    """A FloatRange that also refuses nan and inf (which pass its bounds, then break timers and windows)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return number
+
 
 _FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Settings)}
 
@@ -40,9 +53,10 @@ def settings_option(name: str, *, help: str | None = None) -> Callable[[F], F]:
     f = _FIELDS[name]
     meta = f.metadata
     attrs: dict[str, Any] = {"default": f.default}
-    minimum = meta["minimum"]
+    minimum, maximum = meta["minimum"], meta["maximum"]
     if minimum is not None:
-        attrs["type"] = click.IntRange(min=int(minimum)) if type(f.default) is int else click.FloatRange(min=minimum)
+        attrs["type"] = (click.IntRange(min=int(minimum), max=maximum) if type(f.default) is int
+                         else Finite(min=minimum, max=maximum))
     if meta["show_default"]:
         attrs["show_default"] = True
     flags = meta["flags"] or (f"--{name.replace('_', '-')}",)
@@ -137,3 +151,19 @@ def with_changes(settings: Settings, **changes: Any) -> Settings:
         return dataclasses.replace(settings, **changes)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+def lsn_value(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Option callback: refuse a malformed LSN while parsing flags, before any server is touched."""
+    if value is None:
+        return value
+    try:
+        parse_lsn(value)
+    except LsnError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return value.strip()
+
+
+def lsn_or_current_value(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``lsn_value`` that also takes ``current`` (resolved once connected)."""
+    return value if value == "current" else lsn_value(ctx, param, value)

@@ -15,7 +15,7 @@ from ..pg.partitions import maintain as make_partitions
 from ..settings import Settings
 from ..sink import open_sink_admin
 from ._output import emit_json, json_option, table
-from .options import require_pg, require_sink, shared_options
+from .options import Finite, require_pg, require_sink, shared_options
 
 _AGE = re.compile(r"^\s*(\d+)\s*(s|m|min|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -26,6 +26,15 @@ def parse_age(text: str) -> timedelta:
     if not match:
         raise AdminError(f"--older-than {text!r} is not an age: write a number and a unit, like 7d, 36h or 2w")
     return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+def _age_value(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    # A malformed flag is refused while parsing (exit 2), before any server is touched.
+    try:
+        parse_age(value)
+    except AdminError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--older-than "), ctx=ctx, param=param) from None
+    return value
 
 
 @click.group()
@@ -58,12 +67,12 @@ def maintain(settings: Settings, days_ahead: int, interval: str, as_json: bool) 
 
 @outbox.command()
 @shared_options
-@click.option("--older-than", "older_than", required=True, metavar="AGE",
+@click.option("--older-than", "older_than", required=True, metavar="AGE", callback=_age_value,
               help="Drop partitions whose whole range is older than this (7d, 36h, 2w).")
 @click.option("--dry-run", is_flag=True, help="Check everything, drop nothing.")
-@click.option("--wait", type=click.FloatRange(min=0), default=60.0, show_default=True,
+@click.option("--wait", type=Finite(min=0), default=60.0, show_default=True,
               help="Seconds to wait for the slot to acknowledge the rows of the old partitions.")
-@click.option("--lock-timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+@click.option("--lock-timeout", type=Finite(min=0.1), default=5.0, show_default=True,
               help="Seconds to wait for each lock; busy partitions are left for the next run.")
 @json_option
 def prune(settings: Settings, older_than: str, dry_run: bool, wait: float, lock_timeout: float, as_json: bool) -> None:

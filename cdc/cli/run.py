@@ -16,16 +16,18 @@ from ..pipeline import Pipeline, build
 from ..pipeline.retain import RetainError, Retention
 from ..settings import Settings
 from ..sink import open_sink
-from .options import cdc_option, require_pg, require_sink, settings_options, shared_options, with_changes
+from .options import (
+    cdc_option, lsn_or_current_value, lsn_value, require_pg, require_sink, settings_options, shared_options, with_changes,
+)
 
 
 @click.command()
 @shared_options
 @cdc_option("--create-slot", is_flag=True,
             help="Create the slot if it is missing, first delivering the rows already in the outbox.")
-@cdc_option("--until-lsn", metavar="LSN|current",
+@cdc_option("--until-lsn", metavar="LSN|current", callback=lsn_or_current_value,
             help="Stop once everything committed up to this LSN ('current': now) is stored and acknowledged.")
-@cdc_option("--from-lsn", metavar="LSN",
+@cdc_option("--from-lsn", metavar="LSN", callback=lsn_value,
             help="Replay: deliver again everything committed after LSN that the slot still holds.")
 @cdc_option("--from-checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
             help="Replay from the position in a file written by `cdc checkpoint save`.")

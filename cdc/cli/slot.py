@@ -19,7 +19,7 @@ from ..settings import Settings
 from ..sink import open_sink_admin
 from ..sink.base import SinkConfigError, SinkError
 from ._output import confirm, emit_json, human_bytes, human_seconds, json_option, slot_arg, table, yes_option
-from .options import require_pg, shared_options
+from .options import lsn_value, require_pg, shared_options
 
 
 @click.group()
@@ -156,7 +156,8 @@ def drop(settings: Settings, name: str | None, force: bool, yes: bool, as_json: 
 @slot.command()
 @shared_options
 @click.argument("name", required=False)
-@click.option("--to-lsn", "to_lsn", required=True, metavar="LSN", help="Move the slot to this LSN (never backward).")
+@click.option("--to-lsn", "to_lsn", required=True, metavar="LSN", callback=lsn_value,
+              help="Move the slot to this LSN (never backward).")
 @yes_option
 @json_option
 def advance(settings: Settings, name: str | None, to_lsn: str, yes: bool, as_json: bool) -> None:

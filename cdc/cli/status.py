@@ -9,16 +9,16 @@ import click
 from ..admin import health
 from ..settings import Settings
 from ._output import emit_json, human_bytes, human_seconds, json_option
-from .options import cdc_option, shared_options
+from .options import Finite, cdc_option, shared_options
 
 
 @click.command()
 @shared_options
 @cdc_option("--max-lag-bytes", type=click.IntRange(min=0), default=1024 ** 3, show_default=True,
             help="WARNING when the slot is further behind.")
-@cdc_option("--max-lag-seconds", type=click.FloatRange(min=0), default=300.0, show_default=True,
+@cdc_option("--max-lag-seconds", type=Finite(min=0), default=300.0, show_default=True,
             help="WARNING when the slot is longer behind.")
-@click.option("--timeout", type=click.FloatRange(min=1), default=5.0, show_default=True,
+@click.option("--timeout", type=Finite(min=1), default=5.0, show_default=True,
               help="Seconds to wait for each server before calling it unreachable.")
 @json_option
 def status(settings: Settings, max_lag_bytes: int, max_lag_seconds: float, timeout: float, as_json: bool) -> None:

@@ -64,7 +64,10 @@ def refusals(what: str, dsn: str = "") -> Iterator[None]:
     except psycopg.errors.LockNotAvailable as exc:
         raise AdminError(f"cannot {what}: {describe(exc, dsn)}; the object is busy, try again later") from None
     except psycopg.Error as exc:
-        raise AdminError(f"cannot {what}: {describe(exc, dsn)}") from None
+        raise AdminError(
+            f"cannot {what}: {describe(exc, dsn)}; fix what PostgreSQL reports (`cdc doctor` checks every "
+            "precondition), then run the command again"
+        ) from None
 
 
 def server_version(conn: Conn) -> int:

@@ -1,27 +1,24 @@
 """``cdc migrate``'s work: apply migrations/ in order, once each; create the publication and the slot.
 
 Migrations are SQL templates: ``{table}`` and friends are replaced by quoted,
-validated identifiers. Each runs in its own transaction under an advisory lock,
-so two concurrent ``cdc migrate`` never apply one twice.
+validated identifiers (cdc/outbox_ddl.py, shared with the Django migration).
+Each runs in its own transaction under an advisory lock, so two concurrent
+``cdc migrate`` (or a Django ``migrate``) never apply one twice.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib import resources
 
 import psycopg
 from psycopg import sql
 
-from ..names import quote_ident
 from ..settings import Settings
-from . import preflight
+from . import outbox_ddl, preflight
 from .connect import connect
 from .replication import ReplicationConnection
 from .slots import drop_inactive_slot
 from .snapshot import create_slot
-
-_LOCK_KEY = 0x6364635F6D6967  # "cdc_mig"
 
 
 @dataclass
@@ -32,44 +29,17 @@ class MigrateReport:
     slot_skipped_reason: str | None = None
 
 
-def migration_files() -> list[tuple[str, str]]:
-    files = resources.files("cdc._migrations")
-    return sorted((f.name, f.read_text()) for f in files.iterdir() if f.name.endswith(".sql"))
-
-
-def _template_values(s: Settings) -> dict[str, str]:
-    schema = quote_ident(s.outbox_schema)
-    return {
-        "schema": schema,
-        "table": f"{schema}.{quote_ident(s.outbox_table)}",
-        "default_partition": f"{schema}.{quote_ident(s.outbox_table + '_default')}",
-    }
-
-
 def apply_migrations(conn: psycopg.Connection[tuple[object, ...]], s: Settings) -> list[str]:
-    values = _template_values(s)
-    ledger = sql.Identifier(s.outbox_schema, "cdc_migrations")
+    # Each migration in its own transaction, so a failure keeps what went before.
+    with conn.transaction(), conn.cursor() as cur:
+        outbox_ddl.lock(cur)  # two first runs at once would race on CREATE ... IF NOT EXISTS
+        outbox_ddl.ensure_ledger(cur, s.outbox_schema)
     applied: list[str] = []
-    with conn.transaction():
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(s.outbox_schema)))
-        conn.execute(sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (table_name text NOT NULL, migration text NOT NULL, "
-            "applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (table_name, migration))"
-        ).format(ledger))
-    for name, template in migration_files():
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-            done = conn.execute(
-                sql.SQL("SELECT 1 FROM {} WHERE table_name = %s AND migration = %s").format(ledger),
-                (s.outbox_table, name),
-            ).fetchone()
-            if done:
-                continue
-            conn.execute(template.format(**values).encode())
-            conn.execute(
-                sql.SQL("INSERT INTO {} (table_name, migration) VALUES (%s, %s)").format(ledger), (s.outbox_table, name)
-            )
-            applied.append(name)
+    for name, template in outbox_ddl.migration_files():
+        with conn.transaction(), conn.cursor() as cur:
+            outbox_ddl.lock(cur)
+            if outbox_ddl.apply_one(cur, s.outbox_schema, s.outbox_table, name, template):
+                applied.append(name)
     return applied
 
 

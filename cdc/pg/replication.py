@@ -175,7 +175,10 @@ def start_stream(s: Settings, *, start_lsn: str, reconnecting: bool) -> tuple[Re
     with connect(s.pg_dsn) as conn:
         info = preflight.slot_info(conn, s.slot)
         if info is None:
-            raise PreflightError(f"replication slot {s.slot} disappeared: it was dropped while we ran")
+            raise PreflightError(
+                f"replication slot {s.slot} disappeared (dropped while cdc ran): run `cdc run --create-slot` "
+                "to recreate it; it first copies the rows still in the outbox, so nothing committed is missed"
+            )
         if info.active_pid is not None and reconnecting:
             # Our previous walsender may linger until the server notices it is gone.
             raise ReplicationError(f"slot {s.slot} is still held by process {info.active_pid}")

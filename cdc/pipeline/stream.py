@@ -37,7 +37,10 @@ class Stream:
                 return
             except (StreamEnded, ReplicationError, ConnectError) as exc:
                 if isinstance(exc, ReplicationError) and not isinstance(exc, StreamEnded) and exc.sqlstate:
-                    raise PipelineError(f"the server refused to stream: {exc}") from None
+                    raise PipelineError(
+                        f"the server refused to stream: {exc}; run `cdc doctor` to see which precondition fails "
+                        "and how to fix it, then start `cdc run` again"
+                    ) from None
                 if p.stop.is_set():
                     return
                 delay = next(delays)

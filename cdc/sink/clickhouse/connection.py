@@ -55,6 +55,14 @@ class DatabaseMissing(SinkConfigError):
     """The URL's database does not exist yet (the login itself fails on that)."""
 
 
+class UnstorableValue(SinkConfigError, ValueError):
+    """A value its ClickHouse column cannot hold: sending the same batch again cannot help.
+
+    A SinkConfigError (the run ends with one line saying what to do) and still a
+    ValueError for callers that catch that.
+    """
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` names this machine: ``localhost`` or a loopback address (no name lookup)."""
     if host.lower().rstrip(".") == "localhost":
@@ -144,7 +152,7 @@ class ClickHouseConnection:
         code = getattr(exc, "code", None)
         where = f"ClickHouse at {self.target.address}"
         if isinstance(exc, driver_errors.ServerException) and code == UNKNOWN_DATABASE:
-            return DatabaseMissing(f"{where}: {detail}; ensure_schema() creates it")
+            return DatabaseMissing(f"{where}: {detail}; run `cdc migrate` to create it")
         if isinstance(exc, driver_errors.ServerException) and code in _AUTH_CODES:
             return SinkConfigError(
                 f"{where} refused user {self.target.user!r}: {detail}; "
@@ -165,12 +173,16 @@ class ClickHouseConnection:
         """One columnar INSERT ... VALUES; a failure is a SinkError (the caller may retry).
 
         A value the column cannot hold (a negative UInt32, an int past Int64)
-        raises ValueError instead: sending the same batch again cannot help.
+        raises UnstorableValue instead: sending the same batch again cannot help.
         """
         try:
             self._run(query, None, columns)
         except driver_errors.TypeMismatchError as exc:
-            raise ValueError(describe_error(exc, self.target.secrets)) from None
+            raise UnstorableValue(
+                f"ClickHouse at {self.target.address} cannot store a value of this batch: "
+                f"{describe_error(exc, self.target.secrets)}; widen that column (ALTER TABLE ... MODIFY COLUMN) "
+                "or point cdc at another table, then run cdc again: nothing of the batch was acknowledged"
+            ) from None
         except _TRANSPORT_ERRORS as exc:
             raise self.sink_error(exc) from None
 

@@ -77,7 +77,7 @@ class SchemaInspector:
             where = f"ClickHouse table {self.names.plain.database}.{table}"
             engine = engines.get(table)
             if engine is None:
-                raise SinkConfigError(f"{where} does not exist; run ensure_schema() to create it")
+                raise SinkConfigError(f"{where} does not exist; run `cdc migrate` to create it")
             wanted = self._engines[table]
             if not engine.endswith(wanted):
                 raise SinkConfigError(

@@ -164,7 +164,7 @@ class ClickHouseSink:
             return self._layout
         if required:
             raise SinkConfigError(
-                f"ClickHouse tables of {plain.database}.{plain.events} do not exist; call ensure_schema() first"
+                f"ClickHouse tables of {plain.database}.{plain.events} do not exist; run `cdc migrate` to create them"
             )
         return self._inspector.default_layout()
 
