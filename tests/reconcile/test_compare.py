@@ -63,6 +63,9 @@ def test_an_id_clickhouse_holds_out_of_scope_accounts_for_the_outbox_row_but_is_
     # "a" was delivered as outbox row 3, before the scope; its retry (row 12) is in scope.
     assert list(merge(_outbox([(12, "a")]), _clickhouse(set(), {"a"}))) == []
     assert list(merge([], _clickhouse(set(), {"b"}))) == []
+    # ... also when it comes before an outbox row of its bucket, in the middle of the stream.
+    top = (1 << 63) - 1
+    assert list(merge([(top, 1, 0, 0)], _clickhouse(set(), {"b"}))) == [Missing(top, 1, 0, 0)]
     assert list(merge([], _clickhouse({"b"}))) == [Unexpected(id_hash("b"), 99)]
 
 
