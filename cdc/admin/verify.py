@@ -2,19 +2,19 @@
 
 1. Snapshot the outbox (REPEATABLE READ) and read the WAL position W in it:
    every row the snapshot sees was committed before W.
-2. Per bucket (cdc/reconcile/hashing.py), the count and checksum of the
-   distinct unique_ids in scope, computed by PostgreSQL.
+2. Per bucket (cdc/core/reconcile.py), the count and checksum of the
+   distinct unique_ids in scope, computed by PostgreSQL (cdc/pg/reconcile.py).
 3. Delivery: ``cdc run`` has handled every transaction committed before the
    slot's confirmed position, and before ClickHouse's high-water mark (it
    stores in commit order). When neither has reached W and the slot is in use,
    wait (up to ``--wait``) for them to.
-4. The same per-bucket figures, computed by ClickHouse (cdc/reconcile/events_side.py).
+4. The same per-bucket figures, computed by ClickHouse (cdc/sink/clickhouse/stored.py).
 5. For the buckets that differ only, both servers stream their sorted hashes
    (8 bytes an id), merged here: an id the outbox has and ClickHouse lacks is
    missing; one ClickHouse has in scope and the outbox lacks is unexpected.
 6. A missing id is in flight, not missing, when delivery has not reached W
    and the slot still holds its row after the high-water mark (read from a
-   temporary copy of the slot, cdc/reconcile/pending.py). When that cannot be
+   temporary copy of the slot, cdc/pg/pending.py). When that cannot be
    read, it is undetermined. A slot that is gone or invalidated holds nothing:
    then every absent id is missing.
 7. Unexpected ids whose outbox row exists now (committed after the snapshot)
