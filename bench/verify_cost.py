@@ -129,8 +129,9 @@ def run_size(servers: Servers, n: int, damage: int, logs: Path, cases: tuple[str
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    lines = ["| events | case | seconds | verify CPU s | peak RSS MB | PostgreSQL read | ClickHouse read | result | load |",
-             "| ---: | --- | ---: | ---: | ---: | --- | --- | --- | ---: |"]
+    lines = ["| events | case | seconds | verify CPU s | peak RSS MB | PostgreSQL read | ClickHouse read | hashes sent "
+             "(PG / CH) | result | load |",
+             "| ---: | --- | ---: | ---: | ---: | --- | --- | --- | --- | ---: |"]
     for size in results:
         for c in size["cases"]:
             pg, ch = c["read"]["postgres"], c["read"]["clickhouse"]
@@ -139,8 +140,10 @@ def table(results: list[dict[str, Any]]) -> str:
                 result += f"; {c['repair']['delivered']} delivered"
             lines.append(
                 f"| {size['events']:,} | {c['case'].split('-', 1)[1]} | {c['seconds']} | {c['cpu_seconds']} | "
-                f"{c['peak_rss_mb']} | {pg['rows']:,} rows, {pg['bytes'] / 2**20:,.0f} MiB heap | "
-                f"{ch['rows']:,} rows, {ch['bytes'] / 2**20:,.0f} MiB | {result} | {c['loadavg_1min']} |")
+                f"{c['peak_rss_mb']} | {pg['rows']:,} rows, {pg['bytes'] / 2**20:,.0f} MiB heap "
+                f"({pg['passes']} pass{'es' if pg['passes'] > 1 else ''}) | "
+                f"{ch['rows']:,} rows, {ch['bytes'] / 2**20:,.0f} MiB | "
+                f"{pg['hashes_sent']:,} / {ch['hashes_sent']:,} | {result} | {c['loadavg_1min']} |")
     return "\n".join(lines)
 
 

@@ -216,9 +216,12 @@ class Verification:
         self.missing = drill.missing_rows
         self._recheck(drill, report)
         self._name(drill, report)
-        report.read = {"postgres": {"rows": report.outbox_rows + read["pg_drill_rows"],
-                                    "bytes": 0 if low is None else self.snapshot.scanned_bytes(since)},
-                       "clickhouse": {"rows": read["rows"], "bytes": read["bytes"]}}
+        # Each drill-down pass scans the scope again on both servers (the buckets are computed, not indexed).
+        passes = 0 if low is None else 1 + read["pg_passes"]
+        heap = 0 if low is None else self.snapshot.scanned_bytes(since)
+        report.read = {"postgres": {"passes": passes, "rows": report.outbox_rows * passes, "bytes": heap * passes,
+                                    "hashes_sent": read["pg_drill_rows"]},
+                       "clickhouse": {"rows": read["rows"], "bytes": read["bytes"], "hashes_sent": read["ch_hashes"]}}
         report.seconds = round(time.monotonic() - started, 3)
         return report
 
@@ -293,8 +296,8 @@ class Verification:
         tallies = {"missing": report.missing, "in_flight": report.in_flight, "undetermined": report.undetermined}
         for run in chunks(diff, weight, self.options.chunk_rows):
             outbox_rows = self.snapshot.hashes(low, run) if low is not None else iter(())
-            counted = _Counted(outbox_rows, self.progress)
-            for found in merge(counted, self.stored.hashes(scope, run)):
+            counted, stored = _Counted(outbox_rows, self.progress), _Counted(self.stored.hashes(scope, run), _Silent())
+            for found in merge(counted, stored):
                 if isinstance(found, Unexpected):
                     drill.unexpected.append((found.h, found.outbox_id))
                     continue
@@ -305,6 +308,8 @@ class Verification:
                 if kind == "missing" and self.options.keep_missing:
                     drill.missing_rows.add(found)
             read["pg_drill_rows"] += counted.rows
+            read["pg_passes"] += low is not None
+            read["ch_hashes"] += stored.rows
             self._ch_read(read)
         return drill
 
@@ -350,7 +355,7 @@ class Verification:
         self.unexpected = drill.unexpected
 
     def _ch_read(self, read: dict[str, int] | None = None) -> dict[str, int]:
-        read = read if read is not None else {"rows": 0, "bytes": 0, "pg_drill_rows": 0}
+        read = read if read is not None else {"rows": 0, "bytes": 0, "pg_drill_rows": 0, "pg_passes": 0, "ch_hashes": 0}
         rows, nbytes = self.stored.last_read()
         read["rows"] += rows
         read["bytes"] += nbytes

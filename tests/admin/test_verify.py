@@ -47,6 +47,10 @@ def test_verify_agrees_after_delivery_counting_retries_once_and_dead_letters_as_
     assert report["status"] == "agree"
     assert (report["outbox_rows"], report["outbox_ids"], report["clickhouse_ids"]) == (503, 501, 501)
     assert report["buckets"] == {"total": 4096, "differing": 0}
+    # One pass over the outbox rows on each server, and no hash sent: the buckets agree.
+    pg_read, ch_read = report["read"]["postgres"], report["read"]["clickhouse"]
+    assert (pg_read["passes"], pg_read["rows"], pg_read["hashes_sent"], ch_read["hashes_sent"]) == (1, 503, 0, 0)
+    assert pg_read["bytes"] > 0 and ch_read["rows"] >= 501
     assert report["missing"]["count"] == report["unexpected"]["count"] == report["in_flight"]["count"] == 0
     text = ok(run("verify")).stdout
     assert "0 of 4096 differ" in text and text.strip().splitlines()[-1].startswith("AGREE")

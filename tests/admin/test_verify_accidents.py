@@ -70,6 +70,8 @@ def test_lost_events_are_found_repaired_exactly_and_verified_clean(
     report = verify(run, "--samples", "1000", code=1)
     assert report["missing"]["count"] == len(lost) and named(report, "missing") == lost
     assert report["unexpected"]["count"] == report["in_flight"]["count"] == report["undetermined"]["count"] == 0
+    # A second pass over the differing buckets, sending their hashes: at least the lost ones.
+    assert report["read"]["postgres"]["passes"] == 2 and report["read"]["postgres"]["hashes_sent"] >= len(lost)
 
     repaired = verify(run, "--repair")
     assert repaired["repaired"] and repaired["repair"]["delivered"] == len(lost)
