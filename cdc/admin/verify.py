@@ -66,7 +66,7 @@ class VerifyOptions:
     from_lsn: int | None = None
     wait: float = 30.0            # seconds to wait for delivery to pass the snapshot, and to read the slot
     samples: int = 10             # ids named per class
-    chunk_rows: int = 4_000_000   # rows per drill-down pass (bounds memory on both servers)
+    chunk_rows: int = 4_000_000   # ids per drill-down pass on each server (bounds their memory; each pass scans)
     keep_missing: bool = False    # remember every missing row (for --repair)
 
 
@@ -289,8 +289,8 @@ class Verification:
         low = scope.low_id
         classify = self._classifier(delivery, pending, scope.snapshot_lsn, report)
 
-        def weight(b: int) -> int:
-            return (pg.buckets[b].count if b in pg.buckets else 0) + (ch[b].count if b in ch else 0)
+        def weight(b: int) -> int:  # each server holds only its own side of a pass: the larger bounds both
+            return max(pg.buckets[b].count if b in pg.buckets else 0, ch[b].count if b in ch else 0)
 
         self.progress.phase("drill-down: differing buckets", sum(pg.buckets[b].count for b in diff if b in pg.buckets))
         tallies = {"missing": report.missing, "in_flight": report.in_flight, "undetermined": report.undetermined}

@@ -10,7 +10,11 @@ from typing import Any
 from admin_support import Cli, ok, refused
 from psycopg.conninfo import make_conninfo
 
+import structlog
+
+from cdc.admin.verify import Verification, VerifyOptions
 from cdc.core.reconcile import bucket_of, id_hash
+from cdc.settings import Settings
 from support import Target, insert_events, stop, wait_until
 
 
@@ -169,6 +173,23 @@ def _same_bucket_pair() -> tuple[str, str]:
             return (other, uid) if other_h < h else (uid, other)
         seen[bucket_of(h)] = (h, uid)
     raise AssertionError("no two ids share a bucket")
+
+
+def test_a_drill_down_in_many_passes_finds_what_one_pass_finds(migrated: Target, run: Cli) -> None:
+    with migrated.pg() as conn:
+        insert_events(conn, [f"p{i}" for i in range(400)])
+    ok(run("run", "--until-lsn", "current"))
+    delete_events(migrated, "unique_id IN ('p1', 'p99', 'p200', 'p399')")
+    migrated.ch().execute("INSERT INTO events (unique_id, event_type, outbox_id) SELECT 'stray', 't', 0")
+    settings = Settings(pg_dsn=migrated.pg_dsn, sink_url=migrated.clickhouse_url)
+    found = []
+    for chunk_rows in (4_000_000, 1):  # one pass; one pass per differing bucket
+        options = VerifyOptions(samples=100, chunk_rows=chunk_rows)
+        with Verification(settings, options, log=structlog.get_logger()) as job:
+            report = job.run().as_dict()
+        found.append((named(report, "missing"), named(report, "unexpected"), report["read"]["postgres"]["passes"]))
+    assert found[0][:2] == found[1][:2] == ({"p1", "p99", "p200", "p399"}, {"stray"})
+    assert (found[0][2], found[1][2]) == (2, 1 + 5)  # 5 differing buckets (4 missing, 1 unexpected ids)
 
 
 def test_events_no_outbox_row_explains_are_unexpected(migrated: Target, run: Cli) -> None:
