@@ -180,7 +180,7 @@ def _slot(conn: Conn, s: Settings, checks: _Checks, slot: Any) -> None:
         problems.append("is invalidated (the WAL it needed is gone)")
     if problems:
         checks.add(FAIL, "slot", f"replication slot {name} " + " and ".join(problems),
-                   "cdc slot drop, then cdc run --create-slot, then cdc backfill --since <when it broke>")
+                   "cdc slot drop, then cdc run --create-slot (it delivers what ClickHouse lacks)")
     elif slot.wal_status == "unreserved":
         checks.add(WARN, "slot", f"replication slot {name} is past max_slot_wal_keep_size and may be lost",
                    "start `cdc run` now so it catches up")
@@ -202,11 +202,17 @@ def _clickhouse(s: Settings, checks: _Checks, timeout: float) -> None:
             else:
                 checks.add(WARN, "clickhouse version", *warning)
             problems = wh.schema_problems()
+            ledger = None if problems else wh.ledger_check()
     except (SinkConfigError, SinkError) as exc:
         checks.add(FAIL, "clickhouse", str(exc), "check CDC_CLICKHOUSE_URL and the ClickHouse password")
         return
     if problems:
         checks.add(FAIL, "clickhouse schema", "; ".join(problems),
                    "cdc migrate --clickhouse-url ...  (creates what is missing)")
-    else:
-        checks.add(PASS, "clickhouse schema", f"{s.sink_table}, its dead-letter and progress tables are in place")
+        return
+    checks.add(PASS, "clickhouse schema", f"{s.sink_table}, its dead-letter and progress tables are in place")
+    if ledger is not None and ledger.warning:
+        checks.add(WARN, "clickhouse ledger", ledger.warning,
+                   "cdc verify --repair  (then cdc verify, which checks everything the outbox still holds)")
+    elif ledger is not None:
+        checks.add(PASS, "clickhouse ledger", f"the events table holds the ledger's {ledger.recorded} newest events")

@@ -111,6 +111,10 @@ def _clickhouse(status: Status, settings: Settings, timeout: float) -> datetime 
             hwm = wh.high_water_mark()
             events, dead = wh.counts()
             last_insert = wh.last_inserted_at()
+            try:
+                ledger: dict[str, Any] = wh.ledger_check().as_dict()
+            except SinkError as exc:
+                ledger = {"error": str(exc)}
     except (SinkConfigError, SinkError) as exc:
         status.clickhouse = {"configured": True, "reachable": False, "error": str(exc)}
         status.problem(CRITICAL, str(exc))
@@ -124,8 +128,10 @@ def _clickhouse(status: Status, settings: Settings, timeout: float) -> datetime 
         }
     status.clickhouse.update(
         high_water_mark=high, events=events, dead_letters=dead,
-        last_insert_at=last_insert.isoformat() if last_insert else None,
+        last_insert_at=last_insert.isoformat() if last_insert else None, ledger=ledger,
     )
+    if ledger.get("warning"):
+        status.problem(WARNING, ledger["warning"])
     return last_insert
 
 
@@ -154,7 +160,7 @@ def _grade_slot(
     name = row.name
     if row.invalidated:
         status.problem(CRITICAL, f"replication slot {name} is invalidated ({row.invalidation_reason or 'wal_status lost'}): "
-                                 "drop it, `cdc run --create-slot`, then `cdc backfill` the gap")
+                                 "drop it, then `cdc run --create-slot` delivers the gap")
         return
     if row.plugin != "pgoutput":
         status.problem(CRITICAL, f"replication slot {name} uses plugin {row.plugin}, not pgoutput")

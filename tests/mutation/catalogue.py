@@ -126,4 +126,43 @@ CATALOGUE: tuple[Mutant, ...] = (
             "tests/admin/test_status_doctor.py::test_lag_in_seconds_alone_is_graded_by_max_lag_seconds[pg18]",
         ),
     ),
+    Mutant(
+        "verify-replay-trusts-the-ledger", "the ledger never outranks the data: a replay restores what the events lost",
+        "cdc/pipeline/pipeline.py",
+        "            self.remember_recent_ids(held=restoring)",
+        "            self.remember_recent_ids(held=False)  # MUTANT: the ledger's ids, lost or not, are skipped",
+        must_fail=(
+            "tests/pipeline/test_replay.py::test_replay_into_a_table_that_lost_rows_restores_them[pg18]",
+            "tests/pipeline/test_replay.py::test_replay_from_a_checkpoint_restores_only_the_rows_the_table_lost[pg18]",
+            "tests/pipeline/test_create_slot.py::"
+            "test_a_new_slot_after_a_lost_one_copies_only_what_clickhouse_lacks[pg18]",
+        ),
+    ),
+    Mutant(
+        "verify-calls-missing-in-flight", "cdc verify reports a lost row as missing, not as in flight",
+        "cdc/admin/verify.py",
+        "            return lambda found: \"in_flight\" if found.h in in_flight else \"missing\"",
+        "            return lambda found: \"in_flight\"  # MUTANT: whatever the slot holds",
+        must_fail=(
+            "tests/admin/test_verify.py::test_rows_the_slot_still_holds_are_in_flight_and_lost_rows_are_missing[pg18]",
+        ),
+    ),
+    Mutant(
+        "verify-calls-history-unexpected", "cdc verify never calls an event before the scope unexpected",
+        "cdc/core/reconcile.py",
+        "        while current is not None and current[0] < h:\n            last_ch = _check_order(current[0], last_ch)\n"
+        "            if current[1]:",
+        "        while current is not None and current[0] < h:\n            last_ch = _check_order(current[0], last_ch)\n"
+        "            if True:  # MUTANT: out of scope too",
+        must_fail=(
+            "tests/reconcile/test_compare.py::"
+            "test_an_id_clickhouse_holds_out_of_scope_accounts_for_the_outbox_row_but_is_never_unexpected",
+            "tests/admin/test_verify.py::"
+            "test_events_older_than_the_outbox_retention_are_never_unexpected_even_in_a_bucket_that_differs[pg18]",
+        ),
+        quick=(
+            "tests/reconcile/test_compare.py::"
+            "test_an_id_clickhouse_holds_out_of_scope_accounts_for_the_outbox_row_but_is_never_unexpected",
+        ),
+    ),
 )

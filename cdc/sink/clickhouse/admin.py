@@ -11,9 +11,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ...logs import quiet_logger
-from ..base import LatestCommit
+from ..base import LatestCommit, LedgerCheck
 from .connection import ClickHouseConnection
 from .ddl import DEAD_LETTER_COLUMNS, EVENTS_COLUMNS, PROGRESS_COLUMNS
+from .ledger import check_ledger
 from .sink import ClickHouseSink
 from .url import parse_clickhouse_url
 
@@ -116,6 +117,10 @@ class ClickHouseAdmin:
             {"rel": relation, "needle": f'"id":"{int(outbox_id)}"'},
         )
         return bool(rows and rows[0][0])
+
+    def ledger_check(self) -> LedgerCheck:
+        """Whether the progress ledger claims recent events the events table no longer holds."""
+        return check_ledger(self._conn, self.names)
 
     def close(self) -> None:
         self._conn.close()

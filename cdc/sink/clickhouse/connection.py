@@ -12,7 +12,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 import structlog
@@ -185,6 +185,25 @@ class ClickHouseConnection:
             ) from None
         except _TRANSPORT_ERRORS as exc:
             raise self.sink_error(exc) from None
+
+    def stream(self, query: str, params: dict[str, Any] | None = None) -> Iterator[tuple[Any, ...]]:
+        """Rows of a large result as they arrive (a failure is a SinkError); holds the connection until exhausted."""
+        with self._lock:
+            try:
+                yield from self._client.execute_iter(query, params)
+            except _TRANSPORT_ERRORS as exc:
+                self._disconnect()
+                raise self.sink_error(exc) from None
+            except BaseException:
+                # Abandoned in the middle of a result: the socket is unusable.
+                self._disconnect()
+                raise
+
+    def last_read(self) -> tuple[int, int]:
+        """(rows, bytes) the server read for the last query, as its progress packets said."""
+        info = self._client.last_query
+        progress = getattr(info, "progress", None)
+        return (int(getattr(progress, "rows", 0) or 0), int(getattr(progress, "bytes", 0) or 0))
 
     def sink_error(self, exc: BaseException) -> SinkError:
         return SinkError(f"ClickHouse at {self.target.address}: {describe_error(exc, self.target.secrets)}")

@@ -29,6 +29,8 @@ from ..base import LatestCommit, SinkConfigError
 from .connection import ClickHouseConnection, DatabaseMissing
 from .ddl import DEAD_LETTER_COLUMNS, EVENTS_COLUMNS, Capabilities, SchemaNames, parse_version, render_schema
 from .layout import Layout, SchemaInspector
+from .ledger import check_ledger
+from .stored import ClickHouseStoredIds
 from .url import parse_clickhouse_url, redact_url
 
 __all__ = ["ClickHouseSink", "LatestCommit", "redact_url"]
@@ -61,6 +63,7 @@ class ClickHouseSink:
         # Out of this frame's locals, which tracebacks with locals would print.
         del password
         self.url = target.redacted_url
+        self._target = target
         self.names = SchemaNames(target.database, table)
         base_log = log if log is not None else structlog.get_logger("cdc.sink.clickhouse")
         self.log = base_log.bind(clickhouse=target.address, database=target.database, table=table)
@@ -94,10 +97,11 @@ class ClickHouseSink:
         self._high_water_sql = f"SELECT commit_lsn, commit_seq FROM {names.progress} {newest}"
         self._latest_sql = f"SELECT commit_lsn, committed_at FROM {names.progress} {newest}"
         self._newest_hour_sql = f"SELECT toUInt32(toStartOfHour(inserted_at)) FROM {names.progress} {newest}"
-        self._recent_sql = (
-            f"SELECT unique_id FROM {names.progress} WHERE inserted_at >= toDateTime(%(since)s) AND unique_id != '' "
-            "ORDER BY commit_lsn DESC, commit_seq DESC LIMIT %(limit)s"
-        )
+        recent = ("SELECT unique_id FROM {} WHERE inserted_at >= toDateTime(%(since)s) AND unique_id != '' "
+                  "ORDER BY commit_lsn DESC, commit_seq DESC LIMIT %(limit)s")
+        self._recent_sql = recent.format(names.progress)
+        # The same from the events themselves: what a lost row's ledger entry cannot vouch for.
+        self._held_sql = recent.format(names.events)
         self._partitions_sql = (
             "SELECT DISTINCT partition_id FROM system.parts "
             "WHERE database = %(database)s AND table = %(table)s AND active"
@@ -245,17 +249,26 @@ class ClickHouseSink:
         rows = self._conn.query(self._high_water_sql)
         return (int(rows[0][0]), int(rows[0][1])) if rows else None
 
-    def recent_unique_ids(self, max_count: int, max_age_seconds: float) -> list[str]:
+    def recent_unique_ids(self, max_count: int, max_age_seconds: float, *, held: bool = False) -> list[str]:
         """unique_ids of the newest events (by commit position) inserted in the last max_age_seconds, oldest first.
 
         Age counts from when the sink inserted them, by this machine's clock
         (the clock that stamped them). An id stored twice is listed once.
+        From the progress ledger (fast), or with ``held`` from the events
+        table itself (it reads the whole inserted_at column).
         """
         if max_count <= 0:
             return []
         since = int(time.time() - max_age_seconds)
-        rows = self._conn.query(self._recent_sql, {"since": max(since, 0), "limit": int(max_count)})
+        query = self._held_sql if held else self._recent_sql
+        rows = self._conn.query(query, {"since": max(since, 0), "limit": int(max_count)})
         return list(dict.fromkeys(str(row[0]) for row in reversed(rows)))
+
+    def ledger_warning(self) -> str | None:
+        return check_ledger(self._conn, self.names).warning
+
+    def stored_ids(self, relation: str) -> ClickHouseStoredIds:
+        return ClickHouseStoredIds(ClickHouseConnection(self._target, log=self.log), self.names, relation)
 
     def latest(self) -> LatestCommit | None:
         """The newest stored event's commit LSN and commit time, or None when there is none."""
