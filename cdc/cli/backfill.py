@@ -7,6 +7,8 @@ import sys
 import click
 
 from ..admin.backfill import Backfill
+from ..logs import get_logger
+from ..progress import Progress
 from ..settings import Settings
 from ._output import emit_json, json_option
 from .options import require_clickhouse, require_pg, shared_options
@@ -34,12 +36,8 @@ def backfill(settings: Settings, since: str, until: str | None, batch_rows: int,
     require_clickhouse(settings)
     with Backfill(settings, since=since, until=until, dedup_window=dedup_window, dedup_max_age=dedup_max_age,
                   batch_rows=batch_rows) as job:
-        stderr = sys.stderr
-        if stderr.isatty():
-            with click.progressbar(length=job.total, label="backfill", file=stderr) as bar:
-                summary = job.run(bar.update)
-        else:
-            summary = job.run()
+        with Progress("backfill", total=job.total, log=get_logger()) as progress:
+            summary = job.run(progress.advance)
     if as_json:
         emit_json(summary.as_dict())
         return
