@@ -69,6 +69,11 @@ class HeartbeatLatency:
     def disable(self) -> None:
         self.interval = 0.0
 
+    def on_message(self, batch_seq: int, prefix: str, content: bytes) -> None:
+        """A transactional logical decoding message arrived while batch ``batch_seq`` was open (reader thread)."""
+        if prefix == PREFIX:
+            self.seen(batch_seq, content)
+
     def seen(self, batch_seq: int, content: bytes) -> None:
         """A heartbeat message arrived while batch ``batch_seq`` was open (reader thread)."""
         at = emitted_at(content, self.slot)
