@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import psycopg
 from structlog.typing import FilteringBoundLogger
@@ -20,6 +21,8 @@ from .collector import Collector, Counters, Dedup
 from .failpoints import Failpoints
 from .flusher import Flusher
 from .lsn import format_lsn, parse_lsn
+from .metrics import PipelineMetrics, Sources
+from .metrics.monitor import SlotMonitor
 from .reader import SNAPSHOT_LSN, PipelineError, Reader
 from .replication import preflight
 from .retain import Retention
@@ -43,9 +46,14 @@ class RunSummary:
 class Pipeline:
     def __init__(
         self, settings: Settings, sink: Sink, dedup: Dedup, log: FilteringBoundLogger, stop: threading.Event,
-        *, failpoints: Failpoints | None = None,
+        *, failpoints: Failpoints | None = None, metrics: PipelineMetrics | None = None,
     ) -> None:
         self.settings = settings
+        # Always kept (nothing of it runs per row); served only with --metrics-addr.
+        self.metrics = metrics or PipelineMetrics(
+            slot=settings.slot, publication=settings.publication,
+            sink=urlsplit(settings.clickhouse_url).scheme or "clickhouse",
+        )
         self._failpoints = failpoints
         self._sink = sink
         self._dedup = dedup
@@ -95,7 +103,8 @@ class Pipeline:
                 conn.execute("SELECT pg_drop_replication_slot(%s)", (s.slot,))
             info = None
         self._dedup_remember()
-        tracker = AckTracker(0 if info is None else info.confirmed_flush_lsn or 0)
+        metrics = self.metrics
+        tracker = AckTracker(0 if info is None else info.confirmed_flush_lsn or 0, on_stored=metrics.heartbeat.stored)
         builder = BatchBuilder(max_rows=s.batch_rows, max_bytes=s.batch_bytes, max_age=s.flush_interval)
         if from_lsn is not None:
             # Deliver again what is already stored: deduplication and the
@@ -107,25 +116,39 @@ class Pipeline:
             high_water_mark=hwm, bounds=self._sink.timestamp_bounds(), max_payload_bytes=s.max_payload_bytes,
             log=self._log, failpoints=self._failpoints,
             # A full batch goes to the flusher at once, even in the middle of a run of rows.
-            on_full=lambda: reader.hand_off(),
+            on_full=lambda: reader.hand_off(), on_message=metrics.heartbeat.on_message,
         )
         assembler = TransactionAssembler(collector, SpillBudget(s.spill_bytes), self._log)
         flusher = self._flusher = Flusher(
             self._sink, tracker, self._backoff, self._log, self._failpoints,
-            keep_progress_seconds=max(s.dedup_max_age, 3600.0) + 3600.0,
+            keep_progress_seconds=max(s.dedup_max_age, 3600.0) + 3600.0, observer=metrics,
         )
         reader = Reader(
             settings=s, sink=self._sink, backoff=self._backoff, stop=self._stop, log=self._log, tracker=tracker,
             builder=builder, collector=collector, assembler=assembler, flusher=flusher, until_lsn=until_lsn,
             retention=retention or Retention(),
-            start_lsn="0/0" if from_lsn is None else format_lsn(from_lsn),
+            start_lsn="0/0" if from_lsn is None else format_lsn(from_lsn), on_ack=metrics.acknowledged,
+        )
+        counters = collector.counters
+        metrics.attach(Sources(
+            events=lambda: {"stored": flusher.rows_stored, "duplicate": counters.duplicates,
+                            "dead_letter": flusher.dead_letters_stored, "already_stored": counters.already_stored},
+            buffer_rows=lambda: max(0, counters.rows_buffered + counters.dead_letters
+                                    - flusher.rows_stored - flusher.dead_letters_stored),
+            dedup_ids=lambda: len(self._dedup),
+        ))
+        monitor = SlotMonitor(
+            connect=lambda: preflight.connect(s.pg_dsn), slot=s.slot, metrics=metrics, log=self._log,
+            status_interval=s.status_interval, heartbeat_interval=s.heartbeat_interval,
         )
         try:
             if info is None:
                 reader.create_slot_and_copy()
+            monitor.start()  # the slot exists now
             reader.stream_forever()
             reader.finish()
         finally:
+            monitor.close()
             flusher.close()
         return RunSummary(tracker.safe_lsn, collector.counters, flusher.rows_stored, flusher.dead_letters_stored)
 

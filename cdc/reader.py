@@ -23,6 +23,7 @@ from .buffer import BatchBuilder
 from .collector import Collector
 from .flusher import Flusher
 from .lsn import format_lsn
+from .metrics.monitor import MESSAGES_SINCE
 from .outbox import REQUIRED_COLUMNS
 from .pgoutput import decode
 from .pgoutput.messages import Column, Relation
@@ -68,6 +69,7 @@ class Reader:
     until_lsn: int | None
     retention: Retention
     start_lsn: str = "0/0"  # the slot's confirmed position, unless replaying
+    on_ack: Callable[[int], None] | None = None  # told each new position sent to the server (metrics)
     repl: ReplicationConnection | None = field(default=None, init=False)
     sent_lsn: int = field(default=-1, init=False)
     last_status: float = field(default=0.0, init=False)
@@ -154,6 +156,8 @@ class Reader:
             if repl.server_version < 140000:
                 raise preflight.PreflightError("streaming needs PostgreSQL 14 or newer: drop --streaming")
             options["streaming"] = "on"
+        if s.heartbeat_interval > 0 and repl.server_version >= MESSAGES_SINCE:
+            options["messages"] = "true"  # the heartbeats: logical decoding messages, PostgreSQL 14+
         try:
             repl.start_replication(s.slot, self.start_lsn, options)
         except ReplicationError as exc:
@@ -269,6 +273,8 @@ class Reader:
         ack = self.retention.held(self.tracker.safe_lsn, now)
         if force or ack != self.sent_lsn or now - self.last_status >= self.settings.status_interval:
             self.repl.send_status(ack)
+            if ack != self.sent_lsn and self.on_ack is not None:
+                self.on_ack(ack)
             self.sent_lsn = ack
             self.last_status = now
 

@@ -28,6 +28,7 @@ class Settings:
     status_interval: float = 10.0
     retry_initial: float = 0.5
     retry_max: float = 30.0
+    heartbeat_interval: float = 10.0  # seconds between heartbeat messages; 0: none
     clickhouse_password: str | None = None
 
     def __post_init__(self) -> None:
@@ -41,6 +42,8 @@ class Settings:
                 raise ValueError(f"{field} must be at least 1, got {value}")
         if self.flush_interval <= 0:
             raise ValueError(f"flush interval must be positive, got {self.flush_interval}")
+        if self.heartbeat_interval < 0:
+            raise ValueError(f"heartbeat interval must be 0 (off) or positive, got {self.heartbeat_interval}")
 
     def __repr__(self) -> str:
         # A repr may end up in a traceback or a log: never show a password.

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 from types import FrameType
 
 import click
+from structlog.typing import FilteringBoundLogger
 
 from ..dedup import DedupWindow
 from ..failpoints import Failpoints
 from ..logs import get_logger
 from ..lsn import format_lsn, parse_lsn
-from ..pipeline import Pipeline
+from ..metrics import Address, MetricsAddressError, MetricsServer
+from ..pipeline import Pipeline, PipelineError
 from ..retain import RetainError, Retention
 from ..settings import Settings
 from ..sink.clickhouse import ClickHouseSink
@@ -59,9 +63,15 @@ from .options import require_clickhouse, require_pg, shared_options, with_change
               envvar="CDC_RETRY_MAX", show_envvar=True, help="Longest wait between retries (seconds).")
 @click.option("--retry-initial", type=click.FloatRange(min=0.01), default=0.5, show_default=True,
               envvar="CDC_RETRY_INITIAL", show_envvar=True, help="First wait between retries (seconds).")
+@click.option("--metrics-addr", envvar="CDC_METRICS_ADDR", show_envvar=True, metavar="HOST:PORT",
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics (off unless set).")
+@click.option("--heartbeat-interval", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              envvar="CDC_HEARTBEAT_INTERVAL", show_envvar=True,
+              help="Seconds between heartbeat messages through the slot, which measure end-to-end latency "
+                   "when idle (0: off; PostgreSQL 14+).")
 def run(
     settings: Settings, create_slot: bool, until_lsn: str | None, from_lsn: str | None,
-    from_checkpoint: Path | None, retain: str | None, **tuning: Any,
+    from_checkpoint: Path | None, retain: str | None, metrics_addr: str | None, **tuning: Any,
 ) -> None:
     """Stream committed outbox rows into ClickHouse until stopped (SIGINT/SIGTERM flush, acknowledge, exit 0)."""
     settings = with_changes(
@@ -71,8 +81,13 @@ def run(
         max_payload_bytes=tuning["max_payload_bytes"], streaming=tuning["streaming"],
         spill_bytes=tuning["spill_bytes"], status_interval=tuning["status_interval"],
         retry_initial=tuning["retry_initial"], retry_max=max(tuning["retry_max"], tuning["retry_initial"]),
+        heartbeat_interval=tuning["heartbeat_interval"],
     )
     require_pg(settings)
+    try:
+        address = None if not metrics_addr else Address.parse(metrics_addr)
+    except MetricsAddressError as exc:
+        raise click.UsageError(str(exc)) from None
     replay_from = _replay_position(settings, from_lsn, from_checkpoint)
     try:
         retention = Retention.parse(retain)
@@ -87,16 +102,33 @@ def run(
     sink = ClickHouseSink(
         require_clickhouse(settings), settings.clickhouse_table, password=settings.clickhouse_password, log=log,
     )
-    try:
+    with ExitStack() as cleanup:
+        cleanup.callback(sink.close)
         sink.ensure_schema()
         dedup = DedupWindow(capacity=settings.dedup_window, max_age=settings.dedup_max_age)
         pipeline = Pipeline(settings, sink, dedup, log, stop, failpoints=failpoints)
+        if address is not None:
+            cleanup.enter_context(_serve_metrics(address, log)).add(pipeline.metrics)
         _install_signal_handlers(stop, pipeline)
         summary = pipeline.run(until=until_lsn, create_slot=create_slot, from_lsn=replay_from, retention=retention)
-    finally:
-        sink.close()
     log.info("done", ack_lsn=format_lsn(summary.acknowledged_lsn), rows_stored=summary.rows_stored,
              dead_letters=summary.dead_letters_stored, duplicates=summary.counters.duplicates)
+
+
+@contextmanager
+def _serve_metrics(address: Address, log: FilteringBoundLogger) -> Iterator[MetricsServer]:
+    server = MetricsServer(address)
+    try:
+        server.start()
+    except OSError as exc:
+        raise PipelineError(
+            f"cannot serve metrics on {address}: {exc.strerror or exc}; choose another --metrics-addr"
+        ) from None
+    log.info("serving metrics", url=f"http://{Address(address.host, server.port)}/metrics")
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 def _replay_position(settings: Settings, from_lsn: str | None, from_checkpoint: Path | None) -> int | None:

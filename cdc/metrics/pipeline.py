@@ -74,9 +74,10 @@ class PipelineMetrics:
             self.insert_errors += 1
 
     def acknowledged(self, lsn: int, now: float | None = None) -> None:
-        """The position sent to the server moved to ``lsn``."""
-        self.confirmed_lsn = lsn
-        self.last_ack = time.time() if now is None else now
+        """The position sent to the server is ``lsn`` (a reconnect sends the same one again: not a move)."""
+        if lsn != self.confirmed_lsn:
+            self.confirmed_lsn = lsn
+            self.last_ack = time.time() if now is None else now
 
     def slot_lag(self, nbytes: int | None) -> None:
         self.slot_lag_bytes = nbytes

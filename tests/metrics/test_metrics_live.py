@@ -1,0 +1,127 @@
+"""A live `cdc run --metrics-addr`: what it exports is what it did, and heartbeats time an idle pipeline."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from metrics_support import LiveRun, value
+from support import Target, insert_events, wait_until
+from test_metrics_docs import ALERTS, DASHBOARD, named_in
+
+from cdc.lsn import parse_lsn
+
+FAST = ("--flush-interval", "0.2", "--status-interval", "0.5")
+
+
+def test_the_endpoint_counts_what_the_run_stored_and_names_everything_the_docs_use(migrated: Target) -> None:
+    t = migrated
+    run = LiveRun(t, *FAST, "--heartbeat-interval", "0.3")
+    try:
+        with t.pg() as conn:
+            for n in range(3):
+                insert_events(conn, [f"live-{n}-{r}" for r in range(10)])
+            insert_events(conn, ["live-0-0"])  # the application retries: a duplicate
+            conn.execute("INSERT INTO outbox (unique_id, event_type) VALUES ('', 'no id')")  # a dead letter
+
+        def outcome(name: str) -> float | None:
+            return value(run.samples(), "cdc_events_total", slot="cdc_outbox", outcome=name)
+
+        wait_until(lambda: outcome("stored") == 30 and outcome("dead_letter") == 1, 60, "30 events stored")
+        wait_until(lambda: (value(run.samples(), "cdc_heartbeat_latency_seconds_count", slot="cdc_outbox") or 0)
+                   >= 2, 60, "two heartbeats timed")
+        wait_until(lambda: value(run.samples(), "cdc_slot_lag_bytes", slot="cdc_outbox") is not None, 60, "the lag")
+        samples = run.samples()
+    finally:
+        code = run.stop()
+    assert code == 0, run.tail()
+    assert value(samples, "cdc_events_total", slot="cdc_outbox", outcome="duplicate") == 1
+    assert value(samples, "cdc_events_total", slot="cdc_outbox", outcome="already_stored") == 0
+    # Every stored row timed once, heartbeats never among them.
+    assert value(samples, "cdc_commit_to_stored_seconds_count", slot="cdc_outbox") == 30
+    assert (value(samples, "cdc_batches_total", slot="cdc_outbox") or 0) >= 1
+    assert value(samples, "cdc_batch_rows_sum", slot="cdc_outbox") == 30
+    assert value(samples, "cdc_heartbeat_interval_seconds", slot="cdc_outbox") == 0.3
+    assert value(samples, "cdc_buffer_rows", slot="cdc_outbox") == 0
+    assert value(samples, "cdc_dedup_window_ids", slot="cdc_outbox") == 30
+    assert value(samples, "cdc_clickhouse_errors_total", slot="cdc_outbox") == 0
+    confirmed = value(samples, "cdc_confirmed_lsn", slot="cdc_outbox")
+    assert confirmed is not None and confirmed <= parse_lsn(t.confirmed_lsn() or "0/0")
+    info = [labels for name, labels in samples if name == "cdc_info"]
+    assert info == [(("publication", "cdc_outbox"), ("sink", "clickhouse"), ("slot", "cdc_outbox"),
+                     ("version", info[0][3][1]))]
+    exported = {name for name, _ in samples}
+    for path in (ALERTS, DASHBOARD):
+        assert named_in(path) <= exported, sorted(named_in(path) - exported)
+    assert t.ch().execute("SELECT count() FROM events") == [(30,)]
+    assert t.ch().execute("SELECT count() FROM events_dead_letter") == [(1,)]
+
+
+def test_heartbeats_time_an_idle_pipeline_move_its_slot_and_never_become_rows(migrated: Target) -> None:
+    t = migrated
+    before = parse_lsn(t.confirmed_lsn() or "0/0")
+    run = LiveRun(t, *FAST, "--heartbeat-interval", "0.2")
+    try:
+        wait_until(lambda: (value(run.samples(), "cdc_heartbeat_latency_seconds_count", slot="cdc_outbox") or 0)
+                   >= 3, 60, "three heartbeats timed")
+        # Each heartbeat is a transaction of its own: acknowledging it moves the slot on an idle outbox.
+        wait_until(lambda: parse_lsn(t.confirmed_lsn() or "0/0") > before, 60, "the idle slot to move")
+        samples = run.samples()
+    finally:
+        code = run.stop()
+    assert code == 0, run.tail()
+    latency_sum = value(samples, "cdc_heartbeat_latency_seconds_sum", slot="cdc_outbox")
+    assert latency_sum is not None and latency_sum > 0
+    last = value(samples, "cdc_last_heartbeat_timestamp_seconds", slot="cdc_outbox")
+    assert last is not None and last > 0
+    assert value(samples, "cdc_events_total", slot="cdc_outbox", outcome="stored") == 0
+    assert value(samples, "cdc_commit_to_stored_seconds_count", slot="cdc_outbox") == 0
+    assert t.ch().execute("SELECT count() FROM events") == [(0,)]
+    assert t.ch().execute("SELECT count() FROM events_dead_letter") == [(0,)]
+    assert not [r for r in run.records() if r.get("level") in ("warning", "error")], run.tail()
+
+
+@pytest.mark.parametrize("address", ["9108", "localhost:http", "::1:9108"])
+def test_a_malformed_metrics_address_is_a_usage_error(migrated: Target, address: str) -> None:
+    result = migrated.cdc("run", "--until-lsn", "current", "--metrics-addr", address, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "HOST:PORT" in result.stderr or "brackets" in result.stderr
+
+
+def test_a_busy_metrics_port_is_one_line_and_nothing_is_read(migrated: Target) -> None:
+    t = migrated
+    with t.pg() as conn:
+        insert_events(conn, ["waits"])
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = t.cdc("run", "--until-lsn", "current", "--metrics-addr", f"127.0.0.1:{port}", timeout=60)
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"cdc: error: cannot serve metrics on 127.0.0.1:{port}: ") and "--metrics-addr" in line
+    assert t.ch().execute("SELECT count() FROM events") == [(0,)]
+
+
+def test_prometheus_scrapes_a_live_run_and_promql_returns_the_delivered_count(
+    migrated: Target, request: pytest.FixtureRequest
+) -> None:
+    pytest.importorskip("servers.prometheus", reason="the prometheus fixture comes with tests/servers/prometheus.py")
+    prometheus = request.getfixturevalue("prometheus")
+    t = migrated
+    run = LiveRun(t, *FAST)
+    try:
+        prometheus.scrape([run.address], wait=False)
+        with t.pg() as conn:
+            for n in range(5):
+                insert_events(conn, [f"prom-{n}-{r}" for r in range(5)])
+        delivered = prometheus.wait_for(
+            f'sum(cdc_events_total{{instance="{run.address}", outcome="stored"}})', lambda v: v == 25, timeout=60,
+        )
+        slot = prometheus.query(f'cdc_info{{instance="{run.address}"}}')
+    finally:
+        code = run.stop()
+    assert code == 0, run.tail()
+    assert delivered == 25
+    assert [series["metric"]["slot"] for series in slot] == ["cdc_outbox"]
+    assert t.ch().execute("SELECT count() FROM events") == [(25,)]
