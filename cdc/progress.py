@@ -23,13 +23,13 @@ import sys
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, Task, TextColumn, TimeRemainingColumn
-from rich.progress import Progress as RichProgress
-from rich.text import Text
 from structlog.typing import FilteringBoundLogger
+
+if TYPE_CHECKING:  # rich loads only for a bar on a terminal
+    from rich.console import Console
+    from rich.progress import Progress as RichProgress
 
 
 def human_rate(per_second: float | None, unit: str) -> str:
@@ -39,15 +39,6 @@ def human_rate(per_second: float | None, unit: str) -> str:
         if per_second >= scale:
             return f"{per_second / scale:.1f}{suffix} {unit}/s"
     return f"{per_second:.0f} {unit}/s"
-
-
-class _RateColumn(ProgressColumn):
-    def __init__(self, unit: str) -> None:
-        super().__init__()
-        self._unit = unit
-
-    def render(self, task: Task) -> Text:
-        return Text(human_rate(task.speed, self._unit), style="progress.data.speed")
 
 
 class Progress:
@@ -74,11 +65,7 @@ class Progress:
         self._started = self._clock()
         self._last_line = (self._started, 0)
         if self._terminal:
-            self._bar = RichProgress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(self._unit),
-                TextColumn("ETA"), TimeRemainingColumn(),
-                console=self._console or Console(stderr=True), transient=False,
-            )
+            self._bar = _bar(self._unit, self._console)
             self._bar.start()
             self._bar_task = self._bar.add_task(self.task, total=self.total)
         return self
@@ -111,3 +98,19 @@ class Progress:
         if self.total is not None and rate and "finished" not in extra:
             fields["eta_seconds"] = round(max(0, self.total - self.done) / rate, 1)
         self._log.info("progress", **fields, **extra)
+
+
+def _bar(unit: str, console: Console | None) -> RichProgress:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+    from rich.progress import Progress as RichProgress
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return Text(human_rate(task.speed, unit), style="progress.data.speed")
+
+    return RichProgress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(), TextColumn("ETA"),
+        TimeRemainingColumn(), console=console or Console(stderr=True), transient=False,
+    )

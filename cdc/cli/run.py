@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from types import FrameType
 
 import click
@@ -17,12 +17,14 @@ from ..dedup import DedupWindow
 from ..failpoints import Failpoints
 from ..logs import get_logger
 from ..lsn import format_lsn, parse_lsn
-from ..metrics import Address, MetricsAddressError, MetricsServer
 from ..pipeline import Pipeline, PipelineError
 from ..retain import RetainError, Retention
 from ..settings import Settings
 from ..sink.clickhouse import ClickHouseSink
 from .options import require_clickhouse, require_pg, shared_options, with_changes
+
+if TYPE_CHECKING:  # prometheus_client is loaded only when an endpoint is served
+    from ..metrics.exporter import Address, MetricsServer
 
 
 @click.command()
@@ -84,10 +86,14 @@ def run(
         heartbeat_interval=tuning["heartbeat_interval"],
     )
     require_pg(settings)
-    try:
-        address = None if not metrics_addr else Address.parse(metrics_addr)
-    except MetricsAddressError as exc:
-        raise click.UsageError(str(exc)) from None
+    address = None
+    if metrics_addr:
+        from ..metrics.exporter import Address, MetricsAddressError
+
+        try:
+            address = Address.parse(metrics_addr)
+        except MetricsAddressError as exc:
+            raise click.UsageError(str(exc)) from None
     replay_from = _replay_position(settings, from_lsn, from_checkpoint)
     try:
         retention = Retention.parse(retain)
@@ -117,6 +123,8 @@ def run(
 
 @contextmanager
 def _serve_metrics(address: Address, log: FilteringBoundLogger) -> Iterator[MetricsServer]:
+    from ..metrics.exporter import Address, MetricsServer
+
     server = MetricsServer(address)
     try:
         server.start()

@@ -7,15 +7,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 
+from typing import TYPE_CHECKING
+
 import click
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
 from ..admin import AdminError
-from ..metrics.scrape import Row, ScrapeError, SlotSample, fetch, rows
 from ..progress import human_rate
 from ._output import emit_json, human_bytes, human_seconds
+
+if TYPE_CHECKING:  # rich and prometheus_client load when `cdc top` runs, not for every command
+    from rich.table import Table
+
+    from ..metrics.scrape import Row, SlotSample
 
 
 @click.command()
@@ -33,6 +36,10 @@ def top(addresses: Sequence[str], interval: float, once: bool, as_json: bool) ->
         raise click.UsageError("no metrics endpoint: pass --metrics-addr HOST:PORT or set CDC_METRICS_ADDR")
     if as_json and not once:
         raise click.UsageError("--json prints one frame: use it with --once")
+    from rich.console import Console
+    from rich.live import Live
+
+    from ..metrics.scrape import rows
     if once:
         first = _read_all(addresses)
         time.sleep(interval)
@@ -56,6 +63,8 @@ def top(addresses: Sequence[str], interval: float, once: bool, as_json: bool) ->
 
 
 def _read_all(addresses: Sequence[str]) -> list[SlotSample]:
+    from ..metrics.scrape import ScrapeError, fetch
+
     samples: list[SlotSample] = []
     for address in addresses:
         try:
@@ -66,6 +75,8 @@ def _read_all(addresses: Sequence[str]) -> list[SlotSample]:
 
 
 def _read_some(addresses: Sequence[str]) -> tuple[list[SlotSample], list[str]]:
+    from ..metrics.scrape import ScrapeError, fetch
+
     samples: list[SlotSample] = []
     failures: list[str] = []
     for address in addresses:
@@ -77,6 +88,8 @@ def _read_some(addresses: Sequence[str]) -> tuple[list[SlotSample], list[str]]:
 
 
 def _table(frame: Sequence[Row], failures: Sequence[str], interval: float) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"cdc top (every {interval:g}s)", title_justify="left", caption="\n".join(failures) or None,
                   caption_style="red")
     for header in ("endpoint", "slot", "stored", "duplicate", "dead letter", "dead letters", "lag", "lag s",

@@ -15,13 +15,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from typing import TYPE_CHECKING, Final
 
 from .. import __version__
 from .heartbeat import HeartbeatLatency
 from .histogram import FLUSH_BOUNDS, LATENCY_BOUNDS, ROW_BOUNDS, Histogram
+
+if TYPE_CHECKING:  # loaded at the first scrape: a run without an endpoint never imports prometheus_client
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 # Outcomes of a row read from the slot, the values of cdc_events_total's outcome label.
 OUTCOMES: Final = ("stored", "duplicate", "dead_letter", "already_stored")
@@ -142,16 +143,22 @@ class Families:
         return family
 
     def gauge(self, name: str, doc: str, labels: Sequence[str] = ("slot",)) -> GaugeMetricFamily:
+        from prometheus_client.core import GaugeMetricFamily
+
         family = self._get(name, lambda: GaugeMetricFamily(name, doc, labels=list(labels)))
         assert isinstance(family, GaugeMetricFamily)
         return family
 
     def counter(self, name: str, doc: str, labels: Sequence[str] = ("slot",)) -> CounterMetricFamily:
+        from prometheus_client.core import CounterMetricFamily
+
         family = self._get(name, lambda: CounterMetricFamily(name, doc, labels=list(labels)))
         assert isinstance(family, CounterMetricFamily)
         return family
 
     def histogram(self, name: str, doc: str, histogram: Histogram, slot: str) -> None:
+        from prometheus_client.core import HistogramMetricFamily
+
         family = self._get(name, lambda: HistogramMetricFamily(name, doc, labels=["slot"]))
         assert isinstance(family, HistogramMetricFamily)
         cumulative, total = histogram.snapshot()

@@ -12,7 +12,8 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cdc.metrics import Address, MetricsServer, PipelineMetrics, Sources
+from cdc.metrics import PipelineMetrics, Sources
+from cdc.metrics.exporter import Address, MetricsServer
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "docs" / "prometheus" / "alerts.yml"

@@ -8,7 +8,8 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cdc.metrics import Address, MetricsAddressError, MetricsServer, PipelineMetrics, Sources
+from cdc.metrics import PipelineMetrics, Sources
+from cdc.metrics.exporter import Address, MetricsAddressError, MetricsServer
 
 
 def scrape(server: MetricsServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client import generate_latest
 
-from cdc.metrics import Address, MetricsServer, PipelineMetrics, Sources
+from cdc.metrics import PipelineMetrics, Sources
+from cdc.metrics.exporter import Address, MetricsServer
 from cdc.metrics.scrape import Buckets, ScrapeError, endpoint_url, parse, rows
 
 

@@ -9,7 +9,8 @@ import sys
 
 import orjson
 
-from cdc.metrics import Address, MetricsServer, PipelineMetrics, Sources
+from cdc.metrics import PipelineMetrics, Sources
+from cdc.metrics.exporter import Address, MetricsServer
 
 CDC = [sys.executable, "-m", "cdc"]
 
