@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ class Clock:
         return self.now
 
 
-def progress_lines(run: Any) -> list[dict[str, Any]]:
+def progress_lines(run: Any) -> list[MutableMapping[str, Any]]:
     with structlog.testing.capture_logs() as logs:
         run()
     return [entry for entry in logs if entry["event"] == "progress"]

@@ -40,7 +40,7 @@ def exact_sum(values: Sequence[int]) -> int:
 class Histogram:
     """Cumulative buckets (``le`` bounds, then +Inf), a count and a sum, as Prometheus has them."""
 
-    __slots__ = ("bounds", "_bounds_us", "_counts", "_sum", "_lock")
+    __slots__ = ("_bounds_us", "_counts", "_lock", "_sum", "bounds")
 
     def __init__(self, bounds: Sequence[float]) -> None:
         if list(bounds) != sorted(set(bounds)) or not all(math.isfinite(b) for b in bounds):

@@ -143,7 +143,7 @@ def parse(text: str, endpoint: str, at: float) -> list[SlotSample]:
 def fetch(address: str, *, timeout: float = 5.0) -> list[SlotSample]:
     url = endpoint_url(address)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http(s) only, built above
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             text = response.read().decode("utf-8", "replace")
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)

@@ -39,7 +39,7 @@ def everything_exported() -> set[str]:
     """Every sample a pipeline exports once it has run a while: stored, acknowledged, measured, heartbeats on."""
     server = MetricsServer(Address("127.0.0.1", 0))  # only its registry: nothing listens
     m = PipelineMetrics(slot="s", publication="p", sink="clickhouse")
-    m.attach(Sources(events=lambda: {}, buffer_rows=lambda: 0, dedup_ids=lambda: 0))
+    m.attach(Sources(events=dict, buffer_rows=lambda: 0, dedup_ids=lambda: 0))
     m.batch_stored(1, [0], 0.1)
     m.acknowledged(1)
     m.slot_lag(0)
