@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .env import Servers, snapshot_cdc
-from .run import log, migrate, pipeline_drain, load
+from .common import load, log, migrate, pipeline_drain
 
 MODES = ("off", "on")
 

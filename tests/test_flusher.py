@@ -9,9 +9,10 @@ from datetime import datetime
 import structlog
 
 from cdc.backoff import Backoff
-from cdc.flusher import Flusher
-from cdc.sink.base import EVENT_COLUMNS, Batch, DeadLetter, SinkError
-from cdc.tracker import AckTracker
+from cdc.core.events import EVENT_COLUMNS, Batch, DeadLetter
+from cdc.core.flusher import Flusher
+from cdc.core.tracker import AckTracker
+from cdc.sink.base import SinkError
 
 
 class BrokenSink:

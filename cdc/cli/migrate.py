@@ -6,9 +6,9 @@ import click
 import orjson
 
 from ..logs import get_logger
-from ..migrate import migrate as run_migrations
+from ..pg.migrate import migrate as run_migrations
 from ..settings import Settings
-from ..sink.clickhouse import ClickHouseSink
+from ..sink import open_sink
 from .options import require_pg, shared_options
 
 
@@ -23,12 +23,11 @@ def migrate(settings: Settings, as_json: bool) -> None:
     require_pg(settings)
     report = run_migrations(settings)
     clickhouse = None
-    if settings.clickhouse_url:
-        sink = ClickHouseSink(settings.clickhouse_url, settings.clickhouse_table,
-                              password=settings.clickhouse_password, log=get_logger())
+    if settings.sink_url:
+        sink = open_sink(settings.sink_url, settings, log=get_logger())
         try:
             sink.ensure_schema()
-            clickhouse = settings.clickhouse_table
+            clickhouse = settings.sink_table
         finally:
             sink.close()
     if as_json:

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..admin import AdminError
 from ..progress import human_rate
-from ._output import emit_json, human_bytes, human_seconds
+from ._output import emit_json, human_bytes, human_seconds, json_option
+from .options import Finite, cdc_option
 
 if TYPE_CHECKING:  # rich and prometheus_client load when `cdc top` runs, not for every command
     from rich.table import Table
@@ -22,13 +22,12 @@ if TYPE_CHECKING:  # rich and prometheus_client load when `cdc top` runs, not fo
 
 
 @click.command()
-@click.option("--metrics-addr", "addresses", multiple=True, envvar="CDC_METRICS_ADDR", show_envvar=True,
-              metavar="HOST:PORT",
-              help="A `cdc run --metrics-addr` endpoint; repeat it (or separate them by spaces) for several.")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
+@cdc_option("--metrics-addr", "addresses", multiple=True, metavar="HOST:PORT",
+            help="A `cdc run --metrics-addr` endpoint; repeat it (or separate them by spaces) for several.")
+@click.option("--interval", type=Finite(min=0.1), default=2.0, show_default=True,
               help="Seconds between reads; rates are over this interval.")
 @click.option("--once", is_flag=True, help="Read twice, --interval apart, print one frame and exit (for scripts).")
-@click.option("--json", "as_json", is_flag=True, help="With --once: the frame as one JSON document.")
+@json_option
 def top(addresses: Sequence[str], interval: float, once: bool, as_json: bool) -> None:
     """Events/s by outcome, slot lag in bytes and seconds, the last flush, latency p50/p99, dead letters and
     errors of every pipeline behind the given endpoints, one line per slot."""
@@ -63,15 +62,10 @@ def top(addresses: Sequence[str], interval: float, once: bool, as_json: bool) ->
 
 
 def _read_all(addresses: Sequence[str]) -> list[SlotSample]:
-    from ..metrics.scrape import ScrapeError, fetch
+    """Every endpoint's pipelines; one that cannot be read is a refusal (ScrapeError, one line)."""
+    from ..metrics.scrape import fetch
 
-    samples: list[SlotSample] = []
-    for address in addresses:
-        try:
-            samples.extend(fetch(address))
-        except ScrapeError as exc:
-            raise AdminError(str(exc)) from None
-    return samples
+    return [sample for address in addresses for sample in fetch(address)]
 
 
 def _read_some(addresses: Sequence[str]) -> tuple[list[SlotSample], list[str]]:

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from ..errors import UserError
 from .pipeline import OUTCOMES
 
 # An endpoint written for the server (every interface) is read on loopback.
 _LOOPBACK = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "[::1]"}
 
 
-class ScrapeError(Exception):
+class ScrapeError(UserError):
     """An endpoint could not be read or is not cdc's."""
 
 

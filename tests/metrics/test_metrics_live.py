@@ -6,6 +6,7 @@ import socket
 
 import pytest
 from metrics_support import LiveRun, value
+from servers.prometheus import PrometheusServer
 from support import Target, insert_events, wait_until
 from test_metrics_docs import ALERTS, DASHBOARD, named_in
 
@@ -104,10 +105,8 @@ def test_a_busy_metrics_port_is_one_line_and_nothing_is_read(migrated: Target) -
 
 
 def test_prometheus_scrapes_a_live_run_and_promql_returns_the_delivered_count(
-    migrated: Target, request: pytest.FixtureRequest
+    migrated: Target, prometheus: PrometheusServer
 ) -> None:
-    pytest.importorskip("servers.prometheus", reason="the prometheus fixture comes with tests/servers/prometheus.py")
-    prometheus = request.getfixturevalue("prometheus")
     t = migrated
     run = LiveRun(t, *FAST)
     try:

@@ -15,7 +15,7 @@ from servers import PgServer
 from support import wait_until
 
 from cdc.metrics import PipelineMetrics, heartbeat
-from cdc.metrics.monitor import SlotMonitor
+from cdc.pipeline.monitor import SlotMonitor
 
 SLOT = "cdc_monitor_test"
 # Every overload (PostgreSQL 17 added a `flush` argument), as a DBA who locks the function down would.
