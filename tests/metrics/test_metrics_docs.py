@@ -80,6 +80,23 @@ def test_compose_mounts_files_that_exist() -> None:
     assert f'"cdc:{port}"' in PROMETHEUS_CONFIG.read_text()
 
 
+def dashboard_exprs() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+
+
+def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
+    # Grafana's variables as Grafana would fill them in; promtool parses each query as a recording rule.
+    filled = [e.replace("$__rate_interval", "1m").replace("$slot", ".*") for e in dashboard_exprs()]
+    assert not [e for e in filled if "$" in e], "a Grafana variable this test does not fill in"
+    rules = {"groups": [{"name": "dashboard", "rules": [{"record": f"cdc_dashboard:query{n}", "expr": e}
+                                                       for n, e in enumerate(filled)]}]}
+    path = tmp_path / "dashboard_rules.yml"
+    path.write_text(json.dumps(rules))  # JSON is YAML
+    result = subprocess.run([promtool(), "check", "rules", str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def promtool() -> str:
     found = shutil.which("promtool")
     if found is None:
