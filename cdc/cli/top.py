@@ -16,6 +16,7 @@ from ._output import emit_json, human_bytes, human_seconds, json_option
 from .options import Finite, cdc_option
 
 if TYPE_CHECKING:  # rich and prometheus_client load when `cdc top` runs, not for every command
+    from rich.console import Console
     from rich.table import Table
 
     from ..metrics.scrape import Row, SlotSample
@@ -35,7 +36,6 @@ def top(addresses: Sequence[str], interval: float, once: bool, as_json: bool) ->
         raise click.UsageError("no metrics endpoint: pass --metrics-addr HOST:PORT or set CDC_METRICS_ADDR")
     if as_json and not once:
         raise click.UsageError("--json prints one frame: use it with --once")
-    from rich.console import Console
     from rich.live import Live
 
     from ..metrics.scrape import rows
@@ -46,12 +46,12 @@ def top(addresses: Sequence[str], interval: float, once: bool, as_json: bool) ->
         if as_json:
             emit_json([asdict(r) for r in frame])
         else:
-            Console(width=None if sys.stdout.isatty() else 200).print(_table(frame, [], interval))
+            _console().print(_table(frame, [], interval))
         return
     previous: list[SlotSample] = []
     failures: list[str] = []
     try:
-        with Live(_table([], [], interval), console=Console(), auto_refresh=False, screen=False) as live:
+        with Live(_table([], [], interval), console=_console(), auto_refresh=False, screen=False) as live:
             while True:
                 current, failures = _read_some(addresses)
                 live.update(_table(rows(current, previous), failures, interval), refresh=True)
@@ -59,6 +59,13 @@ def top(addresses: Sequence[str], interval: float, once: bool, as_json: bool) ->
                 time.sleep(interval)
     except KeyboardInterrupt:
         return
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    # Piped into a file or a log: the whole table, not cut to 80 columns.
+    return Console(width=None if sys.stdout.isatty() else 200)
 
 
 def _read_all(addresses: Sequence[str]) -> list[SlotSample]:

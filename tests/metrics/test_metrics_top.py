@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import signal
 import socket
 import subprocess
 import sys
 
 import orjson
+from support import wait_until
 
 from cdc.metrics import PipelineMetrics, Sources
 from cdc.metrics.exporter import Address, MetricsServer
@@ -48,6 +50,37 @@ def test_once_prints_rates_of_every_slot_of_every_endpoint() -> None:
                                timeout=60, env={"CDC_METRICS_ADDR": f"127.0.0.1:{one.port}", "PATH": ""})
         assert table.returncode == 0, table.stderr
         assert "shard_0" in table.stdout and "1.0 MiB" in table.stdout and "shard_2" not in table.stdout
+
+
+def test_the_live_view_keeps_showing_what_it_can_read_and_says_what_it_cannot_until_interrupted() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        gone = sock.getsockname()[1]
+    with MetricsServer(Address("127.0.0.1", 0)) as server:
+        reads = itertools.count(1)
+        read: list[int] = []
+
+        def events() -> dict[str, int]:
+            read.append(next(reads))
+            return {"stored": 10 * read[-1]}
+
+        m = PipelineMetrics(slot="watched", publication="p", sink="clickhouse")
+        m.attach(Sources(events=events, buffer_rows=lambda: 0, dedup_ids=lambda: 0))
+        server.add(m)
+        live = f"127.0.0.1:{server.port}"
+        view = subprocess.Popen([*CDC, "top", "--interval", "0.1", "--metrics-addr", live,
+                                 "--metrics-addr", f"127.0.0.1:{gone}"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            wait_until(lambda: len(read) >= 3 or view.poll() is not None, 60, "three reads of the endpoint")
+            assert view.poll() is None, view.communicate()
+        finally:
+            view.send_signal(signal.SIGINT)
+            out, err = view.communicate(timeout=30)
+    assert view.returncode == 0, err
+    assert "watched" in out and live in out
+    assert f"cannot read metrics from http://127.0.0.1:{gone}/metrics" in out
+    assert "Traceback" not in err
 
 
 def test_an_endpoint_that_does_not_answer_is_one_line() -> None:
