@@ -48,6 +48,27 @@ def everything_exported() -> set[str]:
     return sample_names(generate_latest(server.registry).decode())
 
 
+def test_labels_stay_few_and_bounded() -> None:
+    """Only labels with a handful of values: a slot per pipeline (per shard), an outcome, a bucket bound."""
+    server = MetricsServer(Address("127.0.0.1", 0))
+    for slot in ("a", "b"):
+        m = PipelineMetrics(slot=slot, publication="p", sink="clickhouse")
+        m.attach(Sources(events=dict, buffer_rows=lambda: 0, dedup_ids=lambda: 0))
+        m.batch_stored(1, [0], 0.1)
+        m.acknowledged(1)
+        m.slot_lag(0)
+        m.heartbeat.enable(10.0)
+        server.add(m)
+    labels: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(generate_latest(server.registry).decode()):
+        if family.name.startswith("cdc_"):
+            for sample in family.samples:
+                labels.setdefault(family.name, set()).update(sample.labels)
+    assert labels.pop("cdc_info") == {"version", "slot", "publication", "sink"}
+    assert labels.pop("cdc_events") == {"slot", "outcome"}
+    assert {name: names - {"le"} for name, names in labels.items()} == {name: {"slot"} for name in labels}
+
+
 @pytest.mark.parametrize("path", [ALERTS, DASHBOARD], ids=lambda p: p.name)
 def test_every_metric_named_is_one_cdc_exports(path: Path) -> None:
     named = named_in(path)
