@@ -50,6 +50,7 @@ class PipelineMetrics:
         self.insert_errors = 0
         self.last_flush: float | None = None
         self.slot_lag_bytes: int | None = None
+        self.slot_safe_wal_bytes: int | None = None
         self.confirmed_lsn: int | None = None
         self.started = time.time()
         self.last_ack: float | None = None
@@ -80,8 +81,9 @@ class PipelineMetrics:
             self.confirmed_lsn = lsn
             self.last_ack = time.time() if now is None else now
 
-    def slot_lag(self, nbytes: int | None) -> None:
+    def slot_lag(self, nbytes: int | None, safe_wal_bytes: int | None = None) -> None:
         self.slot_lag_bytes = nbytes
+        self.slot_safe_wal_bytes = safe_wal_bytes
 
     # -- scrape --------------------------------------------------------------------------------
 
@@ -120,6 +122,9 @@ class PipelineMetrics:
         if self.slot_lag_bytes is not None:
             families.gauge("cdc_slot_lag_bytes", "The server's current WAL position minus the slot's confirmed "
                            "position.").add_metric((slot,), self.slot_lag_bytes)
+        if self.slot_safe_wal_bytes is not None:
+            families.gauge("cdc_slot_safe_wal_bytes", "WAL the server may still write before max_slot_wal_keep_size "
+                           "invalidates the slot (absent: no such limit).").add_metric((slot,), self.slot_safe_wal_bytes)
         if self.confirmed_lsn is not None:
             families.gauge("cdc_confirmed_lsn", "The position last acknowledged to the server, as a number.").add_metric(
                 (slot,), self.confirmed_lsn)

@@ -19,7 +19,7 @@ from structlog.typing import FilteringBoundLogger
 from ..metrics import PipelineMetrics, heartbeat
 from ..pg.connect import Conn as Connection
 from ..pg.connect import describe
-from ..pg.monitor import GRANT_HINT, MESSAGES_SINCE, emit_message, slot_lag_bytes
+from ..pg.monitor import GRANT_HINT, MESSAGES_SINCE, emit_message, slot_lag
 
 
 class SlotMonitor:
@@ -106,7 +106,8 @@ class SlotMonitor:
             self._log.warning(f"heartbeats are off: {why}")
 
     def _read_lag(self, conn: Connection) -> None:
-        self._metrics.slot_lag(slot_lag_bytes(conn, self._slot))
+        lag = slot_lag(conn, self._slot)
+        self._metrics.slot_lag(None if lag is None else lag.lag_bytes, None if lag is None else lag.safe_wal_bytes)
 
     def _beat(self, conn: Connection) -> None:
         now = time.time()

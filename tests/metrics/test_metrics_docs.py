@@ -42,7 +42,7 @@ def everything_exported() -> set[str]:
     m.attach(Sources(events=dict, buffer_rows=lambda: 0, dedup_ids=lambda: 0))
     m.batch_stored(1, [0], 0.1)
     m.acknowledged(1)
-    m.slot_lag(0)
+    m.slot_lag(0, 1 << 30)
     m.heartbeat.enable(10.0)
     server.add(m)
     return sample_names(generate_latest(server.registry).decode())
@@ -56,7 +56,7 @@ def test_labels_stay_few_and_bounded() -> None:
         m.attach(Sources(events=dict, buffer_rows=lambda: 0, dedup_ids=lambda: 0))
         m.batch_stored(1, [0], 0.1)
         m.acknowledged(1)
-        m.slot_lag(0)
+        m.slot_lag(0, 1 << 30)
         m.heartbeat.enable(10.0)
         server.add(m)
     labels: dict[str, set[str]] = {}

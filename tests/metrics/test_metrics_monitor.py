@@ -94,6 +94,32 @@ def test_it_reads_the_slot_lag_and_writes_heartbeats_into_the_slot(slot: str, pl
     assert not [entry for entry in logs if entry["log_level"] == "warning"], logs
 
 
+def test_the_wal_the_slot_may_still_hold_is_read_only_where_the_server_limits_it(
+    slot: str, pg_server: PgServer
+) -> None:
+    metrics = PipelineMetrics(slot=SLOT, publication="p", sink="clickhouse")
+    unlimited = monitor(slot, metrics, heartbeat_interval=0)
+    unlimited.start()
+    try:
+        wait_until(lambda: metrics.slot_lag_bytes is not None, 60, "the lag")
+    finally:
+        unlimited.close()
+    assert metrics.slot_safe_wal_bytes is None  # no limit: nothing to run out of
+    pg_server.set_config(max_slot_wal_keep_size="1GB")
+    try:
+        limited = monitor(slot, metrics, heartbeat_interval=0)
+        limited.start()
+        try:
+            wait_until(lambda: metrics.slot_safe_wal_bytes is not None, 60, "the safe WAL size")
+        finally:
+            limited.close()
+    finally:
+        pg_server.set_config(max_slot_wal_keep_size=None)
+    # The limit, give or take the WAL segments the server counts it in.
+    assert metrics.slot_safe_wal_bytes is not None
+    assert (1 << 30) - (64 << 20) < metrics.slot_safe_wal_bytes < (1 << 30) + (64 << 20)
+
+
 def test_a_role_that_may_not_emit_messages_is_told_once_and_the_lag_is_still_read(
     slot: str, plain_role: str
 ) -> None:
