@@ -94,6 +94,19 @@ def test_it_reads_the_slot_lag_and_writes_heartbeats_into_the_slot(slot: str, pl
     assert not [entry for entry in logs if entry["log_level"] == "warning"], logs
 
 
+def test_a_heartbeat_interval_of_zero_writes_no_heartbeats(slot: str) -> None:
+    metrics = PipelineMetrics(slot=SLOT, publication="p", sink="clickhouse")
+    m = monitor(slot, metrics, heartbeat_interval=0)
+    m.start()
+    try:
+        wait_until(lambda: metrics.slot_lag_bytes is not None, 60, "the lag")
+        time.sleep(1.0)  # five status intervals
+    finally:
+        m.close()
+    assert heartbeats_in_slot(slot) == []
+    assert metrics.heartbeat.interval == 0.0 and metrics.heartbeat.last_stored is None
+
+
 def test_the_wal_the_slot_may_still_hold_is_read_only_where_the_server_limits_it(
     slot: str, pg_server: PgServer
 ) -> None:
