@@ -57,6 +57,8 @@ class Settings:
     status_interval: float = option(10.0, "Seconds between status updates to the server.", minimum=0.1)
     retry_initial: float = option(0.5, "First wait between retries (seconds).", minimum=0.01)
     retry_max: float = option(30.0, "Longest wait between retries (seconds).", minimum=0.01)
+    heartbeat_interval: float = option(10.0, "Seconds between heartbeat messages through the slot, which measure "
+                                             "end-to-end latency when idle (0: off; PostgreSQL 14+).", minimum=0)
     # Not an option of its own: --clickhouse-password-file or CDC_CLICKHOUSE_PASSWORD.
     sink_password: str | None = None
 

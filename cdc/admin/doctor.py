@@ -96,6 +96,7 @@ def _postgres(conn: Conn, s: Settings, checks: _Checks) -> None:
     checks.add(PASS if can_replicate and can_replicate[0] else FAIL, "role REPLICATION",
                f"role {user} {'may' if can_replicate and can_replicate[0] else 'may not'} open replication connections",
                f"ALTER ROLE {_ident(conn, user)} REPLICATION;  -- as a superuser")
+    _heartbeats(conn, checks, user)
     _outbox(conn, s, checks, user)
     _publication(conn, s, checks)
     _slot(conn, s, checks, slot)
@@ -108,6 +109,21 @@ def _postgres(conn: Conn, s: Settings, checks: _Checks) -> None:
                    "ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf();")
     else:
         checks.add(PASS, "max_slot_wal_keep_size", keep)
+
+
+def _heartbeats(conn: Conn, checks: _Checks, user: str) -> None:
+    if conn.info.server_version < 140000:
+        checks.add(WARN, "heartbeats", "PostgreSQL before 14 cannot send logical messages to cdc: no end-to-end "
+                   "latency while the outbox is idle", "upgrade PostgreSQL to 14 or newer")
+        return
+    allowed = conn.execute("SELECT bool_or(has_function_privilege(oid, 'EXECUTE')) FROM pg_proc "
+                           "WHERE proname = 'pg_logical_emit_message'").fetchone()
+    if allowed and allowed[0]:
+        checks.add(PASS, "heartbeats", f"role {user} may emit heartbeat messages (pg_logical_emit_message)")
+    else:
+        checks.add(WARN, "heartbeats", f"role {user} may not execute pg_logical_emit_message: cdc runs without "
+                   "heartbeats", f"GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO "
+                   f"{_ident(conn, user)};  -- every overload: see docs/least-privilege.sql")
 
 
 def _outbox(conn: Conn, s: Settings, checks: _Checks, user: str) -> None:

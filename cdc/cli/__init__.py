@@ -58,12 +58,12 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import backfill, checkpoint, doctor, migrate, outbox, publication, run, slot, status, verify
+    from . import backfill, checkpoint, doctor, migrate, outbox, publication, run, slot, status, top, verify
 
     cli.add_command(run.run)
     cli.add_command(migrate.migrate)
     for command in (slot.slot, publication.publication, status.status, doctor.doctor, outbox.outbox,
-                    checkpoint.checkpoint, backfill.backfill, verify.verify):
+                    checkpoint.checkpoint, backfill.backfill, verify.verify, top.top):
         cli.add_command(command)
 
 

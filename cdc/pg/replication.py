@@ -23,6 +23,7 @@ from ..redact import dsn_password, scrub
 from ..settings import Settings
 from . import preflight
 from .connect import connect, startup_options
+from .monitor import MESSAGES_SINCE
 
 
 class ReplicationError(Exception):
@@ -191,6 +192,8 @@ def start_stream(s: Settings, *, start_lsn: str, reconnecting: bool) -> tuple[Re
             repl.close()
             raise PreflightError("streaming needs PostgreSQL 14 or newer: drop --streaming")
         options["streaming"] = "on"
+    if s.heartbeat_interval > 0 and repl.server_version >= MESSAGES_SINCE:
+        options["messages"] = "true"  # the heartbeats: logical decoding messages
     try:
         repl.start_replication(s.slot, start_lsn, options)
     except ReplicationError as exc:

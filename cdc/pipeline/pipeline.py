@@ -19,6 +19,7 @@ from ..pg import preflight
 from ..pg.connect import Conn, connect
 from ..sink.base import SinkError
 from . import snapshot
+from .monitor import SlotMonitor
 from .parts import Parts
 from .stream import Stream
 
@@ -64,8 +65,16 @@ class Pipeline:
             stream = Stream(p, until_lsn=until_lsn, start_lsn="0/0" if from_lsn is None else format_lsn(from_lsn))
             if info is None:
                 snapshot.create_slot_and_copy(p)
-            stream.run()
-            stream.finish()
+            monitor = SlotMonitor(
+                connect=lambda: connect(s.pg_dsn, application_name="cdc-monitor"), slot=s.slot, metrics=p.metrics,
+                log=p.log, status_interval=s.status_interval, heartbeat_interval=s.heartbeat_interval,
+            )
+            monitor.start()  # the slot exists now
+            try:
+                stream.run()
+                stream.finish()
+            finally:
+                monitor.close()
         finally:
             p.flusher.close()
         return RunSummary(p.tracker.safe_lsn, p.collector.counters, p.flusher.rows_stored, p.flusher.dead_letters_stored)
