@@ -16,7 +16,7 @@ from psycopg import sql
 from .names import quote_ident
 from .replication import preflight
 from .replication.connection import ReplicationConnection
-from .replication.snapshot import create_slot
+from .replication.snapshot import create_slot, want_failover
 from .settings import Settings
 
 _LOCK_KEY = 0x6364635F6D6967  # "cdc_mig"
@@ -28,6 +28,7 @@ class MigrateReport:
     publication_created: bool = False
     slot_created: bool = False
     slot_skipped_reason: str | None = None
+    slot_failover: bool = False
 
 
 def migration_files() -> list[tuple[str, str]]:
@@ -80,7 +81,9 @@ def ensure_publication(conn: psycopg.Connection[tuple[object, ...]], s: Settings
     return True
 
 
-def ensure_slot(conn: psycopg.Connection[tuple[object, ...]], s: Settings) -> tuple[bool, str | None]:
+def ensure_slot(
+    conn: psycopg.Connection[tuple[object, ...]], s: Settings, failover: bool = False
+) -> tuple[bool, str | None]:
     """Create the slot now, so events written before the first ``cdc run`` are kept for it.
 
     If the outbox already holds rows in the slot's snapshot, the slot is dropped
@@ -90,7 +93,7 @@ def ensure_slot(conn: psycopg.Connection[tuple[object, ...]], s: Settings) -> tu
         return False, None
     repl = ReplicationConnection.connect(s.pg_dsn, application_name="cdc-migrate")
     try:
-        new = create_slot(repl, s.slot, export_snapshot=True)
+        new = create_slot(repl, s.slot, export_snapshot=True, failover=failover)
         with preflight.connect(s.pg_dsn) as check:
             check.autocommit = False
             check.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -107,11 +110,14 @@ def ensure_slot(conn: psycopg.Connection[tuple[object, ...]], s: Settings) -> tu
     return True, None
 
 
-def migrate(s: Settings) -> MigrateReport:
+def migrate(s: Settings, *, failover: bool | None = None) -> MigrateReport:
     report = MigrateReport()
     with preflight.connect(s.pg_dsn) as conn:
         preflight.check_server(conn)
+        # Refuse an impossible --failover before changing anything.
+        wanted = want_failover(conn.info.server_version, failover)
         report.applied = apply_migrations(conn, s)
         report.publication_created = ensure_publication(conn, s)
-        report.slot_created, report.slot_skipped_reason = ensure_slot(conn, s)
+        report.slot_created, report.slot_skipped_reason = ensure_slot(conn, s, wanted)
+        report.slot_failover = wanted
     return report

@@ -14,14 +14,17 @@ from .options import require_pg, shared_options
 
 @click.command()
 @shared_options
+@click.option("--failover/--no-failover", default=None,
+              help="Make the slot a failover slot, kept on standbys with sync_replication_slots "
+                   "[default: on for PostgreSQL 17+].")
 @click.option("--json", "as_json", is_flag=True, help="Report as JSON.")
-def migrate(settings: Settings, as_json: bool) -> None:
+def migrate(settings: Settings, failover: bool | None, as_json: bool) -> None:
     """Create the outbox table, its publication and slot, and (with a ClickHouse URL) the events table.
 
     Safe to run again: applied migrations are recorded and skipped.
     """
     require_pg(settings)
-    report = run_migrations(settings)
+    report = run_migrations(settings, failover=failover)
     clickhouse = None
     if settings.clickhouse_url:
         sink = ClickHouseSink(settings.clickhouse_url, settings.clickhouse_table,
@@ -35,6 +38,7 @@ def migrate(settings: Settings, as_json: bool) -> None:
         click.echo(orjson.dumps({
             "migrations_applied": report.applied, "publication_created": report.publication_created,
             "slot_created": report.slot_created, "slot_skipped_reason": report.slot_skipped_reason,
+            "slot_failover": report.slot_failover,
             "clickhouse_table": clickhouse,
         }).decode())
         return
@@ -43,5 +47,6 @@ def migrate(settings: Settings, as_json: bool) -> None:
     if report.slot_skipped_reason:
         click.echo(f"slot {settings.slot}: not created: {report.slot_skipped_reason}")
     else:
-        click.echo(f"slot {settings.slot}: {'created' if report.slot_created else 'exists'}")
+        kind = " (failover)" if report.slot_created and report.slot_failover else ""
+        click.echo(f"slot {settings.slot}: {'created' if report.slot_created else 'exists'}{kind}")
     click.echo(f"ClickHouse table: {clickhouse or 'skipped (no --clickhouse-url)'}")

@@ -14,7 +14,7 @@ from ..admin import AdminError
 from ..admin import slots as admin
 from ..admin.clickhouse import SinkConfigError, SinkError, Warehouse
 from ..admin.health import seconds_since
-from ..admin.pg import connect
+from ..admin.pg import connect, server_version
 from ..lsn import parse_lsn
 from ..settings import Settings
 from ._output import confirm, emit_json, human_bytes, human_seconds, json_option, slot_arg, table, yes_option
@@ -79,14 +79,21 @@ def list_(settings: Settings, as_json: bool) -> None:
 @shared_options
 @click.argument("name", required=False)
 @click.option("--temporary", is_flag=True, help="Dropped when this command ends: it holds the slot until Ctrl-C.")
-@click.option("--failover", is_flag=True, help="Synchronised to physical standbys (PostgreSQL 17+).")
+@click.option("--failover/--no-failover", default=None,
+              help="Synchronised to physical standbys with sync_replication_slots, so it survives a promotion "
+                   "[default: on for PostgreSQL 17+].")
 @yes_option
 @json_option
-def create(settings: Settings, name: str | None, temporary: bool, failover: bool, yes: bool, as_json: bool) -> None:
+def create(
+    settings: Settings, name: str | None, temporary: bool, failover: bool | None, yes: bool, as_json: bool
+) -> None:
     """Create a pgoutput slot NAME (default: --slot). It copies nothing: `cdc run --create-slot` also
     delivers the rows already in the outbox."""
     name = slot_arg(name or settings.slot)
     with connect(require_pg(settings)) as conn:
+        # A temporary slot cannot be synchronised (PostgreSQL refuses): default it off there.
+        if failover is None:
+            failover = not temporary and server_version(conn) >= admin.FAILOVER_SINCE
         admin.check_create(conn, name, failover=failover)
         confirm(f"Create {'temporary ' if temporary else ''}logical replication slot {name} in database "
                 f"{conn.info.dbname}? It keeps WAL on the server until a client consumes it.",
