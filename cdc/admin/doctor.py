@@ -12,6 +12,7 @@ from psycopg import sql
 
 from ..replication import preflight
 from ..settings import Settings
+from . import ha
 from .clickhouse import SinkConfigError, SinkError, Warehouse
 from .partitions import list_partitions
 from .pg import Conn, connect, setting, version_text
@@ -37,7 +38,7 @@ class _Checks(list[Check]):
         self.append(Check(status, check, detail, fix if status != PASS else None))
 
 
-def run_checks(settings: Settings, *, timeout: float = 10.0) -> list[Check]:
+def run_checks(settings: Settings, *, timeout: float = 10.0, standby_dsns: tuple[str, ...] = ()) -> list[Check]:
     checks = _Checks()
     if not settings.pg_dsn:
         checks.add(FAIL, "postgres", "no PostgreSQL DSN given", "pass --pg-dsn or set CDC_PG_DSN")
@@ -49,6 +50,7 @@ def run_checks(settings: Settings, *, timeout: float = 10.0) -> list[Check]:
         else:
             with conn:
                 _postgres(conn, settings, checks)
+                _ha_chain(conn, settings, checks, standby_dsns, timeout)
     _clickhouse(settings, checks, timeout)
     return checks
 
@@ -106,6 +108,22 @@ def _postgres(conn: Conn, s: Settings, checks: _Checks) -> None:
                    "ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf();")
     else:
         checks.add(PASS, "max_slot_wal_keep_size", keep)
+
+
+def _ha_chain(conn: Conn, s: Settings, checks: _Checks, standby_dsns: tuple[str, ...], timeout: float) -> None:
+    """Only where it applies: a 17+ primary with physical standbys, or standbys named with --standby-dsn."""
+    if ha.has_standbys(conn):
+        slot = get_slot(conn, s.slot)
+        findings = ha.primary_findings(conn, s.slot, None if slot is None else slot.failover)
+    elif standby_dsns:
+        findings = []
+    else:
+        return
+    named = ha.synchronized_standby_slots(conn) if conn.info.server_version >= ha.FAILOVER_SINCE else []
+    for dsn in standby_dsns:
+        findings.extend(ha.standby_findings(dsn, s.slot, named, timeout=timeout))
+    for f in findings:
+        checks.add(f.status, f.check, f.detail, f.fix)
 
 
 def _outbox(conn: Conn, s: Settings, checks: _Checks, user: str) -> None:
