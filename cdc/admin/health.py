@@ -19,7 +19,7 @@ from typing import Any
 
 from ..redact import redact_dsn
 from ..settings import Settings
-from . import positions
+from . import ha, positions
 from .clickhouse import SinkConfigError, SinkError, Warehouse
 from .pg import connect, setting, version_text
 from .slots import SlotRow, get_slot
@@ -91,10 +91,21 @@ def _postgres(status: Status, settings: Settings, timeout: float) -> SlotRow | N
         if status.postgres["wal_level"] != "logical":
             status.problem(CRITICAL, f"wal_level is {status.postgres['wal_level']}: logical decoding is off")
         row = get_slot(conn, settings.slot)
+        if ha.has_standbys(conn):
+            _ha_chain(status, ha.primary_findings(conn, settings.slot, None if row is None else row.failover))
     if row is None:
         status.slot = {"name": settings.slot, "exists": False}
         status.problem(CRITICAL, f"replication slot {settings.slot} does not exist: `cdc run --create-slot` creates it")
     return row
+
+
+def _ha_chain(status: Status, findings: list[ha.Finding]) -> None:
+    """The primary's side of the failover chain (`cdc doctor --standby-dsn` checks the standbys too)."""
+    status.postgres["ha"] = [{"status": f.status, "check": f.check, "detail": f.detail} for f in findings]
+    for f in findings:
+        if f.status != ha.PASS:
+            # A listed slot that does not exist stalls decoding for good; the rest degrade failover.
+            status.problem(CRITICAL if f.status == ha.FAIL else WARNING, f"{f.detail} (fix: {f.fix})")
 
 
 def _clickhouse(status: Status, settings: Settings, timeout: float) -> datetime | None:

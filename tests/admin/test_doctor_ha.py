@@ -126,3 +126,17 @@ def test_a_primary_without_standbys_gets_no_ha_checks(pg_standby: StandbyPair, c
     result = cli("doctor", "--json")
     checks = {c["check"] for c in json.loads(result.stdout)["checks"]}
     assert not checks & {"failover slot", "synchronized_standby_slots", "synchronized standby", "synced slot"}
+
+
+def test_status_warns_when_a_synchronized_standby_is_down(pg_standby: StandbyPair, clickhouse_url: str) -> None:
+    cli = _migrated(pg_standby, clickhouse_url)
+    healthy = json.loads(cli("status", "--json").stdout)
+    assert {c["check"]: c["status"] for c in healthy["postgres"]["ha"]}["synchronized standby"] == "PASS"
+    assert not [p for p in healthy["problems"] if "standby" in p["message"]], healthy["problems"]
+
+    pg_standby.standby.stop("fast")
+    result = cli("status", "--json")
+    data = json.loads(result.stdout)
+    down = [p for p in data["problems"] if "is down" in p["message"]]
+    assert len(down) == 1 and down[0]["level"] == "warning", data["problems"]
+    assert "stalls" in down[0]["message"] and result.exit_code >= 1
