@@ -218,6 +218,7 @@ def _clickhouse(s: Settings, checks: _Checks, timeout: float) -> None:
                 checks.add(WARN, "clickhouse version", f"{wh.version}: timestamps keep whole seconds only",
                            "upgrade ClickHouse to 20.1+ for microsecond timestamps (DateTime64)")
             problems = wh.schema_problems()
+            replicas = wh.replicas()
     except (SinkConfigError, SinkError) as exc:
         checks.add(FAIL, "clickhouse", str(exc), "check CDC_CLICKHOUSE_URL and the ClickHouse password")
         return
@@ -226,3 +227,12 @@ def _clickhouse(s: Settings, checks: _Checks, timeout: float) -> None:
                    "cdc migrate --clickhouse-url ...  (creates what is missing)")
     else:
         checks.add(PASS, "clickhouse schema", f"{s.clickhouse_table}, its dead-letter and progress tables are in place")
+    for r in replicas:
+        found = r.problems()
+        detail = (f"{r.table} on replica {r.replica}: {r.active_replicas} of {r.total_replicas} active, "
+                  f"queue {r.queue_size}, {r.absolute_delay}s behind")
+        if not found:
+            checks.add(PASS, "clickhouse replicas", detail)
+        for critical, message in found:
+            checks.add(FAIL if critical else WARN, "clickhouse replicas", message,
+                       "check ZooKeeper and the replicas' logs; SELECT * FROM system.replication_queue shows the queue")

@@ -120,6 +120,7 @@ def _clickhouse(status: Status, settings: Settings, timeout: float) -> datetime 
             hwm = wh.high_water_mark()
             events, dead = wh.counts()
             last_insert = wh.last_inserted_at()
+            replicas = wh.replicas()
     except (SinkConfigError, SinkError) as exc:
         status.clickhouse = {"configured": True, "reachable": False, "error": str(exc)}
         status.problem(CRITICAL, str(exc))
@@ -136,7 +137,11 @@ def _clickhouse(status: Status, settings: Settings, timeout: float) -> datetime 
     status.clickhouse.update(
         high_water_mark=high, events=events, dead_letters=dead,
         last_insert_at=last_insert.isoformat() if last_insert else None,
+        replicas=[r.as_dict() for r in replicas] or None,
     )
+    for r in replicas:
+        for critical, message in r.problems():
+            status.problem(CRITICAL if critical else WARNING, message)
     return last_insert
 
 
