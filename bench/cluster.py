@@ -29,9 +29,9 @@ from typing import Any
 from . import workload
 from .env import CDC, BenchError, Child, Servers, Target, checked, connect, settle
 
-from cluster_support import OLD_TYPES, render  # noqa: E402  (tests/ is on sys.path via bench.env)
-from servers.clickhouse_cluster import ClickHouseCluster, start_cluster  # noqa: E402
-from servers.zookeeper import start_zookeeper  # noqa: E402
+from cluster_support import OLD_TYPES, render
+from servers.clickhouse_cluster import ClickHouseCluster, start_cluster
+from servers.zookeeper import start_zookeeper
 
 
 def _load(t: Target, events: int, txn_rows: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import os
 import signal
 import subprocess
@@ -61,6 +62,11 @@ class Target:
             ).fetchone()
             return bool(row and row[0])
 
+    def slot_active(self, slot: str = "cdc_outbox") -> bool:
+        with self.pg() as conn:
+            row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+            return bool(row and row[0])
+
     def delivered_ids(self, table: str = "events") -> list[str]:
         """Every row ever inserted into the events table, duplicates included.
 
@@ -105,4 +111,118 @@ def insert_events(
             cur.executemany(
                 "INSERT INTO outbox (unique_id, event_type, environment, payload) VALUES (%s, %s, 'test', %s)",
                 [(uid, event_type, f'{{"uid": "{uid}"}}') for uid in ids],
+            )
+
+
+# -- acknowledgement order: the slot's confirmed position against what ClickHouse holds -------------------------
+
+Position = tuple[int, int]  # (commit_lsn, commit_seq) as stored in ClickHouse
+
+
+def parse_lsn_text(text: str) -> int:
+    high, _, low = text.partition("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def stored_positions(t: Target, table: str = "events") -> list[tuple[int, int, int]]:
+    """(commit_lsn, commit_seq, inserted_at) of every stored event, in commit order, from the progress ledger."""
+    rows = t.ch().execute(
+        f"SELECT commit_lsn, commit_seq, toUInt32(inserted_at) FROM {table}_cdc_progress "
+        "WHERE unique_id != '' ORDER BY commit_lsn, commit_seq"
+    )
+    return [(int(lsn), int(seq), int(at)) for lsn, seq, at in rows]
+
+
+def high_water_mark(t: Target, table: str = "events") -> Position | None:
+    """The newest stored position, read straight from ClickHouse (not through cdc)."""
+    rows = t.ch().execute(
+        f"SELECT commit_lsn, commit_seq FROM {table}_cdc_progress WHERE unique_id != '' "
+        "ORDER BY commit_lsn DESC, commit_seq DESC LIMIT 1"
+    )
+    return (int(rows[0][0]), int(rows[0][1])) if rows else None
+
+
+def acknowledged_before_stored(
+    final: Sequence[tuple[int, int, int]], samples: Sequence[tuple[int, Position | None]]
+) -> list[str]:
+    """Samples where the slot confirmed a transaction ClickHouse did not hold yet.
+
+    ``final`` is every position stored by the end of the test (``stored_positions``);
+    each sample is (the slot's confirmed_flush_lsn, the high-water mark read *after*
+    it). Rows are inserted in commit order, so at that moment ClickHouse held exactly
+    the positions up to the mark. The server skips, on restart, every transaction
+    whose commit record starts before the confirmed position: a row past the mark
+    whose commit_lsn lies below the confirmed position was acknowledged unstored.
+    """
+    positions = [(lsn, seq) for lsn, seq, _ in final]
+    bad = []
+    for confirmed, mark in samples:
+        at = 0 if mark is None else bisect.bisect_right(positions, mark)
+        first_unstored = positions[at] if at < len(positions) else None
+        if first_unstored is not None and first_unstored[0] < confirmed:
+            bad.append(
+                f"confirmed {confirmed:X} while ClickHouse held up to {mark} and not yet "
+                f"commit {first_unstored[0]:X} #{first_unstored[1]}"
+            )
+    return bad
+
+
+def slot_released(t: Target, slot: str = "cdc_outbox", timeout: float = 30) -> None:
+    """After a kill the server ends the dead run's walsender once it sees the socket close."""
+
+    def released() -> bool:
+        with t.pg() as conn:
+            row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+        return row is None or not row[0]
+
+    wait_until(released, timeout, "the killed run's walsender to release the slot", 0.05)
+
+
+class CommitReferee:
+    """PostgreSQL's own account of which transactions committed where: a test_decoding slot, nothing of cdc.
+
+    Create it before the transactions it is to see. ``commits()`` gives each
+    committed transaction's xid and the end of its commit record; the outbox
+    rows' ``xmin`` says which transaction wrote them.
+    """
+
+    SLOT = "cdc_test_referee"
+
+    def __init__(self, t: Target) -> None:
+        self.t = t
+        with t.pg() as conn:
+            conn.execute("SELECT pg_create_logical_replication_slot(%s, 'test_decoding')", (self.SLOT,))
+
+    def commits(self) -> dict[str, int]:
+        with self.t.pg() as conn:
+            rows = conn.execute(
+                "SELECT xid::text, lsn::text FROM pg_logical_slot_peek_changes(%s, NULL, NULL, "
+                "'include-xids', '1', 'skip-empty-xacts', '1') WHERE data LIKE 'COMMIT%%'",
+                (self.SLOT,),
+            ).fetchall()
+        return {str(xid): parse_lsn_text(str(lsn)) for xid, lsn in rows}
+
+    def outbox_ids_by_xid(self) -> dict[str, set[str]]:
+        by_xid: dict[str, set[str]] = {}
+        with self.t.pg() as conn:
+            for uid, xid in conn.execute("SELECT unique_id, xmin::text FROM outbox").fetchall():
+                by_xid.setdefault(str(xid), set()).add(str(uid))
+        return by_xid
+
+    def acknowledged_unstored(self, confirmed: int, stored: set[str]) -> list[str]:
+        """Committed transactions the slot confirmed (their commit ends at or before ``confirmed``) that
+        ClickHouse did not hold whole: the server will never send them again."""
+        commits = self.commits()
+        return [
+            f"transaction {xid} (commit ends at {commits[xid]:X}, {len(ids - stored)} of {len(ids)} rows unstored)"
+            f" confirmed by {confirmed:X}"
+            for xid, ids in self.outbox_ids_by_xid().items()
+            if xid in commits and commits[xid] <= confirmed and not ids <= stored
+        ]
+
+    def drop(self) -> None:
+        with self.t.pg() as conn:
+            conn.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
+                (self.SLOT,),
             )

@@ -10,14 +10,15 @@ from typing import Any
 
 from psycopg import sql
 
-from ..replication import preflight
+from ..errors import ConnectError, PreflightError
+from ..pg import ha, preflight
+from ..pg.connect import Conn, connect, setting, version_text
+from ..pg.partitions import list_partitions
+from ..pg.publications import COVERS, PARTITIONS_ONLY, fix_for, get_publication
+from ..pg.slots import FAILOVER_SINCE, get_slot
 from ..settings import Settings
-from . import ha
-from .clickhouse import SinkConfigError, SinkError, Warehouse
-from .partitions import list_partitions
-from .pg import Conn, connect, setting, version_text
-from .publications import COVERS, PARTITIONS_ONLY, fix_for, get_publication
-from .slots import get_slot
+from ..sink import open_sink_admin
+from ..sink.base import SinkConfigError, SinkError
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 
@@ -38,19 +39,19 @@ class _Checks(list[Check]):
         self.append(Check(status, check, detail, fix if status != PASS else None))
 
 
-def run_checks(settings: Settings, *, timeout: float = 10.0, standby_dsns: tuple[str, ...] = ()) -> list[Check]:
+def run_checks(settings: Settings, *, timeout: float = 10.0) -> list[Check]:
     checks = _Checks()
     if not settings.pg_dsn:
         checks.add(FAIL, "postgres", "no PostgreSQL DSN given", "pass --pg-dsn or set CDC_PG_DSN")
     else:
         try:
             conn = connect(settings.pg_dsn, timeout=timeout, application_name="cdc-doctor")
-        except preflight.ConnectError as exc:
+        except ConnectError as exc:
             checks.add(FAIL, "postgres", str(exc), "check CDC_PG_DSN, the server, and pg_hba.conf")
         else:
             with conn:
                 _postgres(conn, settings, checks)
-                _ha_chain(conn, settings, checks, standby_dsns, timeout)
+                _ha_chain(conn, settings, checks, timeout)
     _clickhouse(settings, checks, timeout)
     return checks
 
@@ -110,17 +111,17 @@ def _postgres(conn: Conn, s: Settings, checks: _Checks) -> None:
         checks.add(PASS, "max_slot_wal_keep_size", keep)
 
 
-def _ha_chain(conn: Conn, s: Settings, checks: _Checks, standby_dsns: tuple[str, ...], timeout: float) -> None:
+def _ha_chain(conn: Conn, s: Settings, checks: _Checks, timeout: float) -> None:
     """Only where it applies: a 17+ primary with physical standbys, or standbys named with --standby-dsn."""
     if ha.has_standbys(conn):
         slot = get_slot(conn, s.slot)
         findings = ha.primary_findings(conn, s.slot, None if slot is None else slot.failover)
-    elif standby_dsns:
+    elif s.standby_dsns:
         findings = []
     else:
         return
-    named = ha.synchronized_standby_slots(conn) if conn.info.server_version >= ha.FAILOVER_SINCE else []
-    for dsn in standby_dsns:
+    named = ha.synchronized_standby_slots(conn) if conn.info.server_version >= FAILOVER_SINCE else []
+    for dsn in s.standby_dsns:
         findings.extend(ha.standby_findings(dsn, s.slot, named, timeout=timeout))
     for f in findings:
         checks.add(f.status, f.check, f.detail, f.fix)
@@ -130,7 +131,7 @@ def _outbox(conn: Conn, s: Settings, checks: _Checks, user: str) -> None:
     table = f"{s.outbox_schema}.{s.outbox_table}"
     try:
         preflight.check_outbox(conn, s.outbox_schema, s.outbox_table)
-    except preflight.PreflightError as exc:
+    except PreflightError as exc:
         checks.add(FAIL, "outbox columns", str(exc), "cdc migrate")
         return
     checks.add(PASS, "outbox columns", f"{table} has every column cdc reads")
@@ -206,17 +207,17 @@ def _slot(conn: Conn, s: Settings, checks: _Checks, slot: Any) -> None:
 
 
 def _clickhouse(s: Settings, checks: _Checks, timeout: float) -> None:
-    if not s.clickhouse_url:
+    if not s.sink_url:
         checks.add(FAIL, "clickhouse", "no ClickHouse URL given", "pass --clickhouse-url or set CDC_CLICKHOUSE_URL")
         return
     try:
-        with Warehouse(s, timeout=timeout) as wh:
+        with open_sink_admin(s.sink_url, s, timeout=timeout) as wh:
             checks.add(PASS, "clickhouse", f"connected to {wh.url}")
-            if wh.sink.capabilities.modern:
+            warning = wh.version_warning()
+            if warning is None:
                 checks.add(PASS, "clickhouse version", wh.version)
             else:
-                checks.add(WARN, "clickhouse version", f"{wh.version}: timestamps keep whole seconds only",
-                           "upgrade ClickHouse to 20.1+ for microsecond timestamps (DateTime64)")
+                checks.add(WARN, "clickhouse version", *warning)
             problems = wh.schema_problems()
             replicas = wh.replicas()
     except (SinkConfigError, SinkError) as exc:
@@ -226,11 +227,10 @@ def _clickhouse(s: Settings, checks: _Checks, timeout: float) -> None:
         checks.add(FAIL, "clickhouse schema", "; ".join(problems),
                    "cdc migrate --clickhouse-url ...  (creates what is missing)")
     else:
-        checks.add(PASS, "clickhouse schema", f"{s.clickhouse_table}, its dead-letter and progress tables are in place")
+        checks.add(PASS, "clickhouse schema", f"{s.sink_table}, its dead-letter and progress tables are in place")
     for r in replicas:
         found = r.problems()
-        detail = (f"{r.table} on replica {r.replica}: {r.active_replicas} of {r.total_replicas} active, "
-                  f"queue {r.queue_size}, {r.absolute_delay}s behind")
+        detail = r.summary()
         if not found:
             checks.add(PASS, "clickhouse replicas", detail)
         for critical, message in found:

@@ -6,32 +6,29 @@ import click
 import orjson
 
 from ..logs import get_logger
-from ..migrate import migrate as run_migrations
+from ..pg.migrate import migrate as run_migrations
 from ..settings import Settings
-from ..sink.clickhouse import ClickHouseSink
-from .options import require_pg, shared_options
+from ..sink import open_sink
+from .options import require_pg, settings_options, shared_options
 
 
 @click.command()
 @shared_options
-@click.option("--failover/--no-failover", default=None,
-              help="Make the slot a failover slot, kept on standbys with sync_replication_slots "
-                   "[default: on for PostgreSQL 17+].")
+@settings_options("failover")
 @click.option("--json", "as_json", is_flag=True, help="Report as JSON.")
-def migrate(settings: Settings, failover: bool | None, as_json: bool) -> None:
+def migrate(settings: Settings, as_json: bool) -> None:
     """Create the outbox table, its publication and slot, and (with a ClickHouse URL) the events table.
 
     Safe to run again: applied migrations are recorded and skipped.
     """
     require_pg(settings)
-    report = run_migrations(settings, failover=failover)
+    report = run_migrations(settings)
     clickhouse = None
-    if settings.clickhouse_url:
-        sink = ClickHouseSink(settings.clickhouse_url, settings.clickhouse_table,
-                              password=settings.clickhouse_password, log=get_logger())
+    if settings.sink_url:
+        sink = open_sink(settings.sink_url, settings, log=get_logger())
         try:
             sink.ensure_schema()
-            clickhouse = settings.clickhouse_table
+            clickhouse = settings.sink_table
         finally:
             sink.close()
     if as_json:

@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
-from ._process import service_user, user_can_traverse
+from cdc.demo.processes import service_user, user_can_traverse
+
 from .clickhouse import ClickHouseServer, start_clickhouse
 from .external import ExternalClickHouse, ExternalPostgres
 from .pgbin import available_kinds

@@ -245,7 +245,7 @@ def _wait_for_zookeeper(member: ClusterReplica) -> None:
     deadline = time.monotonic() + ZK_READY_TIMEOUT
     while not member.sees_zookeeper():
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{member!r} did not reach ZooKeeper in {ZK_READY_TIMEOUT:.0f}s\n{member._log_tail()}")
+            raise RuntimeError(f"{member!r} did not reach ZooKeeper in {ZK_READY_TIMEOUT:.0f}s\n{member.log_tail()}")
         time.sleep(0.1)
 
 

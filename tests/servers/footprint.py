@@ -69,9 +69,9 @@ def main() -> None:
 
         tmpfs = tmpfs_if_roomy()
         for pairs_root in [root] + ([make_server_root(tmpfs)] if tmpfs is not None else []):
-            template, tpl_s = _timed(lambda: make_template(pairs_root / "template"))  # noqa: B023 - called at once
+            template, tpl_s = _timed(lambda: make_template(pairs_root / "template"))
             for workdir in (pairs_root / "pair1", pairs_root / "pair2"):
-                pair, pair_s = _timed(lambda: start_standby_pair(workdir, template))  # noqa: B023 - called at once
+                pair, pair_s = _timed(lambda: start_standby_pair(workdir, template))
                 rss = _rss_mib([pair.primary.pid, pair.standby.pid])
                 print(f"pg_standby          start {pair_s:5.2f} s   rss {rss:6.0f} MiB (per test, under "
                       f"{pairs_root.parent}; session template initdb {tpl_s:.2f} s)")

