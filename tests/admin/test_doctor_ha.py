@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from servers.pg_standby import StandbyPair
 from support import Target, wait_until
 
@@ -140,3 +141,28 @@ def test_status_warns_when_a_synchronized_standby_is_down(pg_standby: StandbyPai
     down = [p for p in data["problems"] if "is down" in p["message"]]
     assert len(down) == 1 and down[0]["level"] == "warning", data["problems"]
     assert "stalls" in down[0]["message"] and result.exit_code >= 1
+
+
+def _standby_lines(found: dict[str, list[dict[str, Any]]]) -> list[tuple[str, str]]:
+    return sorted((c["status"], c["detail"]) for c in found["standby"])
+
+
+def test_several_standbys_by_repeated_flag_or_one_per_line_in_cdc_standby_dsn(
+    pg_standby: StandbyPair, clickhouse_url: str
+) -> None:
+    cli = _migrated(pg_standby, clickhouse_url)
+    # key=value DSNs have spaces in them: the variable takes one DSN per line, not per word.
+    live = make_conninfo("", **conninfo_to_dict(pg_standby.standby_dsn()))
+    assert " " in live
+    gone = "host=127.0.0.1 port=1 dbname=postgres user=cdc password=s3cret-standby connect_timeout=2"
+    by_flag = json.loads(cli("doctor", "--json", "--standby-dsn", live, "--standby-dsn", gone).stdout)
+    by_env = json.loads(cli("doctor", "--json", CDC_STANDBY_DSN=f"\n{live}\n\n  {gone}\n").stdout)
+    for result in (by_flag, by_env):
+        found: dict[str, list[dict[str, Any]]] = {}
+        for check in result["checks"]:
+            found.setdefault(check["check"], []).append(check)
+        statuses = _standby_lines(found)
+        assert [s for s, _ in statuses] == ["PASS", "WARN"], statuses
+        assert f":{pg_standby.standby.port}" in statuses[0][1] and "cannot connect" in statuses[1][1], statuses
+        assert _status(found, "synced slot"), found  # the live one was checked through
+        assert "s3cret-standby" not in json.dumps(result)
