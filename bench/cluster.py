@@ -29,7 +29,6 @@ from typing import Any
 from . import workload
 from .env import CDC, BenchError, Child, Servers, Target, checked, connect, settle
 
-from cluster_support import OLD_TYPES, render
 from servers.clickhouse_cluster import ClickHouseCluster, start_cluster
 from servers.zookeeper import start_zookeeper
 
@@ -40,10 +39,10 @@ def _load(t: Target, events: int, txn_rows: int) -> None:
         settle(conn, "outbox")
 
 
-def _drain(name: str, t: Target, srv: Servers, done: Any) -> dict[str, Any]:
+def _drain(name: str, t: Target, srv: Servers, done: Any, **env: str) -> dict[str, Any]:
     started = time.monotonic()
     # Slots are per server, not per database: one per run.
-    child = Child([*CDC, "run", "--until-lsn", "current"], env=t.env(CDC_SLOT=f"cdc_{name}"),
+    child = Child([*CDC, "run", "--until-lsn", "current"], env=t.env(CDC_SLOT=f"cdc_{name}", **env),
                   log=srv.logs / f"{name}.log", cwd=srv.root)
     result = child.wait(timeout=600).check()
     done()
@@ -88,11 +87,11 @@ def run(events: int, txn_rows: int) -> dict[str, Any]:
 
 def _drain_cluster(srv: Servers, cluster: ClickHouseCluster, events: int, txn_rows: int) -> dict[str, Any]:
     database = "bench_cluster"
-    for statement in render(database, cluster.name, OLD_TYPES):
-        cluster.execute(statement)
     pg_only = srv.database(database)  # a fresh PostgreSQL database; its ClickHouse URL is replaced below
-    t = Target(pg_only.pg_dsn, cluster.url(database, replica=0))
-    checked(subprocess.run([*CDC, "migrate"], env=t.env(CDC_SLOT="cdc_cluster"),
+    # Both replicas in the URL (replica 1 first): `cdc migrate` makes the tables ON CLUSTER.
+    t = Target(pg_only.pg_dsn, cluster.multi_host_url(database))
+    on_cluster = {"CDC_CLICKHOUSE_CLUSTER": cluster.name}
+    checked(subprocess.run([*CDC, "migrate"], env=t.env(CDC_SLOT="cdc_cluster", **on_cluster),
                            capture_output=True, text=True, timeout=300))
     _load(t, events, txn_rows)
 
@@ -100,7 +99,7 @@ def _drain_cluster(srv: Servers, cluster: ClickHouseCluster, events: int, txn_ro
         for table in ("events", "events_cdc_progress"):
             cluster.sync_replica(f"{database}.{table}", 1)
 
-    result = _drain("cluster", t, srv, replicated)
+    result = _drain("cluster", t, srv, replicated, **on_cluster)
     result["stored"] = _count(lambda q: cluster.execute(q, replica=1), database)
     result["stored_replica_1"] = _count(lambda q: cluster.execute(q, replica=0), database)
     return result

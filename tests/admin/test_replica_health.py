@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from cluster_support import OLD_TYPES, render
+from cluster_support import render
 from servers.clickhouse_cluster import ClickHouseCluster
 from support import Target
 
@@ -24,7 +24,7 @@ NO_PG = "host=127.0.0.1 port=1 dbname=none connect_timeout=2"
 
 @pytest.fixture
 def cli(clickhouse_cluster: ClickHouseCluster, cluster_database: str) -> Iterator[Cli]:
-    for statement in render(cluster_database, clickhouse_cluster.name, OLD_TYPES)[1:]:
+    for statement in render(cluster_database, clickhouse_cluster.name)[1:]:
         clickhouse_cluster.execute(statement)
     yield Cli(Target(NO_PG, clickhouse_cluster.url(cluster_database, replica=0)))
     clickhouse_cluster.heal()

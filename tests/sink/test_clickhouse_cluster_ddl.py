@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from cluster_support import COLUMNS, MODERN_TYPES, OLD_TYPES, render
+from cluster_support import COLUMNS, MODERN, render
 from servers.clickhouse_cluster import ClickHouseCluster
 
 def _rows(first: int, count: int, inserted_at: int) -> list[tuple[Any, ...]]:
@@ -32,7 +32,7 @@ def _ids(cluster: ClickHouseCluster, table: str, replica: int) -> list[str]:
 
 @pytest.fixture
 def schema(clickhouse_cluster: ClickHouseCluster, cluster_database: str) -> str:
-    for statement in render(cluster_database, clickhouse_cluster.name, OLD_TYPES)[1:]:
+    for statement in render(cluster_database, clickhouse_cluster.name)[1:]:
         clickhouse_cluster.execute(statement)
     return cluster_database
 
@@ -55,7 +55,7 @@ def test_on_cluster_ddl_makes_replicated_tables_on_both_replicas(
         assert _ids(clickhouse_cluster, f"{schema}.events_cdc_progress", replica) == expected
     assert clickhouse_cluster.execute(f"SELECT count() FROM {schema}.events_all", replica=1) == [(5,)]
     # Running the DDL again changes nothing (cdc migrate is idempotent).
-    for statement in render(schema, clickhouse_cluster.name, OLD_TYPES)[1:]:
+    for statement in render(schema, clickhouse_cluster.name)[1:]:
         clickhouse_cluster.execute(statement)
 
 
@@ -80,7 +80,7 @@ def test_the_modern_cluster_ddl_parses_in_current_clickhouse() -> None:
     chdb_session = pytest.importorskip("chdb.session")
     session = chdb_session.Session()
     try:
-        for statement in render("cdc_db", "cdc_cluster", MODERN_TYPES):
+        for statement in render("cdc_db", "cdc_cluster", MODERN):
             body = "\n".join(line for line in statement.splitlines() if not line.startswith("--"))
             ast = str(session.query(f"EXPLAIN AST {body}", "TSV"))
             assert "Create" in ast or "CreateQuery" in ast, (statement, ast)
