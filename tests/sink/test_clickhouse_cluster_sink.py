@@ -9,6 +9,7 @@ replicas drop it as a repeat and each row is stored once.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -119,3 +120,38 @@ def test_a_cluster_named_for_tables_that_are_not_replicated_is_refused(pg_dsn: s
     assert result.returncode == 1, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("cdc: error: ") and "not replicated" in last and "--clickhouse-cluster" in last, last
+
+
+def test_a_restart_on_a_lagging_replica_waits_for_what_the_other_stored_instead_of_storing_it_again(
+    pg_dsn: str, clickhouse_cluster: ClickHouseCluster, cluster_database: str
+) -> None:
+    on_cluster = {"CDC_CLICKHOUSE_CLUSTER": clickhouse_cluster.name, "CDC_BATCH_ROWS": "100"}
+    via_0 = Target(pg_dsn, clickhouse_cluster.multi_host_url(cluster_database, first=0))
+    via_1 = Target(pg_dsn, clickhouse_cluster.multi_host_url(cluster_database, first=1))
+    checked(via_0.cdc("migrate", **on_cluster))
+    ids = [f"l{n:04d}" for n in range(300)]
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        insert_events(conn, ids)
+    # Replica 1 stops fetching: what replica 0 stores stays there for now.
+    for table in ("events", "events_cdc_progress"):
+        clickhouse_cluster.execute(f"SYSTEM STOP FETCHES {cluster_database}.{table}", replica=1)
+    # Stored on replica 0, never acknowledged: PostgreSQL sends those rows again to the next run.
+    killed = via_0.cdc("run", "--until-lsn", "current", CDC_FAILPOINTS="after_insert=2", **on_cluster)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    stored = len(_ids(clickhouse_cluster, cluster_database, "events_cdc_progress", 0))
+    assert stored == 200, stored
+
+    def resume_fetches() -> None:
+        for table in ("events", "events_cdc_progress"):
+            clickhouse_cluster.execute(f"SYSTEM START FETCHES {cluster_database}.{table}", replica=1)
+
+    timer = threading.Timer(3.0, resume_fetches)
+    timer.start()
+    try:
+        # Through replica 1: its high-water mark and dedup window are read once it holds replica 0's parts.
+        checked(via_1.cdc("run", "--until-lsn", "current", **on_cluster))
+    finally:
+        timer.join()
+    for replica in (0, 1):
+        assert _ids(clickhouse_cluster, cluster_database, "events", replica) == ids
+        assert _ids(clickhouse_cluster, cluster_database, "events_cdc_progress", replica) == ids
