@@ -5,6 +5,11 @@ both replicas. The replica cdc inserts into is killed after it stored a batch
 and before its answer arrived: the retry reaches the other replica and is the
 same block byte for byte (one inserted_at per batch, not per attempt), so the
 replicas drop it as a repeat and each row is stored once.
+
+ClickHouse 18.16 skips the materialized view for a block it drops as a repeat
+(and never deduplicates the view's own blocks), so after a retry the sink sends
+the batch's progress rows itself: the progress table may then hold a position
+twice, never miss one. The events table is what must hold each row once.
 """
 
 from __future__ import annotations
@@ -87,7 +92,9 @@ def test_a_retry_after_the_replica_died_with_the_answer_is_dropped_as_a_repeat(
     expected = sorted(f"id-100-{seq}" for seq in range(500))
     for replica in (0, 1):
         assert _ids(clickhouse_cluster, cluster_database, "events", replica) == expected
-        assert _ids(clickhouse_cluster, cluster_database, "events_cdc_progress", replica) == expected
+        # 18.16 skips the view for the dropped repeat; the sink re-sent the positions (a copy is harmless
+        # in the progress table, a gap would not be).
+        assert set(_ids(clickhouse_cluster, cluster_database, "events_cdc_progress", replica)) == set(expected)
 
 
 def test_migrate_and_run_on_a_cluster_deliver_every_row_to_both_replicas_once(

@@ -32,7 +32,7 @@ from structlog.typing import FilteringBoundLogger
 from ...core.events import EVENT_COLUMNS, Batch
 from ..base import LatestCommit, SinkConfigError
 from .connection import ClickHouseConnection, DatabaseMissing
-from .ddl import DEAD_LETTER_COLUMNS, EVENTS_COLUMNS, Capabilities, SchemaNames, parse_version, render_schema
+from .ddl import DEAD_LETTER_COLUMNS, EVENTS_COLUMNS, PROGRESS_COLUMNS, Capabilities, SchemaNames, parse_version, render_schema
 from .layout import Layout, SchemaInspector
 from .url import parse_clickhouse_url, redact_url
 
@@ -40,6 +40,8 @@ __all__ = ["ClickHouseSink", "LatestCommit", "redact_url"]
 
 _OCCURRED_AT: Final = EVENT_COLUMNS.index("occurred_at")
 _COMMITTED_AT: Final = EVENT_COLUMNS.index("committed_at")
+# The progress table's columns, as the materialized view selects them from the events.
+_PROGRESS_FROM_EVENTS: Final = (*(EVENT_COLUMNS.index(name) for name in PROGRESS_COLUMNS[:-1]), len(EVENT_COLUMNS))
 _HOUR: Final = 3600
 
 
@@ -96,6 +98,7 @@ class ClickHouseSink:
 
         names = self.names
         self._insert_events_sql = f"INSERT INTO {names.events} ({', '.join(EVENTS_COLUMNS)}) VALUES"
+        self._insert_progress_sql = f"INSERT INTO {names.progress} ({', '.join(PROGRESS_COLUMNS)}) VALUES"
         self._insert_dead_letters_sql = (
             f"INSERT INTO {names.dead_letter} ({', '.join(DEAD_LETTER_COLUMNS)}) VALUES"
         )
@@ -192,6 +195,7 @@ class ClickHouseSink:
         a number too big for its column). The batch itself is never modified.
         """
         layout = self._current_layout()
+        retry = self._retrying is not None and self._retrying[0] is batch
         inserted_at = self._stamp(batch)
         dead_letters = self._dead_letter_columns(batch, layout, inserted_at)
         events = self._event_columns(batch, layout, inserted_at)
@@ -200,6 +204,12 @@ class ClickHouseSink:
             self._conn.insert(self._insert_dead_letters_sql, dead_letters)
         if events is not None:
             self._conn.insert(self._insert_events_sql, events)
+            if retry and self.cluster is not None:
+                # ClickHouse 18.16 skips the materialized view for an events block it drops as a repeat: a
+                # replica that died after storing the events, before their progress rows, leaves those
+                # missing. The block the view would have made, sent here, is stored if missing and
+                # dropped as a repeat if not (same rows, same block).
+                self._conn.insert(self._insert_progress_sql, [events[i] for i in _PROGRESS_FROM_EVENTS])
         self._retrying = None
         self.log.debug(
             "clickhouse.wrote",
