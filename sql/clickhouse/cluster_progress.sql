@@ -1,6 +1,8 @@
 -- progress.sql, replicated (see cluster_events.sql). The materialized view
--- writes into it on the replica that took the insert; a repeated identical
--- block of events yields a repeated identical block here, dropped the same way.
+-- writes into it on the replica that took the insert. ClickHouse 18.16 skips
+-- the view for an events block dropped as a repeat, so after a retry the sink
+-- inserts the batch's rows here itself (docs/ha.md): a position may be here
+-- twice, never missing.
 CREATE TABLE IF NOT EXISTS ${progress} ON CLUSTER ${cluster}
 (
     unique_id    String,
