@@ -13,7 +13,7 @@ event; unknown when neither is available.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -94,8 +94,15 @@ def _postgres(status: Status, settings: Settings, timeout: float) -> SlotRow | N
         if status.postgres["wal_level"] != "logical":
             status.problem(CRITICAL, f"wal_level is {status.postgres['wal_level']}: logical decoding is off")
         row = get_slot(conn, settings.slot)
-        if ha.has_standbys(conn):
-            _ha_chain(status, ha.primary_findings(conn, settings.slot, None if row is None else row.failover))
+        findings = (ha.primary_findings(conn, settings.slot, None if row is None else row.failover)
+                    if ha.has_standbys(conn) else [])
+        named = ha.synchronized_standby_slots(conn)
+        for dsn in settings.standby_dsns:
+            # A standby that would lose the slot at promotion degrades failover, not streaming: a WARNING.
+            findings += [replace(f, status=ha.WARN) if f.status == ha.FAIL else f
+                         for f in ha.standby_findings(dsn, settings.slot, named, timeout=timeout)]
+        if findings:
+            _ha_chain(status, findings)
     if row is None:
         status.slot = {"name": settings.slot, "exists": False}
         status.problem(CRITICAL, f"replication slot {settings.slot} does not exist: `cdc run --create-slot` creates it")
@@ -103,7 +110,7 @@ def _postgres(status: Status, settings: Settings, timeout: float) -> SlotRow | N
 
 
 def _ha_chain(status: Status, findings: list[ha.Finding]) -> None:
-    """The primary's side of the failover chain (`cdc doctor --standby-dsn` checks the standbys too)."""
+    """The failover chain: the primary's side, and each standby given with --standby-dsn."""
     status.postgres["ha"] = [{"status": f.status, "check": f.check, "detail": f.detail} for f in findings]
     for f in findings:
         if f.status != ha.PASS:

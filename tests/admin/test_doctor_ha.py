@@ -166,3 +166,18 @@ def test_several_standbys_by_repeated_flag_or_one_per_line_in_cdc_standby_dsn(
         assert f":{pg_standby.standby.port}" in statuses[0][1] and "cannot connect" in statuses[1][1], statuses
         assert _status(found, "synced slot"), found  # the live one was checked through
         assert "s3cret-standby" not in json.dumps(result)
+
+
+def test_status_checks_each_standby_given_and_grades_its_findings_as_warnings(
+    pg_standby: StandbyPair, clickhouse_url: str
+) -> None:
+    cli = _migrated(pg_standby, clickhouse_url)
+    gone = "host=127.0.0.1 port=1 dbname=postgres user=cdc connect_timeout=2"
+    result = cli("status", "--json", CDC_STANDBY_DSN=f"{make_conninfo('', **conninfo_to_dict(pg_standby.standby_dsn()))}\n{gone}")
+    data = json.loads(result.stdout)
+    standby = [c for c in data["postgres"]["ha"] if c["check"] == "standby"]
+    assert sorted(c["status"] for c in standby) == ["PASS", "WARN"], standby
+    assert any(c["check"] == "sync_replication_slots" and c["status"] == "PASS" for c in data["postgres"]["ha"])
+    unreachable = [p for p in data["problems"] if "cannot connect" in p["message"]]
+    assert len(unreachable) == 1 and unreachable[0]["level"] == "warning", data["problems"]
+    assert result.exit_code == 1, data["problems"]

@@ -30,7 +30,7 @@ import structlog
 from structlog.typing import FilteringBoundLogger
 
 from ...core.events import EVENT_COLUMNS, Batch
-from ..base import LatestCommit, SinkConfigError
+from ..base import LatestCommit, SinkConfigError, SinkError
 from .connection import ClickHouseConnection, DatabaseMissing
 from .ddl import DEAD_LETTER_COLUMNS, EVENTS_COLUMNS, PROGRESS_COLUMNS, Capabilities, SchemaNames, parse_version, render_schema
 from .layout import Layout, SchemaInspector
@@ -279,8 +279,15 @@ class ClickHouseSink:
     def sync_progress(self) -> None:
         """In a cluster: wait until this replica holds every part of the progress table that any replica
         acknowledged (``SYSTEM SYNC REPLICA``), so what is read next is not behind what was stored."""
-        if self.cluster is not None:
+        if self.cluster is None:
+            return
+        try:
             self._conn.query(f"SYSTEM SYNC REPLICA {self.names.progress}")
+        except SinkError as exc:
+            raise SinkError(
+                f"{exc}; while waiting for this replica to fetch what the others stored (SYSTEM SYNC REPLICA "
+                f"{self.names.plain.progress}): bring back the replica that holds it, then run cdc again"
+            ) from None
 
     def high_water_mark(self) -> tuple[int, int] | None:
         """(commit_lsn, commit_seq) of the newest stored event, or None when there is none."""
