@@ -11,11 +11,11 @@ from typing import Any
 from psycopg import sql
 
 from ..errors import ConnectError, PreflightError
-from ..pg import preflight
+from ..pg import ha, preflight
 from ..pg.connect import Conn, connect, setting, version_text
 from ..pg.partitions import list_partitions
 from ..pg.publications import COVERS, PARTITIONS_ONLY, fix_for, get_publication
-from ..pg.slots import get_slot
+from ..pg.slots import FAILOVER_SINCE, get_slot
 from ..settings import Settings
 from ..sink import open_sink_admin
 from ..sink.base import SinkConfigError, SinkError
@@ -51,6 +51,7 @@ def run_checks(settings: Settings, *, timeout: float = 10.0) -> list[Check]:
         else:
             with conn:
                 _postgres(conn, settings, checks)
+                _ha_chain(conn, settings, checks, timeout)
     _clickhouse(settings, checks, timeout)
     return checks
 
@@ -124,6 +125,22 @@ def _heartbeats(conn: Conn, checks: _Checks, user: str) -> None:
         checks.add(WARN, "heartbeats", f"role {user} may not execute pg_logical_emit_message: cdc runs without "
                    "heartbeats", f"GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO "
                    f"{_ident(conn, user)};  -- every overload: see docs/least-privilege.sql")
+
+
+def _ha_chain(conn: Conn, s: Settings, checks: _Checks, timeout: float) -> None:
+    """Only where it applies: a 17+ primary with physical standbys, or standbys named with --standby-dsn."""
+    if ha.has_standbys(conn):
+        slot = get_slot(conn, s.slot)
+        findings = ha.primary_findings(conn, s.slot, None if slot is None else slot.failover)
+    elif s.standby_dsns:
+        findings = []
+    else:
+        return
+    named = ha.synchronized_standby_slots(conn) if conn.info.server_version >= FAILOVER_SINCE else []
+    for dsn in s.standby_dsns:
+        findings.extend(ha.standby_findings(dsn, s.slot, named, timeout=timeout))
+    for f in findings:
+        checks.add(f.status, f.check, f.detail, f.fix)
 
 
 def _outbox(conn: Conn, s: Settings, checks: _Checks, user: str) -> None:
@@ -219,16 +236,25 @@ def _clickhouse(s: Settings, checks: _Checks, timeout: float) -> None:
                 checks.add(WARN, "clickhouse version", *warning)
             problems = wh.schema_problems()
             ledger = None if problems else wh.ledger_check()
+            replicas = wh.replicas()
     except (SinkConfigError, SinkError) as exc:
         checks.add(FAIL, "clickhouse", str(exc), "check CDC_CLICKHOUSE_URL and the ClickHouse password")
         return
     if problems:
         checks.add(FAIL, "clickhouse schema", "; ".join(problems),
                    "cdc migrate --clickhouse-url ...  (creates what is missing)")
-        return
-    checks.add(PASS, "clickhouse schema", f"{s.sink_table}, its dead-letter and progress tables are in place")
+    else:
+        checks.add(PASS, "clickhouse schema", f"{s.sink_table}, its dead-letter and progress tables are in place")
     if ledger is not None and ledger.warning:
         checks.add(WARN, "clickhouse ledger", ledger.warning,
                    "cdc verify --repair  (then cdc verify, which checks everything the outbox still holds)")
     elif ledger is not None:
         checks.add(PASS, "clickhouse ledger", f"the events table holds the ledger's {ledger.recorded} newest events")
+    for r in replicas:
+        found = r.problems()
+        detail = r.summary()
+        if not found:
+            checks.add(PASS, "clickhouse replicas", detail)
+        for critical, message in found:
+            checks.add(FAIL if critical else WARN, "clickhouse replicas", message,
+                       "check ZooKeeper and the replicas' logs; SELECT * FROM system.replication_queue shows the queue")

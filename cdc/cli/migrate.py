@@ -9,11 +9,12 @@ from ..logs import get_logger
 from ..pg.migrate import migrate as run_migrations
 from ..settings import Settings
 from ..sink import open_sink
-from .options import require_pg, shared_options
+from .options import require_pg, settings_options, shared_options
 
 
 @click.command()
 @shared_options
+@settings_options("failover")
 @click.option("--json", "as_json", is_flag=True, help="Report as JSON.")
 def migrate(settings: Settings, as_json: bool) -> None:
     """Create the outbox table, its publication and slot, and (with a ClickHouse URL) the events table.
@@ -34,6 +35,7 @@ def migrate(settings: Settings, as_json: bool) -> None:
         click.echo(orjson.dumps({
             "migrations_applied": report.applied, "publication_created": report.publication_created,
             "slot_created": report.slot_created, "slot_skipped_reason": report.slot_skipped_reason,
+            "slot_failover": report.slot_failover,
             "clickhouse_table": clickhouse,
         }).decode())
         return
@@ -42,5 +44,6 @@ def migrate(settings: Settings, as_json: bool) -> None:
     if report.slot_skipped_reason:
         click.echo(f"slot {settings.slot}: not created: {report.slot_skipped_reason}")
     else:
-        click.echo(f"slot {settings.slot}: {'created' if report.slot_created else 'exists'}")
+        kind = " (failover)" if report.slot_created and report.slot_failover else ""
+        click.echo(f"slot {settings.slot}: {'created' if report.slot_created else 'exists'}{kind}")
     click.echo(f"ClickHouse table: {clickhouse or 'skipped (no --clickhouse-url)'}")

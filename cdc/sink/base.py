@@ -148,6 +148,20 @@ class LatestCommit:
     committed_at: datetime
 
 
+class ReplicaState(Protocol):
+    """One replicated table on the replica the admin is connected to (a sink cluster)."""
+
+    def summary(self) -> str:
+        """One line: which table, which replica, how far behind."""
+        ...
+
+    def problems(self) -> list[tuple[bool, str]]:
+        """(critical, message) pairs; critical ones stop inserts into this replica."""
+        ...
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+
 class SinkAdmin(Protocol):
     """What ``cdc status``, ``doctor``, ``checkpoint``, ``slot list`` and ``outbox prune`` read from a sink.
 
@@ -178,6 +192,10 @@ class SinkAdmin(Protocol):
 
     def schema_problems(self) -> list[str]:
         """What is missing from the sink's tables: [] when everything ``cdc run`` needs is there."""
+        ...
+
+    def replicas(self) -> Sequence[ReplicaState]:
+        """Replica health of the sink's tables: empty when they are not replicated."""
         ...
 
     def has_event(self, unique_id: str, event_type: str | None = None, occurred_at: datetime | None = None) -> bool:

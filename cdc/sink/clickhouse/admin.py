@@ -17,6 +17,7 @@ from .ddl import DEAD_LETTER_COLUMNS, EVENTS_COLUMNS, PROGRESS_COLUMNS
 from .ledger import check_ledger
 from .sink import ClickHouseSink
 from .url import parse_clickhouse_url
+from .replicas import ReplicaHealth, replica_health
 
 
 class ClickHouseAdmin:
@@ -92,6 +93,11 @@ class ClickHouseAdmin:
         if not views or not views[0][0]:
             problems.append(f"materialized view {self.database}.{plain.progress_mv} is missing")
         return problems
+
+    def replicas(self) -> list[ReplicaHealth]:
+        """Replica health of the sink's tables; [] when they are not replicated."""
+        plain = self.names.plain
+        return replica_health(self._conn.query, self.database, (plain.events, plain.dead_letter, plain.progress))
 
     def has_event(self, unique_id: str, event_type: str | None = None, occurred_at: datetime | None = None) -> bool:
         """Whether ClickHouse holds an event with this unique_id (first through the sort key, then by a scan)."""

@@ -118,6 +118,8 @@ class ClickHouseConnection:
             secure=target.secure,
             compression=False if self.compression == "none" else self.compression,
             settings={"insert_block_size": _ONE_BLOCK},
+            # The other replicas: tried in order when the first does not answer.
+            alt_hosts=target.alt_hosts_option,
             **options,
         )
         self._lock = threading.Lock()

@@ -11,6 +11,11 @@ Tables (see ``sql/clickhouse``), for ``table="events"``:
 
 Timestamps are ``DateTime64(6, 'UTC')`` (microseconds) on ClickHouse >= 20.1 and
 ``DateTime('UTC')`` (whole seconds: fractions are dropped) before.
+
+With ``cluster`` (``--clickhouse-cluster``) the tables are Replicated and made
+ON CLUSTER; see docs/ha.md for what that changes: a retried batch is the same
+block byte for byte (so the replicas drop it as a repeat), and the progress
+table is synced from the other replicas before the high-water mark is read.
 """
 
 from __future__ import annotations
@@ -25,9 +30,9 @@ import structlog
 from structlog.typing import FilteringBoundLogger
 
 from ...core.events import EVENT_COLUMNS, Batch
-from ..base import LatestCommit, SinkConfigError
+from ..base import LatestCommit, SinkConfigError, SinkError
 from .connection import ClickHouseConnection, DatabaseMissing
-from .ddl import DEAD_LETTER_COLUMNS, EVENTS_COLUMNS, Capabilities, SchemaNames, parse_version, render_schema
+from .ddl import DEAD_LETTER_COLUMNS, EVENTS_COLUMNS, PROGRESS_COLUMNS, Capabilities, SchemaNames, parse_version, render_schema
 from .layout import Layout, SchemaInspector
 from .ledger import check_ledger
 from .stored import ClickHouseStoredIds
@@ -37,6 +42,8 @@ __all__ = ["ClickHouseSink", "LatestCommit", "redact_url"]
 
 _OCCURRED_AT: Final = EVENT_COLUMNS.index("occurred_at")
 _COMMITTED_AT: Final = EVENT_COLUMNS.index("committed_at")
+# The progress table's columns, as the materialized view selects them from the events.
+_PROGRESS_FROM_EVENTS: Final = (*(EVENT_COLUMNS.index(name) for name in PROGRESS_COLUMNS[:-1]), len(EVENT_COLUMNS))
 _HOUR: Final = 3600
 
 
@@ -58,6 +65,7 @@ class ClickHouseSink:
         connect_timeout: float | None = None,
         send_receive_timeout: float | None = None,
         environ: Mapping[str, str] | None = None,
+        cluster: str | None = None,
     ) -> None:
         target = parse_clickhouse_url(url, password=password, environ=environ)
         # Out of this frame's locals, which tracebacks with locals would print.
@@ -65,6 +73,7 @@ class ClickHouseSink:
         self.url = target.redacted_url
         self._target = target
         self.names = SchemaNames(target.database, table)
+        self.cluster = cluster or None
         base_log = log if log is not None else structlog.get_logger("cdc.sink.clickhouse")
         self.log = base_log.bind(clickhouse=target.address, database=target.database, table=table)
         self._conn = ClickHouseConnection(
@@ -85,11 +94,14 @@ class ClickHouseSink:
             version_text = str(self._bootstrap.setup_query("SELECT version()")[0][0])
         self.server_version = parse_version(version_text)
         self.capabilities = Capabilities(self.server_version)
-        self._inspector = SchemaInspector(self.names, self.capabilities)
+        self._inspector = SchemaInspector(self.names, self.capabilities, replicated=self.cluster is not None)
         self._layout: Layout | None = None
+        # The batch being retried and the inserted_at it was first sent with.
+        self._retrying: tuple[Batch, int] | None = None
 
         names = self.names
         self._insert_events_sql = f"INSERT INTO {names.events} ({', '.join(EVENTS_COLUMNS)}) VALUES"
+        self._insert_progress_sql = f"INSERT INTO {names.progress} ({', '.join(PROGRESS_COLUMNS)}) VALUES"
         self._insert_dead_letters_sql = (
             f"INSERT INTO {names.dead_letter} ({', '.join(DEAD_LETTER_COLUMNS)}) VALUES"
         )
@@ -121,21 +133,29 @@ class ClickHouseSink:
         Raises SinkConfigError, with what to do, when the server is unreachable
         or an existing table lacks what the sink needs.
         """
-        statements = dict(render_schema(self.names, self.capabilities))
+        statements = dict(render_schema(self.names, self.capabilities, self.cluster))
         plain = self.names.plain
+        owned = (plain.events, plain.dead_letter, plain.progress, plain.progress_mv)
+        if self.cluster is not None and self._bootstrap is None and len(
+                self._inspector.engines(self._conn.setup_query, owned)) == len(owned):
+            # Made already (`cdc migrate`): ON CLUSTER again would wait for every
+            # replica, down ones too, until distributed_ddl_task_timeout.
+            statements = {}
         if self._bootstrap is not None:
             self._bootstrap.setup_query(statements["database"])
             self._bootstrap.close()
             self._bootstrap = None
-        else:
+        elif statements:
             self._conn.setup_query(statements["database"])
         query = self._conn.setup_query
         for name in ("events", "dead_letter"):
-            query(statements[name])
+            if statements:
+                query(statements[name])
         # Checked before the view is made over them, for a clearer message than the view's.
         self._inspector.verify(query, (plain.events, plain.dead_letter))
-        for name in ("progress", "progress_mv"):
-            query(statements[name])
+        for name in ("progress", "progress_mv", "events_all"):
+            if name in statements:
+                query(statements[name])
         columns = self._inspector.verify(
             query, (plain.events, plain.dead_letter, plain.progress, plain.progress_mv)
         )
@@ -179,9 +199,8 @@ class ClickHouseSink:
         a number too big for its column). The batch itself is never modified.
         """
         layout = self._current_layout()
-        # One value per batch: the batch's progress rows then share one hourly
-        # partition, so they land in a single part.
-        inserted_at = int(time.time())
+        retry = self._retrying is not None and self._retrying[0] is batch
+        inserted_at = self._stamp(batch)
         dead_letters = self._dead_letter_columns(batch, layout, inserted_at)
         events = self._event_columns(batch, layout, inserted_at)
         started = time.monotonic()
@@ -189,6 +208,13 @@ class ClickHouseSink:
             self._conn.insert(self._insert_dead_letters_sql, dead_letters)
         if events is not None:
             self._conn.insert(self._insert_events_sql, events)
+            if retry and self.cluster is not None:
+                # ClickHouse 18.16 skips the materialized view for an events block it drops as a repeat: a
+                # replica that died after storing the events, before their progress rows, leaves those
+                # missing. The block the view would have made, sent here, is stored if missing and
+                # dropped as a repeat if not (same rows, same block).
+                self._conn.insert(self._insert_progress_sql, [events[i] for i in _PROGRESS_FROM_EVENTS])
+        self._retrying = None
         self.log.debug(
             "clickhouse.wrote",
             seq=batch.seq,
@@ -196,6 +222,16 @@ class ClickHouseSink:
             dead_letters=len(batch.dead_letters),
             seconds=round(time.monotonic() - started, 4),
         )
+
+    def _stamp(self, batch: Batch) -> int:
+        """The batch's inserted_at: one value per batch, so its progress rows share one hourly partition and
+        land in a single part; and the same value on every retry of it, so a retry is the same block byte for
+        byte, which Replicated tables drop when the first attempt was stored after all (a lost answer)."""
+        if self._retrying is not None and self._retrying[0] is batch:
+            return self._retrying[1]
+        stamp = int(time.time())
+        self._retrying = (batch, stamp)
+        return stamp
 
     def _event_columns(self, batch: Batch, layout: Layout, inserted_at: int) -> list[list[Any]] | None:
         if len(batch.columns) != len(EVENT_COLUMNS):
@@ -244,8 +280,22 @@ class ClickHouseSink:
 
     # -- reading ------------------------------------------------------------
 
+    def sync_progress(self) -> None:
+        """In a cluster: wait until this replica holds every part of the progress table that any replica
+        acknowledged (``SYSTEM SYNC REPLICA``), so what is read next is not behind what was stored."""
+        if self.cluster is None:
+            return
+        try:
+            self._conn.query(f"SYSTEM SYNC REPLICA {self.names.progress}")
+        except SinkError as exc:
+            raise SinkError(
+                f"{exc}; while waiting for this replica to fetch what the others stored (SYSTEM SYNC REPLICA "
+                f"{self.names.plain.progress}): bring back the replica that holds it, then run cdc again"
+            ) from None
+
     def high_water_mark(self) -> tuple[int, int] | None:
         """(commit_lsn, commit_seq) of the newest stored event, or None when there is none."""
+        self.sync_progress()
         rows = self._conn.query(self._high_water_sql)
         return (int(rows[0][0]), int(rows[0][1])) if rows else None
 
@@ -260,6 +310,7 @@ class ClickHouseSink:
         if max_count <= 0:
             return []
         since = int(time.time() - max_age_seconds)
+        self.sync_progress()
         query = self._held_sql if held else self._recent_sql
         rows = self._conn.query(query, {"since": max(since, 0), "limit": int(max_count)})
         return list(dict.fromkeys(str(row[0]) for row in reversed(rows)))
