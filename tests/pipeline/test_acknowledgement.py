@@ -41,8 +41,8 @@ def test_sigterm_flushes_the_buffer_acknowledges_and_exits_zero(pg_dsn: str, cli
     assert t.slot_reached(lsn)
 
 
-def test_retried_event_after_a_restart_is_still_recognised_as_a_duplicate(pg_dsn: str, clickhouse_url: str) -> None:
-    t = Target(pg_dsn, clickhouse_url)
+def test_retried_event_after_a_restart_is_still_recognised_as_a_duplicate(pg_dsn: str, sink_url: str) -> None:
+    t = Target(pg_dsn, sink_url)
     checked(t.cdc("migrate"))
     with t.pg() as conn:
         insert_events(conn, ["order-1", "order-2"])

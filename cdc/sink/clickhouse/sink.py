@@ -16,10 +16,10 @@ Timestamps are ``DateTime64(6, 'UTC')`` (microseconds) on ClickHouse >= 20.1 and
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import structlog
 from structlog.typing import FilteringBoundLogger
@@ -36,6 +36,27 @@ __all__ = ["ClickHouseSink", "LatestCommit", "redact_url"]
 _OCCURRED_AT: Final = EVENT_COLUMNS.index("occurred_at")
 _COMMITTED_AT: Final = EVENT_COLUMNS.index("committed_at")
 _HOUR: Final = 3600
+
+
+class Connection(Protocol):
+    """How the sink reaches ClickHouse (connection.py's ClickHouseConnection; cdc/sink/chdb's in-process one)."""
+
+    @property
+    def compression(self) -> str: ...
+
+    def setup_query(self, query: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """A start-up or schema statement: a failure is a SinkConfigError."""
+        ...
+
+    def query(self, query: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """A statement; a failure is a SinkError (the caller may retry)."""
+        ...
+
+    def insert(self, query: str, columns: Sequence[list[Any]]) -> None:
+        """One columnar ``INSERT INTO t (columns) VALUES`` written as one block; SinkError or UnstorableValue."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class ClickHouseSink:
@@ -60,26 +81,37 @@ class ClickHouseSink:
         target = parse_clickhouse_url(url, password=password, environ=environ)
         # Out of this frame's locals, which tracebacks with locals would print.
         del password
-        self.url = target.redacted_url
-        self.names = SchemaNames(target.database, table)
         base_log = log if log is not None else structlog.get_logger("cdc.sink.clickhouse")
-        self.log = base_log.bind(clickhouse=target.address, database=target.database, table=table)
-        self._conn = ClickHouseConnection(
-            target, log=self.log, connect_timeout=connect_timeout, send_receive_timeout=send_receive_timeout
+        bound_log = base_log.bind(clickhouse=target.address, database=target.database, table=table)
+        conn = ClickHouseConnection(
+            target, log=bound_log, connect_timeout=connect_timeout, send_receive_timeout=send_receive_timeout
         )
         # Only to create the database: the login fails while it is missing.
-        self._bootstrap: ClickHouseConnection | None = None
+        bootstrap: ClickHouseConnection | None = None
         try:
-            version_text = str(self._conn.setup_query("SELECT version()")[0][0])
+            version_text = str(conn.setup_query("SELECT version()")[0][0])
         except DatabaseMissing:
-            self._bootstrap = ClickHouseConnection(
+            bootstrap = ClickHouseConnection(
                 target,
                 database="system",
-                log=self.log,
+                log=bound_log,
                 connect_timeout=connect_timeout,
                 send_receive_timeout=send_receive_timeout,
             )
-            version_text = str(self._bootstrap.setup_query("SELECT version()")[0][0])
+            version_text = str(bootstrap.setup_query("SELECT version()")[0][0])
+        self._bind(conn, target.redacted_url, SchemaNames(target.database, table), version_text, bound_log,
+                   bootstrap=bootstrap)
+
+    def _bind(
+        self, conn: Connection, url: str, names: SchemaNames, version_text: str, log: FilteringBoundLogger,
+        *, bootstrap: Connection | None = None,
+    ) -> None:
+        """Everything after connecting, shared with sinks that reach ClickHouse another way (cdc/sink/chdb)."""
+        self.url = url
+        self.names = names
+        self.log = log
+        self._conn = conn
+        self._bootstrap = bootstrap
         self.server_version = parse_version(version_text)
         self.capabilities = Capabilities(self.server_version)
         self._inspector = SchemaInspector(self.names, self.capabilities)
@@ -108,6 +140,10 @@ class ClickHouseSink:
             timestamp_type=self.capabilities.timestamp_sql,
             compression=self._conn.compression,
         )
+
+    @property
+    def connection(self) -> Connection:
+        return self._conn
 
     # -- schema -------------------------------------------------------------
 
