@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -73,19 +75,17 @@ def demo(events: int, rate: float, keep: Path | None, sink: str, as_json: bool) 
     sys.exit(0 if outcome.exactly_once else 1)
 
 
-def _echo(live: bool) -> click.utils.Any:
+def _echo(live: bool) -> Callable[[str], None]:
     def echo(text: str) -> None:
         click.echo(("\r\033[K" if live else "") + text)
 
     return echo
 
 
-def _status(live: bool, quiet: bool) -> click.utils.Any:
+def _status(live: bool, quiet: bool) -> Callable[[str], None]:
     last = [0.0]
 
     def status(text: str) -> None:
-        import time
-
         if quiet:
             return
         if live:

@@ -91,7 +91,7 @@ def run_demo(demo: DemoSettings, echo: Echo, status: Callable[[str], None], *, l
     echo("starting PostgreSQL 18 (embedded, wal_level=logical)"
          + (" and clickhouse-server (found on PATH)" if sink == "clickhouse-server" else ""))
     with terminate_as_interrupt(), demo_servers(clickhouse=sink == "clickhouse-server", keep=demo.keep) as servers:
-        settings = _settings(servers, sink)
+        settings = _settings(servers)
         where = (f"clickhouse-server {servers.clickhouse.version} on 127.0.0.1:{servers.clickhouse.port}"
                  if servers.clickhouse is not None else f"chDB (ClickHouse in the cdc run process) in {servers.workdir}/chdb")
         echo(f"PostgreSQL 18 on 127.0.0.1:{servers.postgres.port}; sink: {where}")
@@ -121,11 +121,9 @@ def run_demo(demo: DemoSettings, echo: Echo, status: Callable[[str], None], *, l
         return report, outcome
 
 
-def _settings(servers: DemoServers, sink: str) -> Settings:
-    if servers.clickhouse is not None:
-        url = servers.clickhouse.url("cdc_demo")
-    else:
-        url = f"chdb://{servers.workdir / 'chdb'}"
+def _settings(servers: DemoServers) -> Settings:
+    local = servers.clickhouse
+    url = local.url("cdc_demo") if local is not None else f"chdb://{servers.workdir / 'chdb'}"
     return Settings(pg_dsn=servers.postgres.dsn("postgres"), sink_url=url)
 
 
