@@ -63,7 +63,9 @@ def choose_sink(wanted: str) -> str:
 
 
 def cdc_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cdc", *args]
+    # -P: not the current directory first on sys.path. Run from a clone of the repository, -m would
+    # import its source tree, which lacks what only the installed package has (cdc._migrations).
+    return [sys.executable, "-P", "-m", "cdc", *args]
 
 
 def child_env(settings: Settings) -> dict[str, str]:
