@@ -28,8 +28,8 @@ from .url import ChdbTarget
 _INSERT_RE: Final = re.compile(r"^INSERT INTO (?P<table>\S+) \((?P<columns>[^)]*)\) VALUES$")
 # One INSERT must stay one block, as over the native protocol: the materialized
 # view then writes the batch's progress rows as one part, after its events.
-_ONE_BLOCK: Final = "SETTINGS max_insert_block_size = 1099511627776, min_insert_block_size_rows = 0, " \
-                    "min_insert_block_size_bytes = 0"
+_ONE_BLOCK: Final = ("SETTINGS max_insert_block_size = 1099511627776, min_insert_block_size_rows = 0, "
+                     "min_insert_block_size_bytes = 0")
 _EXTRA: Final = "pip install 'cdc[embedded]'"
 
 
