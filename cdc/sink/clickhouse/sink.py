@@ -81,6 +81,7 @@ class ClickHouseSink:
         target = parse_clickhouse_url(url, password=password, environ=environ)
         # Out of this frame's locals, which tracebacks with locals would print.
         del password
+        names = SchemaNames(target.database, table)  # a bad name is refused before connecting
         base_log = log if log is not None else structlog.get_logger("cdc.sink.clickhouse")
         bound_log = base_log.bind(clickhouse=target.address, database=target.database, table=table)
         conn = ClickHouseConnection(
@@ -99,8 +100,7 @@ class ClickHouseSink:
                 send_receive_timeout=send_receive_timeout,
             )
             version_text = str(bootstrap.setup_query("SELECT version()")[0][0])
-        self._bind(conn, target.redacted_url, SchemaNames(target.database, table), version_text, bound_log,
-                   bootstrap=bootstrap)
+        self._bind(conn, target.redacted_url, names, version_text, bound_log, bootstrap=bootstrap)
 
     def _bind(
         self, conn: Connection, url: str, names: SchemaNames, version_text: str, log: FilteringBoundLogger,
