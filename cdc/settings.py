@@ -34,7 +34,8 @@ def option(
 class Settings:
     pg_dsn: str = option("", "PostgreSQL connection string (libpq URI or key=value). "
                              "Put the password in PGPASSWORD or ~/.pgpass rather than here.", show_default=False)
-    sink_url: str = option("", "clickhouse://user@host:9000/database (?secure=1 for TLS).", show_default=False,
+    sink_url: str = option("", "clickhouse://user@host:9000/database (?secure=1 for TLS), or chdb:///path/to/dir.",
+                           show_default=False,
                            flags=("--sink-url", "--clickhouse-url"), envvars=("CDC_SINK_URL", "CDC_CLICKHOUSE_URL"))
     slot: str = option("cdc_outbox", "Replication slot.")
     publication: str = option("cdc_outbox", "Publication of the outbox table.")

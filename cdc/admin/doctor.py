@@ -238,7 +238,9 @@ def _clickhouse(s: Settings, checks: _Checks, timeout: float) -> None:
             ledger = None if problems else wh.ledger_check()
             replicas = wh.replicas()
     except (SinkConfigError, SinkError) as exc:
-        checks.add(FAIL, "clickhouse", str(exc), "check CDC_CLICKHOUSE_URL and the ClickHouse password")
+        in_process = s.sink_url.strip().lower().startswith("chdb:")  # no server, no password: a directory
+        checks.add(FAIL, "clickhouse", str(exc), "stop the process named, or check CDC_SINK_URL" if in_process
+                   else "check CDC_CLICKHOUSE_URL and the ClickHouse password")
         return
     if problems:
         checks.add(FAIL, "clickhouse schema", "; ".join(problems),

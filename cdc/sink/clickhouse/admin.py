@@ -15,6 +15,7 @@ from ..base import LatestCommit, LedgerCheck
 from .connection import ClickHouseConnection
 from .ddl import DEAD_LETTER_COLUMNS, EVENTS_COLUMNS, PROGRESS_COLUMNS
 from .ledger import check_ledger
+from .connection import Connection
 from .sink import ClickHouseSink
 from .url import parse_clickhouse_url
 from .replicas import ReplicaHealth, replica_health
@@ -28,17 +29,21 @@ class ClickHouseAdmin:
         log: Any = None,
     ) -> None:
         self.log = log if log is not None else quiet_logger()
-        self.sink = ClickHouseSink(
+        sink = ClickHouseSink(
             url, table, password=password, log=self.log, connect_timeout=timeout, send_receive_timeout=timeout,
         )
-        self.names = self.sink.names
-        self.url = self.sink.url
-        self.version = ".".join(map(str, self.sink.server_version))
         target = parse_clickhouse_url(url, password=password)
-        self._conn = ClickHouseConnection(
-            target, log=self.log, connect_timeout=timeout, send_receive_timeout=timeout,
-        )
-        self.database = target.database
+        conn = ClickHouseConnection(target, log=self.log, connect_timeout=timeout, send_receive_timeout=timeout)
+        self._bind(sink, conn, target.database)
+
+    def _bind(self, sink: ClickHouseSink, conn: Connection, database: str) -> None:
+        """Shared with sinks that reach ClickHouse another way (cdc/sink/chdb)."""
+        self.sink = sink
+        self.names = sink.names
+        self.url = sink.url
+        self.version = ".".join(map(str, sink.server_version))
+        self._conn = conn
+        self.database = database
 
     # -- the sink's own answers ------------------------------------------------------------
 

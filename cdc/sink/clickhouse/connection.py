@@ -13,7 +13,7 @@ import re
 import socket
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import structlog
 
@@ -86,6 +86,27 @@ def describe_error(exc: BaseException, secrets: tuple[str, ...]) -> str:
     if code is not None and not text.startswith("Code:"):
         text = f"Code: {code}. {text}"
     return scrub(text, *secrets)[:_MAX_MESSAGE]
+
+
+class Connection(Protocol):
+    """How the sink reaches ClickHouse (ClickHouseConnection below; cdc/sink/chdb's in-process one)."""
+
+    @property
+    def compression(self) -> str: ...
+
+    def setup_query(self, query: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """A start-up or schema statement: a failure is a SinkConfigError."""
+        ...
+
+    def query(self, query: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """A statement; a failure is a SinkError (the caller may retry)."""
+        ...
+
+    def insert(self, query: str, columns: Sequence[list[Any]]) -> None:
+        """One columnar ``INSERT INTO t (columns) VALUES`` written as one block; SinkError or UnstorableValue."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class ClickHouseConnection:

@@ -31,9 +31,10 @@ from structlog.typing import FilteringBoundLogger
 
 from ...core.events import EVENT_COLUMNS, Batch
 from ..base import LatestCommit, SinkConfigError, SinkError
-from .connection import ClickHouseConnection, DatabaseMissing
-from .ddl import DEAD_LETTER_COLUMNS, EVENTS_COLUMNS, PROGRESS_COLUMNS, Capabilities, SchemaNames, parse_version, render_schema
+from .connection import ClickHouseConnection, Connection, DatabaseMissing
+from .ddl import PROGRESS_COLUMNS, Capabilities, SchemaNames, parse_version, render_schema
 from .layout import Layout, SchemaInspector
+from .queries import SinkQueries
 from .ledger import check_ledger
 from .stored import ClickHouseStoredIds
 from .url import parse_clickhouse_url, redact_url
@@ -70,28 +71,39 @@ class ClickHouseSink:
         target = parse_clickhouse_url(url, password=password, environ=environ)
         # Out of this frame's locals, which tracebacks with locals would print.
         del password
-        self.url = target.redacted_url
+        names = SchemaNames(target.database, table)  # a bad name is refused before connecting
         self._target = target
-        self.names = SchemaNames(target.database, table)
         self.cluster = cluster or None
         base_log = log if log is not None else structlog.get_logger("cdc.sink.clickhouse")
-        self.log = base_log.bind(clickhouse=target.address, database=target.database, table=table)
-        self._conn = ClickHouseConnection(
-            target, log=self.log, connect_timeout=connect_timeout, send_receive_timeout=send_receive_timeout
+        bound_log = base_log.bind(clickhouse=target.address, database=target.database, table=table)
+        conn = ClickHouseConnection(
+            target, log=bound_log, connect_timeout=connect_timeout, send_receive_timeout=send_receive_timeout
         )
         # Only to create the database: the login fails while it is missing.
-        self._bootstrap: ClickHouseConnection | None = None
+        bootstrap: ClickHouseConnection | None = None
         try:
-            version_text = str(self._conn.setup_query("SELECT version()")[0][0])
+            version_text = str(conn.setup_query("SELECT version()")[0][0])
         except DatabaseMissing:
-            self._bootstrap = ClickHouseConnection(
+            bootstrap = ClickHouseConnection(
                 target,
                 database="system",
-                log=self.log,
+                log=bound_log,
                 connect_timeout=connect_timeout,
                 send_receive_timeout=send_receive_timeout,
             )
-            version_text = str(self._bootstrap.setup_query("SELECT version()")[0][0])
+            version_text = str(bootstrap.setup_query("SELECT version()")[0][0])
+        self._bind(conn, target.redacted_url, names, version_text, bound_log, bootstrap=bootstrap)
+
+    def _bind(
+        self, conn: Connection, url: str, names: SchemaNames, version_text: str, log: FilteringBoundLogger,
+        *, bootstrap: Connection | None = None,
+    ) -> None:
+        """Everything after connecting, shared with sinks that reach ClickHouse another way (cdc/sink/chdb)."""
+        self.url = url
+        self.names = names
+        self.log = log
+        self._conn = conn
+        self._bootstrap = bootstrap
         self.server_version = parse_version(version_text)
         self.capabilities = Capabilities(self.server_version)
         self._inspector = SchemaInspector(self.names, self.capabilities, replicated=self.cluster is not None)
@@ -99,31 +111,17 @@ class ClickHouseSink:
         # The batch being retried and the inserted_at it was first sent with.
         self._retrying: tuple[Batch, int] | None = None
 
-        names = self.names
-        self._insert_events_sql = f"INSERT INTO {names.events} ({', '.join(EVENTS_COLUMNS)}) VALUES"
-        self._insert_progress_sql = f"INSERT INTO {names.progress} ({', '.join(PROGRESS_COLUMNS)}) VALUES"
-        self._insert_dead_letters_sql = (
-            f"INSERT INTO {names.dead_letter} ({', '.join(DEAD_LETTER_COLUMNS)}) VALUES"
-        )
-        newest = "ORDER BY commit_lsn DESC, commit_seq DESC LIMIT 1"
-        self._high_water_sql = f"SELECT commit_lsn, commit_seq FROM {names.progress} {newest}"
-        self._latest_sql = f"SELECT commit_lsn, committed_at FROM {names.progress} {newest}"
-        self._newest_hour_sql = f"SELECT toUInt32(toStartOfHour(inserted_at)) FROM {names.progress} {newest}"
-        recent = ("SELECT unique_id FROM {} WHERE inserted_at >= toDateTime(%(since)s) AND unique_id != '' "
-                  "ORDER BY commit_lsn DESC, commit_seq DESC LIMIT %(limit)s")
-        self._recent_sql = recent.format(names.progress)
-        # The same from the events themselves: what a lost row's ledger entry cannot vouch for.
-        self._held_sql = recent.format(names.events)
-        self._partitions_sql = (
-            "SELECT DISTINCT partition_id FROM system.parts "
-            "WHERE database = %(database)s AND table = %(table)s AND active"
-        )
+        self._sql = SinkQueries.for_names(self.names)
         self.log.info(
             "clickhouse.connected",
             server_version=version_text,
             timestamp_type=self.capabilities.timestamp_sql,
             compression=self._conn.compression,
         )
+
+    @property
+    def connection(self) -> Connection:
+        return self._conn
 
     # -- schema -------------------------------------------------------------
 
@@ -205,15 +203,15 @@ class ClickHouseSink:
         events = self._event_columns(batch, layout, inserted_at)
         started = time.monotonic()
         if dead_letters is not None:
-            self._conn.insert(self._insert_dead_letters_sql, dead_letters)
+            self._conn.insert(self._sql.insert_dead_letters, dead_letters)
         if events is not None:
-            self._conn.insert(self._insert_events_sql, events)
+            self._conn.insert(self._sql.insert_events, events)
             if retry and self.cluster is not None:
                 # ClickHouse 18.16 skips the materialized view for an events block it drops as a repeat: a
                 # replica that died after storing the events, before their progress rows, leaves those
                 # missing. The block the view would have made, sent here, is stored if missing and
                 # dropped as a repeat if not (same rows, same block).
-                self._conn.insert(self._insert_progress_sql, [events[i] for i in _PROGRESS_FROM_EVENTS])
+                self._conn.insert(self._sql.insert_progress, [events[i] for i in _PROGRESS_FROM_EVENTS])
         self._retrying = None
         self.log.debug(
             "clickhouse.wrote",
@@ -296,7 +294,7 @@ class ClickHouseSink:
     def high_water_mark(self) -> tuple[int, int] | None:
         """(commit_lsn, commit_seq) of the newest stored event, or None when there is none."""
         self.sync_progress()
-        rows = self._conn.query(self._high_water_sql)
+        rows = self._conn.query(self._sql.high_water)
         return (int(rows[0][0]), int(rows[0][1])) if rows else None
 
     def recent_unique_ids(self, max_count: int, max_age_seconds: float, *, held: bool = False) -> list[str]:
@@ -311,7 +309,7 @@ class ClickHouseSink:
             return []
         since = int(time.time() - max_age_seconds)
         self.sync_progress()
-        query = self._held_sql if held else self._recent_sql
+        query = self._sql.held if held else self._sql.recent
         rows = self._conn.query(query, {"since": max(since, 0), "limit": int(max_count)})
         return list(dict.fromkeys(str(row[0]) for row in reversed(rows)))
 
@@ -323,7 +321,7 @@ class ClickHouseSink:
 
     def latest(self) -> LatestCommit | None:
         """The newest stored event's commit LSN and commit time, or None when there is none."""
-        rows = self._conn.query(self._latest_sql)
+        rows = self._conn.query(self._sql.latest)
         return LatestCommit(int(rows[0][0]), rows[0][1]) if rows else None
 
     def count_events(self, *, final: bool = False) -> int:
@@ -349,7 +347,7 @@ class ClickHouseSink:
         """
         cutoff = time.time() - keep_seconds
         rows = self._conn.query(
-            self._partitions_sql,
+            self._sql.partitions,
             {"database": self.names.plain.database, "table": self.names.plain.progress},
         )
         # Partition ids of toStartOfHour(DateTime) are that hour as a Unix time.
@@ -357,7 +355,7 @@ class ClickHouseSink:
         if len(hours) <= 1:
             return 0
         keep = {hours[-1]}
-        newest = self._conn.query(self._newest_hour_sql)
+        newest = self._conn.query(self._sql.newest_hour)
         if newest:
             keep.add(int(newest[0][0]))
         doomed = [hour for hour in hours if hour + _HOUR <= cutoff and hour not in keep]
