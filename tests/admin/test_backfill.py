@@ -35,10 +35,10 @@ def test_backfill_redelivers_a_lost_range_without_moving_the_high_water_mark(mig
     result = ok(run("backfill", "--since", "2001-02-03", "--until", "2001-02-04", "--json"))
     summary = json.loads(result.stdout)
     assert summary["rows_read"] == 2 and summary["events_stored"] == 2 and summary["duplicates"] == 0
-    # Off a terminal, progress is JSON log lines on stderr; the last says it finished.
+    # Off a terminal, progress is JSON log lines on stderr; the last says the phase is done.
     progress = [r for line in result.stderr.splitlines() if line.startswith("{")
-                if (r := json.loads(line))["event"] == "progress"]
-    assert progress[-1]["task"] == "backfill" and progress[-1]["finished"] is True
+                if (r := json.loads(line))["event"].startswith("backfill ")]
+    assert progress[-1]["event"] == "backfill phase done" and progress[-1]["phase"] == "rows"
     assert (progress[-1]["done"], progress[-1]["total"]) == (2, 2)
     rows = {r[0]: r for r in _rows(migrated)}
     assert set(rows) == {"b1", "b2", "b3", "lost-1", "lost-2"}
