@@ -18,6 +18,8 @@ from .replication import preflight
 from .replication.connection import ReplicationConnection
 from .replication.snapshot import create_slot
 from .settings import Settings
+from .shards import catalog
+from .shards.setup import ShardSetup, setup as setup_shards
 
 _LOCK_KEY = 0x6364635F6D6967  # "cdc_mig"
 
@@ -28,6 +30,7 @@ class MigrateReport:
     publication_created: bool = False
     slot_created: bool = False
     slot_skipped_reason: str | None = None
+    shards: ShardSetup | None = None
 
 
 def migration_files() -> list[tuple[str, str]]:
@@ -107,11 +110,18 @@ def ensure_slot(conn: psycopg.Connection[tuple[object, ...]], s: Settings) -> tu
     return True, None
 
 
-def migrate(s: Settings) -> MigrateReport:
+def migrate(s: Settings, shards: int | None = None) -> MigrateReport:
+    """``shards``: None keeps the layout there is (one shard when new); 1 is today's layout."""
     report = MigrateReport()
     with preflight.connect(s.pg_dsn) as conn:
         preflight.check_server(conn)
         report.applied = apply_migrations(conn, s)
+        sharding = catalog.read(conn, s.outbox_schema, s.slot)
+        if sharding is not None or (shards is not None and shards > 1):
+            # Sharded stays sharded (a new count goes through `cdc shards reshard`, which setup says).
+            count = shards if shards is not None else sharding.current.shards  # type: ignore[union-attr]
+            report.shards = setup_shards(conn, s, count)
+            return report
         report.publication_created = ensure_publication(conn, s)
         report.slot_created, report.slot_skipped_reason = ensure_slot(conn, s)
     return report

@@ -16,7 +16,7 @@ Timestamps are ``DateTime64(6, 'UTC')`` (microseconds) on ClickHouse >= 20.1 and
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import TracebackType
@@ -29,6 +29,7 @@ from .base import EVENT_COLUMNS, Batch, SinkConfigError
 from .connection import ClickHouseConnection, DatabaseMissing
 from .ddl import DEAD_LETTER_COLUMNS, EVENTS_COLUMNS, Capabilities, SchemaNames, parse_version, render_schema
 from .layout import Layout, SchemaInspector
+from .streams import STREAM, StreamQueries, upgrade_statements
 from .url import parse_clickhouse_url, redact_url
 
 __all__ = ["ClickHouseSink", "LatestCommit", "redact_url"]
@@ -64,6 +65,7 @@ class ClickHouseSink:
         connect_timeout: float | None = None,
         send_receive_timeout: float | None = None,
         environ: Mapping[str, str] | None = None,
+        stream: int = 0,
     ) -> None:
         target = parse_clickhouse_url(url, password=password, environ=environ)
         # Out of this frame's locals, which tracebacks with locals would print.
@@ -92,19 +94,15 @@ class ClickHouseSink:
         self.capabilities = Capabilities(self.server_version)
         self._inspector = SchemaInspector(self.names, self.capabilities)
         self._layout: Layout | None = None
+        self.stream = stream
+        self._queries: StreamQueries | None = None
 
         names = self.names
-        self._insert_events_sql = f"INSERT INTO {names.events} ({', '.join(EVENTS_COLUMNS)}) VALUES"
+        # Stream 0 leaves the column to its default: the INSERT is the same as on tables without it.
+        extra = (STREAM,) if stream else ()
+        self._insert_events_sql = f"INSERT INTO {names.events} ({', '.join((*EVENTS_COLUMNS, *extra))}) VALUES"
         self._insert_dead_letters_sql = (
-            f"INSERT INTO {names.dead_letter} ({', '.join(DEAD_LETTER_COLUMNS)}) VALUES"
-        )
-        newest = "ORDER BY commit_lsn DESC, commit_seq DESC LIMIT 1"
-        self._high_water_sql = f"SELECT commit_lsn, commit_seq FROM {names.progress} {newest}"
-        self._latest_sql = f"SELECT commit_lsn, committed_at FROM {names.progress} {newest}"
-        self._newest_hour_sql = f"SELECT toUInt32(toStartOfHour(inserted_at)) FROM {names.progress} {newest}"
-        self._recent_sql = (
-            f"SELECT unique_id FROM {names.progress} WHERE inserted_at >= toDateTime(%(since)s) AND unique_id != '' "
-            "ORDER BY commit_lsn DESC, commit_seq DESC LIMIT %(limit)s"
+            f"INSERT INTO {names.dead_letter} ({', '.join((*DEAD_LETTER_COLUMNS, *extra))}) VALUES"
         )
         self._partitions_sql = (
             "SELECT DISTINCT partition_id FROM system.parts "
@@ -138,12 +136,16 @@ class ClickHouseSink:
             query(statements[name])
         # Checked before the view is made over them, for a clearer message than the view's.
         self._inspector.verify(query, (plain.events, plain.dead_letter))
-        for name in ("progress", "progress_mv"):
-            query(statements[name])
+        query(statements["progress"])
+        # ClickHouse checks a view's query even when IF NOT EXISTS will skip it,
+        # and a view made before streams cannot select a column its table lacks.
+        if not self._inspector.engines(query, (plain.progress_mv,)):
+            query(statements["progress_mv"])
         columns = self._inspector.verify(
             query, (plain.events, plain.dead_letter, plain.progress, plain.progress_mv)
         )
         self._layout = self._inspector.layout(columns)
+        self._queries = None
         self.log.info(
             "clickhouse.schema_ready",
             occurred_at=self._layout.occurred_at.sql,
@@ -162,7 +164,7 @@ class ClickHouseSink:
             return self._inspector.default_layout()
         plain = self.names.plain
         tables = (plain.events, plain.dead_letter)
-        columns = self._inspector.columns(self._conn.query, tables)
+        columns = self._inspector.columns(self._conn.query, (*tables, plain.progress, plain.progress_mv))
         if all(columns[table] for table in tables):
             self._layout = self._inspector.layout(columns)
             return self._layout
@@ -189,10 +191,11 @@ class ClickHouseSink:
         dead_letters = self._dead_letter_columns(batch, layout, inserted_at)
         events = self._event_columns(batch, layout, inserted_at)
         started = time.monotonic()
+        with_stream = self._with_stream(layout)
         if dead_letters is not None:
-            self._conn.insert(self._insert_dead_letters_sql, dead_letters)
+            self._conn.insert(self._insert_dead_letters_sql, with_stream(dead_letters))
         if events is not None:
-            self._conn.insert(self._insert_events_sql, events)
+            self._conn.insert(self._insert_events_sql, with_stream(events))
         self.log.debug(
             "clickhouse.wrote",
             seq=batch.seq,
@@ -233,6 +236,48 @@ class ClickHouseSink:
             [inserted_at] * len(letters),
         ]
 
+    # -- streams ------------------------------------------------------------
+
+    def _stream_queries(self) -> StreamQueries:
+        if self._queries is None:
+            layout = self._current_layout(required=False)
+            if self.stream and not layout.streams:
+                raise self._needs_streams()
+            self._queries = StreamQueries(self.names, self.stream, filtered=layout.streams)
+        return self._queries
+
+    def _needs_streams(self) -> SinkConfigError:
+        return SinkConfigError(
+            f"ClickHouse tables of {self.names.plain.database}.{self.names.plain.events} predate sharding "
+            "(no stream column): run `cdc migrate --shards N` or `cdc shards reshard N`, which add it"
+        )
+
+    def _with_stream(self, layout: Layout) -> Callable[[list[list[Any]]], list[list[Any]]]:
+        stream = self.stream
+        if not stream:
+            return lambda columns: columns
+        if not layout.streams:
+            raise self._needs_streams()
+        return lambda columns: [*columns, [stream] * len(columns[0])]
+
+    def upgrade_for_streams(self) -> list[str]:
+        """Give tables made before sharding the stream column (see cdc/sink/streams.py); the statements run.
+
+        Call only while nothing writes to the tables: the view is recreated.
+        """
+        plain = self.names.plain
+        tables = (plain.events, plain.dead_letter, plain.progress, plain.progress_mv)
+        columns = self._inspector.columns(self._conn.query, tables)
+        view = dict(render_schema(self.names, self.capabilities))["progress_mv"]
+        statements = upgrade_statements(self.names, columns, view)
+        for statement in statements:
+            self._conn.setup_query(statement)
+        if statements:
+            self._layout = None
+            self._queries = None
+            self.log.info("clickhouse.streams_added", statements=len(statements))
+        return statements
+
     def mark_position(self, commit_lsn: int, commit_seq: int) -> None:
         """Record a position with no event behind it (unique_id ''), so high_water_mark() moves past it.
 
@@ -241,16 +286,20 @@ class ClickHouseSink:
         """
         now = datetime.now(timezone.utc)
         layout = self._current_layout()
+        extra = f", {STREAM}" if self.stream else ""
         self._conn.insert(
-            f"INSERT INTO {self.names.progress} (unique_id, commit_lsn, commit_seq, committed_at, inserted_at) VALUES",
-            [[""], [commit_lsn], [commit_seq], layout.committed_at.to_ticks([now], "committed_at"), [int(now.timestamp())]],
+            f"INSERT INTO {self.names.progress} (unique_id, commit_lsn, commit_seq, committed_at, inserted_at{extra}) VALUES",
+            self._with_stream(layout)(
+                [[""], [commit_lsn], [commit_seq], layout.committed_at.to_ticks([now], "committed_at"),
+                 [int(now.timestamp())]]
+            ),
         )
 
     # -- reading ------------------------------------------------------------
 
     def high_water_mark(self) -> tuple[int, int] | None:
         """(commit_lsn, commit_seq) of the newest stored event, or None when there is none."""
-        rows = self._conn.query(self._high_water_sql)
+        rows = self._conn.query(self._stream_queries().high_water)
         return (int(rows[0][0]), int(rows[0][1])) if rows else None
 
     def recent_unique_ids(self, max_count: int, max_age_seconds: float) -> list[str]:
@@ -262,12 +311,12 @@ class ClickHouseSink:
         if max_count <= 0:
             return []
         since = int(time.time() - max_age_seconds)
-        rows = self._conn.query(self._recent_sql, {"since": max(since, 0), "limit": int(max_count)})
+        rows = self._conn.query(self._stream_queries().recent, {"since": max(since, 0), "limit": int(max_count)})
         return list(dict.fromkeys(str(row[0]) for row in reversed(rows)))
 
     def latest(self) -> LatestCommit | None:
         """The newest stored event's commit LSN and commit time, or None when there is none."""
-        rows = self._conn.query(self._latest_sql)
+        rows = self._conn.query(self._stream_queries().latest)
         return LatestCommit(int(rows[0][0]), rows[0][1]) if rows else None
 
     def count_events(self, *, final: bool = False) -> int:
@@ -301,9 +350,8 @@ class ClickHouseSink:
         if len(hours) <= 1:
             return 0
         keep = {hours[-1]}
-        newest = self._conn.query(self._newest_hour_sql)
-        if newest:
-            keep.add(int(newest[0][0]))
+        for by_position, by_time in self._conn.query(self._stream_queries().kept_hours):
+            keep.update((int(by_position), int(by_time)))
         doomed = [hour for hour in hours if hour + _HOUR <= cutoff and hour not in keep]
         for hour in doomed:
             # The id is our own int, formatted back: no foreign text reaches the SQL.

@@ -1,0 +1,169 @@
+"""Where a sharded outbox is described in PostgreSQL: its generations, and the workers that stream them.
+
+Two small tables in the outbox's schema, made by ``cdc migrate --shards N`` (an
+outbox never sharded has neither, and ``cdc run`` then works exactly as before):
+
+- ``cdc_shard_generations``: one row per generation of a slot family (``--slot``):
+  how many shards, its state, and ``starts_at``, the LSN from which its slots
+  deliver (rows committed before it belong to the previous generation);
+- ``cdc_workers``: one row per running worker, its heartbeat and the backend pid
+  of its lock connection (see cdc/workers/).
+
+States of a generation: ``creating`` (its slots are being made), ``active`` (workers
+stream it), ``paused`` (a reshard asked its workers to let go), ``draining`` (a
+newer generation took over at its successor's ``starts_at``; the reshard delivers
+what is left below it). A generation is deleted once drained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+import psycopg
+from psycopg import sql
+
+from ..lsn import format_lsn, parse_lsn
+from .layout import Shard, shards_of, unsharded
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+GENERATIONS: Final = "cdc_shard_generations"
+WORKERS: Final = "cdc_workers"
+CREATING, ACTIVE, PAUSED, DRAINING = "creating", "active", "paused", "draining"
+STATES: Final = (CREATING, ACTIVE, PAUSED, DRAINING)
+
+_DDL: Final = (
+    """CREATE TABLE IF NOT EXISTS {generations} (
+    slot          text        NOT NULL,
+    generation    integer     NOT NULL CHECK (generation >= 1),
+    publication   text        NOT NULL,
+    outbox_schema text        NOT NULL,
+    outbox_table  text        NOT NULL,
+    shards        integer     NOT NULL CHECK (shards BETWEEN 1 AND 64),
+    state         text        NOT NULL CHECK (state IN ('creating', 'active', 'paused', 'draining')),
+    starts_at     pg_lsn,
+    paused_by     integer,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (slot, generation))""",
+    """CREATE TABLE IF NOT EXISTS {workers} (
+    worker_id    text        PRIMARY KEY,
+    slot         text        NOT NULL,
+    host         text        NOT NULL,
+    pid          integer     NOT NULL,
+    backend_pid  integer     NOT NULL,
+    member_key   bigint      NOT NULL,
+    max_shards   integer,
+    shards       integer[]   NOT NULL DEFAULT '{{}}',
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at timestamptz NOT NULL DEFAULT now())""",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    slot: str
+    number: int
+    publication: str
+    shards: int
+    state: str
+    starts_at: int | None
+    paused_by: int | None
+
+    def shard_list(self) -> list[Shard]:
+        return shards_of(self.slot, self.publication, self.number, self.shards)
+
+
+@dataclass(frozen=True, slots=True)
+class Sharding:
+    """Every generation of one slot family, oldest first; ``current`` is the newest one."""
+
+    generations: tuple[Generation, ...]
+
+    @property
+    def current(self) -> Generation:
+        return self.generations[-1]
+
+    def older(self) -> tuple[Generation, ...]:
+        return self.generations[:-1]
+
+    def all_shards(self) -> list[Shard]:
+        return [shard for g in self.generations for shard in g.shard_list()]
+
+
+def table(schema: str, name: str) -> sql.Composable:
+    return sql.Identifier(schema, name)
+
+
+def create_tables(conn: Conn, schema: str) -> None:
+    for ddl in _DDL:
+        conn.execute(sql.SQL(ddl).format(generations=table(schema, GENERATIONS), workers=table(schema, WORKERS)))
+
+
+def tables_exist(conn: Conn, schema: str) -> bool:
+    row = conn.execute(
+        "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL", (schema, GENERATIONS)
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def read(conn: Conn, schema: str, slot: str) -> Sharding | None:
+    """The slot family's generations, or None when it is not sharded (today's layout)."""
+    if not tables_exist(conn, schema):
+        return None
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT slot, generation, publication, shards, state, starts_at::text, paused_by "
+            "FROM {} WHERE slot = %s ORDER BY generation"
+        ).format(table(schema, GENERATIONS)),
+        (slot,),
+    ).fetchall()
+    if not rows:
+        return None
+    return Sharding(tuple(
+        Generation(str(s), int(g), str(p), int(n), str(state), None if at is None else parse_lsn(str(at)),
+                   None if by is None else int(by))
+        for s, g, p, n, state, at, by in rows
+    ))
+
+
+def shards_to_stream(sharding: Sharding | None, slot: str, publication: str) -> list[Shard]:
+    """The shards of the active generation, or today's single slot."""
+    if sharding is None:
+        return [unsharded(slot, publication)]
+    return sharding.current.shard_list()
+
+
+def insert_generation(
+    conn: Conn, schema: str, *, slot: str, generation: int, publication: str, outbox: tuple[str, str], shards: int,
+    state: str, starts_at: int | None = None,
+) -> None:
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (slot, generation, publication, outbox_schema, outbox_table, shards, state, starts_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::pg_lsn)"
+        ).format(table(schema, GENERATIONS)),
+        (slot, generation, publication, outbox[0], outbox[1], shards, state,
+         None if starts_at is None else format_lsn(starts_at)),
+    )
+
+
+def set_state(
+    conn: Conn, schema: str, slot: str, generation: int, state: str, *, paused_by: int | None = None,
+    starts_at: int | None = None,
+) -> None:
+    assert state in STATES
+    conn.execute(
+        sql.SQL(
+            "UPDATE {} SET state = %s, paused_by = %s, starts_at = COALESCE(%s::pg_lsn, starts_at) "
+            "WHERE slot = %s AND generation = %s"
+        ).format(table(schema, GENERATIONS)),
+        (state, paused_by, None if starts_at is None else format_lsn(starts_at), slot, generation),
+    )
+
+
+def delete_generation(conn: Conn, schema: str, slot: str, generation: int) -> None:
+    conn.execute(
+        sql.SQL("DELETE FROM {} WHERE slot = %s AND generation = %s").format(table(schema, GENERATIONS)),
+        (slot, generation),
+    )
