@@ -46,12 +46,12 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import backfill, checkpoint, doctor, migrate, outbox, publication, run, slot, status
+    from . import backfill, checkpoint, doctor, migrate, outbox, publication, run, shards, slot, status
 
     cli.add_command(run.run)
     cli.add_command(migrate.migrate)
     for command in (slot.slot, publication.publication, status.status, doctor.doctor, outbox.outbox,
-                    checkpoint.checkpoint, backfill.backfill):
+                    checkpoint.checkpoint, backfill.backfill, shards.shards):
         cli.add_command(command)
 
 

@@ -166,3 +166,29 @@ def test_sigterm_hands_every_shard_over_and_leaves_the_group(pg_dsn: str, worker
     wait_until(lambda: spread(pg_dsn, 4) == Counter({"b": 4}), 30, "b to stream all 4")
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         assert conn.execute("SELECT worker_id FROM cdc_workers").fetchall() == [("b",)]
+
+
+def test_shards_show_names_each_shards_owner_streamer_and_lag(pg_dsn: str, clickhouse_url: str,
+                                                             workers: Workers) -> None:
+    t = Target(pg_dsn, clickhouse_url)
+    checked(t.cdc("migrate", "--shards", "4"))
+    workers.start("a")
+    workers.start("b")
+    wait_until(lambda: spread(pg_dsn, 4) == Counter({"a": 2, "b": 2}), 60, "2 shards each")
+    owners = streamers(pg_dsn)
+    report = orjson.loads(checked(t.cdc("shards", "show", "--json")).stdout)
+    assert report["sharded"] is True and report["clickhouse_error"] is None
+    assert {s["slot"]: s["owner"] for s in report["shards"]} == owners
+    assert all(s["streaming_pid"] and isinstance(s["lag_bytes"], int) for s in report["shards"])
+    assert sorted((w["worker_id"], w["alive"], len(w["shards"])) for w in report["workers"]) == [
+        ("a", True, 2), ("b", True, 2)]
+    text = checked(t.cdc("shards", "show")).stdout
+    assert "cdc_outbox_3" in text and "worker" in text
+
+
+def test_shards_show_on_an_unsharded_outbox_shows_its_one_slot(pg_dsn: str, clickhouse_url: str) -> None:
+    t = Target(pg_dsn, clickhouse_url)
+    checked(t.cdc("migrate"))
+    report = orjson.loads(checked(t.cdc("shards", "show", "--json")).stdout)
+    assert report["sharded"] is False
+    assert [(s["slot"], s["stream"], s["shard"]) for s in report["shards"]] == [("cdc_outbox", 0, "unsharded")]
