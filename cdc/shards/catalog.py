@@ -9,7 +9,8 @@ outbox never sharded has neither, and ``cdc run`` then works exactly as before):
 - ``cdc_workers``: one row per running worker, its heartbeat and the backend pid
   of its lock connection (see cdc/workers/).
 
-States of a generation: ``creating`` (its slots are being made), ``active`` (workers
+Generation 0 is today's unsharded layout: it has a row only while a reshard
+drains it. States of a generation: ``creating`` (its slots are being made), ``active`` (workers
 stream it), ``paused`` (a reshard asked its workers to let go), ``draining`` (a
 newer generation took over at its successor's ``starts_at``; the reshard delivers
 what is left below it). A generation is deleted once drained.
@@ -36,7 +37,7 @@ STATES: Final = (CREATING, ACTIVE, PAUSED, DRAINING)
 _DDL: Final = (
     """CREATE TABLE IF NOT EXISTS {generations} (
     slot          text        NOT NULL,
-    generation    integer     NOT NULL CHECK (generation >= 1),
+    generation    integer     NOT NULL CHECK (generation >= 0),
     publication   text        NOT NULL,
     outbox_schema text        NOT NULL,
     outbox_table  text        NOT NULL,
@@ -71,6 +72,9 @@ class Generation:
     paused_by: int | None
 
     def shard_list(self) -> list[Shard]:
+        if self.number == 0:
+            # Today's layout, recorded only while a reshard drains it.
+            return [unsharded(self.slot, self.publication)]
         return shards_of(self.slot, self.publication, self.number, self.shards)
 
 

@@ -9,7 +9,10 @@ the refusal says how to deliver those rows first.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+
+import psycopg
 
 from psycopg import sql
 
@@ -102,10 +105,18 @@ def create_empty_slot(dsn: str, shard: Shard, schema: str, table: str) -> tuple[
     return new.consistent_point, bool(row and row[0])
 
 
-def drop_quietly(conn: Conn, shards: list[Shard]) -> None:
+def drop_quietly(conn: Conn, shards: list[Shard], *, wait: float = 15.0) -> None:
+    """Drop the shards' slots and publications; a slot whose last walsender is still going away is waited for."""
     for shard in shards:
-        if slot_exists(conn, shard.slot):
-            conn.execute("SELECT pg_drop_replication_slot(%s)", (shard.slot,))
+        deadline = time.monotonic() + wait
+        while slot_exists(conn, shard.slot):
+            try:
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (shard.slot,))
+            except psycopg.errors.ObjectInUse:
+                if time.monotonic() > deadline:
+                    raise ShardError(f"replication slot {shard.slot} stays in use: stop whatever streams it, "
+                                     "then run the command again") from None
+                time.sleep(0.1)
         if publication_exists(conn, shard.publication):
             conn.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(shard.publication)))
 
