@@ -49,6 +49,7 @@ class _Owned:
     stopping: bool = False
     restart_at: float | None = None
     delays: Iterator[float] | None = None
+    done: bool = False  # with --until-lsn: its streamer reached the LSN
 
 
 def new_worker_id() -> str:
@@ -71,7 +72,7 @@ class WorkerGroup:
     def __init__(
         self, *, dsn: str, schema: str, slot: str, runner: Runner, log: FilteringBoundLogger,
         backoff: Backoff, max_shards: int | None = None, interval: float = HEARTBEAT_INTERVAL,
-        hung_after: float = HUNG_AFTER, worker_id: str | None = None,
+        hung_after: float = HUNG_AFTER, worker_id: str | None = None, until: int | None = None,
     ) -> None:
         self.worker_id = worker_id or new_worker_id()
         self._slot = slot
@@ -86,6 +87,11 @@ class WorkerGroup:
         self._owned: dict[str, _Owned] = {}
         self._reshard_lock = reshard_key(slot)
         self._said: str | None = None
+        # With an LSN to stop at, a streamer that ends on its own reached it: the
+        # worker keeps the shard (so no one streams it again for nothing) and
+        # leaves once every shard of the generation has acknowledged the LSN.
+        self._until = until
+        self._finished = False
 
     @property
     def owned(self) -> list[Shard]:
@@ -101,9 +107,10 @@ class WorkerGroup:
                 self._session.open()
                 delays = self._backoff.delays()
                 self._log.info("worker joined", backend_pid=self._session.backend_pid, max_shards=self._max_shards)
-                while not stop.is_set():
+                while not stop.is_set() and not self._finished:
                     self._tick()
-                    stop.wait(self._interval)
+                    if not self._finished:
+                        stop.wait(self._interval)
                 self._leave(abort)
                 return
             except LockLost as exc:
@@ -139,6 +146,10 @@ class WorkerGroup:
         if len(keep) < target:
             self._take(shards, target - len(keep), target, len(alive))
         self._restart_due()
+        if self._until is not None and shards and all(o.done for o in self._owned.values()):
+            self._finished = session.acknowledged_all([s.slot for s in shards], self._until)
+            if self._finished:
+                self._log.info("every shard has acknowledged the LSN to stop at: leaving")
 
     def _take(self, shards: list[Shard], want: int, target: int, alive: int) -> None:
         held = self._session.holders([s.slot for s in shards])
@@ -157,7 +168,7 @@ class WorkerGroup:
 
     def _hand_over(self, owned: _Owned, why: str) -> None:
         owned.stopping = True
-        if owned.restart_at is not None:
+        if owned.restart_at is not None or owned.done:
             # Not running (waiting to restart): nothing to store, free it now.
             self._release(owned.shard, "handed over")
             return
@@ -179,6 +190,10 @@ class WorkerGroup:
                     self._log.warning("shard streamer ended with an error while handing over", slot=exited.shard.slot,
                                       code=exited.code)
                 self._release(exited.shard, "handed over")
+                continue
+            if self._until is not None and exited.code == 0:
+                owned.done = True
+                self._log.info("shard reached the LSN to stop at", slot=exited.shard.slot)
                 continue
             owned.delays = owned.delays or self._backoff.delays()
             delay = next(owned.delays)

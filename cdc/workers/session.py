@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from ..lsn import format_lsn
 from ..redact import dsn_password, redact_dsn, scrub
 from ..shards import catalog
 from ..shards.catalog import Conn, Sharding
@@ -179,6 +180,15 @@ class LockSession:
     def unlock(self, slot: str) -> None:
         with self._lost(f"unlock shard slot {slot}") as conn:
             conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(slot),))
+
+    def acknowledged_all(self, slots: Sequence[str], lsn: int) -> bool:
+        """Whether every one of ``slots`` exists and has confirmed ``lsn``."""
+        with self._lost("read the slots' positions") as conn:
+            row = conn.execute(
+                "SELECT count(*) FILTER (WHERE confirmed_flush_lsn >= %s::pg_lsn) FROM pg_replication_slots "
+                "WHERE slot_name = ANY(%s)", (format_lsn(lsn), list(slots)),
+            ).fetchone()
+        return bool(row and row[0] == len(slots))
 
     def sharding(self) -> Sharding | None:
         with self._lost("read the shard generations") as conn:
