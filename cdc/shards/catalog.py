@@ -18,6 +18,7 @@ what is left below it). A generation is deleted once drained.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -75,7 +76,8 @@ class Generation:
         if self.number == 0:
             # Today's layout, recorded only while a reshard drains it.
             return [unsharded(self.slot, self.publication)]
-        return shards_of(self.slot, self.publication, self.number, self.shards)
+        return [dataclasses.replace(shard, starts_at=self.starts_at)
+                for shard in shards_of(self.slot, self.publication, self.number, self.shards)]
 
 
 @dataclass(frozen=True, slots=True)

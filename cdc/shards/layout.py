@@ -58,6 +58,17 @@ class Shard:
     slot: str
     publication: str
     stream: int
+    # Where its generation starts (set by a reshard): transactions committed
+    # before it belong to the previous generation, and this shard skips them.
+    starts_at: int | None = None
+    # The other streams of its generation: their ids can never come to this
+    # shard, so the dedup window is not rebuilt from them.
+    siblings: tuple[int, ...] = ()
+
+    @property
+    def skip_before(self) -> tuple[int, int] | None:
+        """The position to skip up to (inclusive): the newest one committed before ``starts_at``."""
+        return None if self.starts_at is None else (self.starts_at - 1, 0xFFFFFFFF)
 
     @property
     def row_filter(self) -> str | None:
@@ -82,6 +93,7 @@ def shards_of(slot: str, publication: str, generation: int, count: int) -> list[
     if generation < 1:
         raise ValueError(f"a sharded generation is numbered from 1, got {generation}")
     out = []
+    streams = tuple(generation * _STREAMS_PER_GENERATION + k for k in range(count))
     for k in range(count):
         suffix = _suffix(generation, k)
         try:
@@ -92,7 +104,8 @@ def shards_of(slot: str, publication: str, generation: int, count: int) -> list[
                 f"slot {slot!r} or publication {publication!r} is too long to add {suffix!r} (63 characters at most): "
                 "choose shorter names with --slot and --publication"
             ) from None
-        out.append(Shard(generation, k, count, shard_slot, shard_publication, generation * _STREAMS_PER_GENERATION + k))
+        out.append(Shard(generation, k, count, shard_slot, shard_publication, streams[k],
+                         siblings=tuple(s for s in streams if s != streams[k])))
     return out
 
 
