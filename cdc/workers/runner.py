@@ -34,6 +34,7 @@ from ..shards.layout import Shard
 
 ShardTarget = Callable[[Shard, threading.Event, threading.Event], int]
 _PR_SET_PDEATHSIG = 1
+_STOPS = {signal.SIGTERM, signal.SIGINT}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +73,16 @@ class ForkRunner:
         sys.stdout.flush()
         sys.stderr.flush()
         parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child, which never returns
-            self._child(shard, parent)
+        # A stop may come at once: until the child has its own handlers, it would
+        # run the worker's (on the child's copy of the worker), and never stop.
+        # Held back across the fork, the signal reaches the child's handler.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+        try:
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child, which never returns
+                self._child(shard, parent)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self._children[shard.slot] = _Child(shard, pid)
 
     def _child(self, shard: Shard, parent: int) -> None:  # pragma: no cover - child side
@@ -92,6 +100,7 @@ class ForkRunner:
             signal.signal(signal.SIGTERM, handle)
             # Ctrl-C reaches the whole process group: the worker decides what its shards do.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
             code = self._target(shard, stop, abort)
         except BaseException as exc:  # noqa: BLE001 - a child must end here, whatever happened
             self._log.error("shard streamer failed", slot=shard.slot, error=f"{type(exc).__name__}: {exc}")
