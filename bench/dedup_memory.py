@@ -32,7 +32,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from cdc.dedup import DedupWindow
+try:
+    from cdc.core.dedup import DedupWindow
+except ImportError:  # measuring a commit from before cdc/core/ (python -m bench.run --cdc-ref)
+    from cdc.dedup import DedupWindow  # type: ignore[no-redef,import-not-found]
 
 CHUNK = 100_000  # ids generated at a time, so test data never dominates RSS
 SAMPLE = 200_000  # ids per steady-state throughput measurement

@@ -155,7 +155,7 @@ class Child:
     ) -> None:
         self.argv = list(argv)
         self.log = log
-        self._out: IO[bytes] = open(log, "ab")
+        self._out: IO[bytes] = open(log, "ab")  # noqa: SIM115 - the child writes to it until wait()
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             self.argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT,
@@ -229,7 +229,7 @@ def _machine_jiffies() -> tuple[int, int]:
 
 def _tree_cpu_s(pid: int | None = None) -> float:
     """CPU seconds of a process (default: this one) and every descendant, including those they have reaped."""
-    import psutil  # type: ignore[import-untyped]
+    import psutil
 
     total = 0.0
     try:
@@ -365,7 +365,7 @@ def clickhouse_events(servers: Servers) -> dict[str, int]:
     """Server-wide ClickHouse counters: how many INSERTs, how many were delayed for too many parts, merges."""
     names = ", ".join(f"'{name}'" for name in _CLICKHOUSE_EVENTS)
     rows = servers.clickhouse.execute(f"SELECT event, value FROM system.events WHERE event IN ({names})")
-    counts = {name: 0 for name in _CLICKHOUSE_EVENTS}
+    counts = dict.fromkeys(_CLICKHOUSE_EVENTS, 0)
     counts.update({str(name): int(value) for name, value in rows})
     return counts
 

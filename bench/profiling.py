@@ -5,9 +5,9 @@ command; ``summarize`` reads the speedscope file back and attributes every
 on-CPU sample (py-spy drops idle ones: waiting on a socket or a queue) to one
 stage of the pipeline, by the innermost frame that belongs to a known module:
 
-    read loop   cdc/replication/* and the loop in cdc/pipeline.py
-    decode      cdc/pgoutput/*
-    transactions, collector, convert (cdc/outbox.py), dedup, buffer, tracker
+    read loop   cdc/pg/replication.py and cdc/pipeline/* (the stream session)
+    decode      cdc/pgoutput/* (the frames of a read, and the messages in them)
+    transactions, collector, convert (cdc/core/outbox.py), dedup, buffer, tracker
     sink        cdc/sink/* (column conversion before the INSERT)
     clickhouse  clickhouse_driver/* (serialization of the columns and sending)
     flusher, logging, startup (imports, connection set-up)
@@ -34,23 +34,39 @@ from typing import Any
 # (stage, path fragment): the first fragment found in a frame's file names its stage.
 _STAGES: tuple[tuple[str, str], ...] = (
     ("decode", "/cdc/pgoutput/"),
+    ("read loop", "/cdc/pg/replication.py"),
     ("read loop", "/cdc/replication/"),
+    ("transactions", "/cdc/core/transactions.py"),
     ("transactions", "/cdc/transactions.py"),
+    ("collector", "/cdc/core/collector.py"),
     ("collector", "/cdc/collector.py"),
+    ("convert", "/cdc/core/outbox.py"),
     ("convert", "/cdc/outbox.py"),
+    ("dedup", "/cdc/core/dedup.py"),
+    ("dedup", "/cdc/core/_dedup_table.py"),
     ("dedup", "/cdc/dedup.py"),
+    ("dedup", "/cdc/_dedup_table.py"),
+    ("buffer", "/cdc/core/buffer.py"),
     ("buffer", "/cdc/buffer.py"),
+    ("tracker", "/cdc/core/tracker.py"),
     ("tracker", "/cdc/tracker.py"),
     ("sink", "/cdc/sink/"),
     ("clickhouse", "/clickhouse_driver/"),
+    ("flusher", "/cdc/core/flusher.py"),
     ("flusher", "/cdc/flusher.py"),
     ("logging", "/structlog/"),
     ("logging", "/cdc/logs.py"),
+    ("read loop", "/cdc/pipeline/"),
     ("read loop", "/cdc/pipeline.py"),
+    ("read loop", "/cdc/reader.py"),
     ("cli", "/cdc/cli/"),
     ("cli", "/click/"),
 )
-_STARTUP_MARKERS = ("<frozen importlib._bootstrap", "/cdc/replication/preflight.py", "/cdc/migrate.py")
+# Fragments of both layouts: before and after cdc/core/, cdc/pg/ and cdc/pipeline/ (--cdc-ref measures either).
+_STARTUP_MARKERS = (
+    "<frozen importlib._bootstrap", "/cdc/pg/preflight.py", "/cdc/pg/migrate.py", "/cdc/replication/preflight.py",
+    "/cdc/migrate.py",
+)
 
 
 def py_spy() -> str:

@@ -26,10 +26,10 @@ from typing import Any
 
 import psycopg
 
-# As cdc does (cdc/sink/connection.py): no eager Date lookup table, same start-up.
+# As cdc does (cdc/sink/clickhouse/connection.py): no eager Date lookup table, same start-up.
 os.environ.setdefault("CLICKHOUSE_DRIVER_LASY_DATE_LUT", "1")
 
-from clickhouse_driver import Client  # noqa: E402
+from clickhouse_driver import Client
 
 SELECT = (
     "SELECT id, unique_id, event_type, extract(epoch FROM occurred_at)::bigint, environment, payload::text, "

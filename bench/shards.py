@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # `python bench/shards.py`: run as the bench.shar
     runpy.run_module("bench.shards", run_name="__main__", alter_sys=True)
     raise SystemExit(0)
 
-from cdc.replication.preflight import protocol_version
+from cdc.pg.preflight import protocol_version
 
 from . import workload
 from .env import CDC, BenchError, Child, CpuMeter, Servers, Target, checked, connect, format_lsn, settle, wal_lsn

@@ -102,7 +102,7 @@ class _Writer(threading.Thread):
     def run(self) -> None:
         try:
             self._run()
-        except BaseException as exc:  # reported by the parent
+        except BaseException as exc:  # noqa: BLE001 - reported by the parent
             self.error = exc
             try:
                 self.start_barrier.abort()

@@ -79,3 +79,28 @@ def configure(*, fmt: str = "auto", level: str = "info", secrets: Iterable[str |
 
 def get_logger(**bound: Any) -> FilteringBoundLogger:
     return structlog.get_logger("cdc").bind(**bound)  # type: ignore[no-any-return]
+
+
+class _Quiet:
+    """A logger that lets warnings and errors through: reports, not connection chatter, belong on screen."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def bind(self, **kw: Any) -> _Quiet:
+        return _Quiet(self._inner.bind(**kw))
+
+    def debug(self, *a: Any, **kw: Any) -> None:
+        pass
+
+    info = debug
+
+    def warning(self, *a: Any, **kw: Any) -> None:
+        self._inner.warning(*a, **kw)
+
+    def error(self, *a: Any, **kw: Any) -> None:
+        self._inner.error(*a, **kw)
+
+
+def quiet_logger() -> Any:
+    return _Quiet(get_logger())

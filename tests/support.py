@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import os
 import signal
 import subprocess
@@ -61,6 +62,11 @@ class Target:
             ).fetchone()
             return bool(row and row[0])
 
+    def slot_active(self, slot: str = "cdc_outbox") -> bool:
+        with self.pg() as conn:
+            row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+            return bool(row and row[0])
+
     def delivered_ids(self, table: str = "events") -> list[str]:
         """Every row ever inserted into the events table, duplicates included.
 
@@ -106,3 +112,67 @@ def insert_events(
                 "INSERT INTO outbox (unique_id, event_type, environment, payload) VALUES (%s, %s, 'test', %s)",
                 [(uid, event_type, f'{{"uid": "{uid}"}}') for uid in ids],
             )
+
+
+# -- acknowledgement order: the slot's confirmed position against what ClickHouse holds -------------------------
+
+Position = tuple[int, int]  # (commit_lsn, commit_seq) as stored in ClickHouse
+
+
+def parse_lsn_text(text: str) -> int:
+    high, _, low = text.partition("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def stored_positions(t: Target, table: str = "events") -> list[tuple[int, int, int]]:
+    """(commit_lsn, commit_seq, inserted_at) of every stored event, in commit order, from the progress ledger."""
+    rows = t.ch().execute(
+        f"SELECT commit_lsn, commit_seq, toUInt32(inserted_at) FROM {table}_cdc_progress "
+        "WHERE unique_id != '' ORDER BY commit_lsn, commit_seq"
+    )
+    return [(int(lsn), int(seq), int(at)) for lsn, seq, at in rows]
+
+
+def high_water_mark(t: Target, table: str = "events") -> Position | None:
+    """The newest stored position, read straight from ClickHouse (not through cdc)."""
+    rows = t.ch().execute(
+        f"SELECT commit_lsn, commit_seq FROM {table}_cdc_progress WHERE unique_id != '' "
+        "ORDER BY commit_lsn DESC, commit_seq DESC LIMIT 1"
+    )
+    return (int(rows[0][0]), int(rows[0][1])) if rows else None
+
+
+def acknowledged_before_stored(
+    final: Sequence[tuple[int, int, int]], samples: Sequence[tuple[int, Position | None]]
+) -> list[str]:
+    """Samples where the slot confirmed a transaction ClickHouse did not hold yet.
+
+    ``final`` is every position stored by the end of the test (``stored_positions``);
+    each sample is (the slot's confirmed_flush_lsn, the high-water mark read *after*
+    it). Rows are inserted in commit order, so at that moment ClickHouse held exactly
+    the positions up to the mark. The server skips, on restart, every transaction
+    whose commit record starts before the confirmed position: a row past the mark
+    whose commit_lsn lies below the confirmed position was acknowledged unstored.
+    """
+    positions = [(lsn, seq) for lsn, seq, _ in final]
+    bad = []
+    for confirmed, mark in samples:
+        at = 0 if mark is None else bisect.bisect_right(positions, mark)
+        first_unstored = positions[at] if at < len(positions) else None
+        if first_unstored is not None and first_unstored[0] < confirmed:
+            bad.append(
+                f"confirmed {confirmed:X} while ClickHouse held up to {mark} and not yet "
+                f"commit {first_unstored[0]:X} #{first_unstored[1]}"
+            )
+    return bad
+
+
+def slot_released(t: Target, slot: str = "cdc_outbox", timeout: float = 30) -> None:
+    """After a kill the server ends the dead run's walsender once it sees the socket close."""
+
+    def released() -> bool:
+        with t.pg() as conn:
+            row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+        return row is None or not row[0]
+
+    wait_until(released, timeout, "the killed run's walsender to release the slot", 0.05)

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from cdc.buffer import BatchBuilder
-from cdc.outbox import to_micros
-from cdc.sink.base import EVENT_COLUMNS, DeadLetter
+from cdc.core.buffer import BatchBuilder
+from cdc.core.events import EVENT_COLUMNS, DeadLetter
+from cdc.core.outbox import to_micros
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 

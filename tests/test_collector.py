@@ -6,13 +6,13 @@ from datetime import datetime, timezone
 
 import structlog
 
-from cdc.buffer import BatchBuilder
-from cdc.collector import Collector
-from cdc.dedup import DedupWindow
-from cdc.outbox import REQUIRED_COLUMNS, to_micros
+from cdc.core.buffer import BatchBuilder
+from cdc.core.collector import Collector
+from cdc.core.dedup import DedupWindow
+from cdc.core.events import EVENT_COLUMNS, Batch
+from cdc.core.outbox import REQUIRED_COLUMNS, to_micros
+from cdc.core.tracker import AckTracker
 from cdc.pgoutput.messages import Column, Relation, TupleData
-from cdc.sink.base import EVENT_COLUMNS, Batch
-from cdc.tracker import AckTracker
 
 UTC = timezone.utc
 OUTBOX = Relation(None, 1, "public", "outbox", ord("d"),
@@ -79,9 +79,12 @@ def test_bad_rows_in_a_run_are_dead_lettered_at_their_position_and_the_rest_buff
         row("ok3"),
     ]
     h.collector.rows(OUTBOX, run, 700, 10, 0)
-    (batch,) = h.batches()
-    assert batch["unique_id"] == [b"ok0", b"ok3"]
-    assert batch["commit_seq"] == [10, 16]
+    batch = h.builder.seal()
+    columns = dict(zip(EVENT_COLUMNS, batch.columns))
+    assert columns["unique_id"] == [b"ok0", b"ok3"]
+    assert columns["commit_seq"] == [10, 16]
+    # Every bad row travels in the batch as a dead letter, at its own position: none is dropped.
+    assert [(d.commit_lsn, d.commit_seq) for d in batch.dead_letters] == [(700, seq) for seq in range(11, 16)]
     counters = h.collector.counters
     assert (counters.rows_seen, counters.rows_buffered, counters.dead_letters) == (7, 2, 5)
 

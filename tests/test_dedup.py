@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdc.dedup import DedupWindow
+from cdc.core.dedup import DedupWindow
 
 KEY = b"test-key-16bytes"
 

@@ -8,9 +8,9 @@ from datetime import datetime
 import structlog
 
 from cdc.backoff import Backoff
-from cdc.flusher import Flusher
-from cdc.sink.base import Batch, DeadLetter
-from cdc.tracker import AckTracker
+from cdc.core.events import Batch, DeadLetter
+from cdc.core.flusher import Flusher
+from cdc.core.tracker import AckTracker
 
 
 class BrokenSink:

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cdc.outbox import REQUIRED_COLUMNS, RowConverter
-from cdc.outbox_binary import (
+from cdc.core.outbox import REQUIRED_COLUMNS, RowConverter
+from cdc.core.outbox_binary import (
     INT4, INT8, JSONB, TEXT, TIMESTAMP, TIMESTAMPTZ, UUID, BinaryRowConverter, BinaryUnreadable, as_text,
     binary_readable,
 )

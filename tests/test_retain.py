@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from cdc.retain import RetainError, Retention
+from cdc.pipeline.retain import RetainError, Retention
 
 
 def test_sizes_and_durations_parse() -> None:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from cdc.tracker import AckTracker
+from cdc.core.tracker import AckTracker
 
 
 def test_commit_becomes_safe_only_when_its_batch_is_stored() -> None:

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 import pytest
 import structlog
 
+from cdc.core.spill import SpillBudget
+from cdc.core.transactions import TransactionAssembler, TransactionError
 from cdc.pgoutput import messages as m
-from cdc.spill import SpillBudget
-from cdc.transactions import TransactionAssembler, TransactionError
+from cdc.pgoutput.framing import FrameDecoder
 
 from pgoutput.encoder import encode
 
@@ -163,6 +164,11 @@ def _frame(message: m.Message) -> memoryview:
     return memoryview(HEADER + encode(message))
 
 
+def _inserts(asm: TransactionAssembler, frames: list[memoryview]) -> None:
+    """A read's frames, decoded into ``asm`` the way the stream session does it."""
+    FrameDecoder(asm, keepalive=lambda frame: None).decode(frames)
+
+
 def test_a_run_of_insert_frames_gives_the_rows_feeding_each_insert_would_give() -> None:
     inserts = [_insert(str(i).encode()) for i in range(5)]
     fed, fed_rec = _assembler()
@@ -172,8 +178,8 @@ def test_a_run_of_insert_frames_gives_the_rows_feeding_each_insert_would_give() 
         asm.feed(REL)
     for message in inserts:
         fed.feed(message)
-    run.inserts([_frame(message) for message in inserts[:2]], len(HEADER))
-    run.inserts([_frame(message) for message in inserts[2:]], len(HEADER))
+    _inserts(run, [_frame(message) for message in inserts[:2]])
+    _inserts(run, [_frame(message) for message in inserts[2:]])
     assert run_rec.got == fed_rec.got
     assert [r[3] for r in run_rec.got] == [0, 1, 2, 3, 4]
     assert run_rec.runs == [("outbox", 2), ("outbox", 3)]
@@ -185,7 +191,7 @@ def test_a_run_is_split_where_the_relation_changes() -> None:
         asm.feed(message)
     a, b = REL.relation_id, OTHER.relation_id
     frames = [_frame(m.Insert(None, rel, (b"1", b"x"))) for rel in (a, a, b, a)]
-    asm.inserts(frames, len(HEADER))
+    _inserts(asm, frames)
     assert rec.runs == [("outbox", 2), ("other", 1), ("outbox", 1)]
     assert [r[3] for r in rec.got] == [0, 1, 2, 3]
 
@@ -194,10 +200,10 @@ def test_a_run_outside_a_transaction_or_of_an_unknown_relation_is_a_protocol_err
     asm, _ = _assembler()
     asm.feed(REL)
     with pytest.raises(TransactionError):
-        asm.inserts([_frame(_insert(b"x"))], len(HEADER))
+        _inserts(asm, [_frame(_insert(b"x"))])
     asm.feed(m.Begin(1000, 5, 700))
     with pytest.raises(TransactionError):
-        asm.inserts([_frame(m.Insert(None, 999, (b"1", b"x")))], len(HEADER))
+        _inserts(asm, [_frame(m.Insert(None, 999, (b"1", b"x")))])
 
 
 def test_a_long_streamed_transaction_comes_out_in_bounded_runs_split_by_relation() -> None:

@@ -51,31 +51,22 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..core import positions
+from ..errors import CheckpointError
 from ..lsn import LsnError, format_lsn, parse_lsn
-from . import AdminError, positions
+from ..pg.identity import ServerIdentity, identify
+
+__all__ = [
+    "FORMAT", "VERSION", "CheckpointError", "ServerIdentity", "build", "check_same_server", "identify", "load_checkpoint",
+    "read_checkpoint", "replay_from", "save",
+]
 
 FORMAT = "cdc-checkpoint"
 VERSION = 1
-
-
-class CheckpointError(AdminError):
-    """A checkpoint file that cannot be used: the message says why."""
-
-
-@dataclass(frozen=True, slots=True)
-class ServerIdentity:
-    system_identifier: str
-    timeline: int
-    database: str
-    host: str | None
-    port: int | None
-    user: str | None
-    version: str
 
 
 def replay_from(confirmed_flush_lsn: int | None, high_water_lsn: int | None) -> int | None:
@@ -156,31 +147,6 @@ def load_checkpoint(path: str | os.PathLike[str]) -> int:
         return parse_lsn(str(text))
     except LsnError:
         raise CheckpointError(f"checkpoint {path}: replay_from_lsn {text!r} is not an LSN") from None
-
-
-def identify(dsn: str) -> ServerIdentity:
-    """Who the server is: IDENTIFY_SYSTEM over a replication connection (the role cdc runs as may do that)."""
-    from ..replication.connection import ReplicationConnection, ReplicationError
-    from .pg import connect, version_text
-
-    try:
-        repl = ReplicationConnection.connect(dsn, application_name="cdc-checkpoint")
-    except ReplicationError as exc:
-        raise CheckpointError(f"cannot identify the server: {exc}") from None
-    try:
-        (systemid, timeline, _xlogpos, dbname), = repl.command("IDENTIFY_SYSTEM")
-    except ReplicationError as exc:
-        raise CheckpointError(f"cannot identify the server: {exc}") from None
-    finally:
-        repl.close()
-    with connect(dsn, application_name="cdc-checkpoint") as conn:
-        info = conn.info
-        host = info.host if info.host and not info.host.startswith("/") else None
-        return ServerIdentity(
-            system_identifier=str(systemid), timeline=int(timeline or 0), database=str(dbname or info.dbname),
-            host=host, port=int(info.port) if info.port else None, user=info.user,
-            version=version_text(info.server_version),
-        )
 
 
 def check_same_server(data: dict[str, Any], system_identifier: str, path: str = "checkpoint") -> None:

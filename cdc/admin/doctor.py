@@ -10,13 +10,15 @@ from typing import Any
 
 from psycopg import sql
 
-from ..replication import preflight
+from ..errors import ConnectError, PreflightError
+from ..pg import preflight
+from ..pg.connect import Conn, connect, setting, version_text
+from ..pg.partitions import list_partitions
+from ..pg.publications import COVERS, PARTITIONS_ONLY, fix_for, get_publication
+from ..pg.slots import get_slot
 from ..settings import Settings
-from .clickhouse import SinkConfigError, SinkError, Warehouse
-from .partitions import list_partitions
-from .pg import Conn, connect, setting, version_text
-from .publications import COVERS, PARTITIONS_ONLY, fix_for, get_publication
-from .slots import get_slot
+from ..sink import open_sink_admin
+from ..sink.base import SinkConfigError, SinkError
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 
@@ -44,7 +46,7 @@ def run_checks(settings: Settings, *, timeout: float = 10.0) -> list[Check]:
     else:
         try:
             conn = connect(settings.pg_dsn, timeout=timeout, application_name="cdc-doctor")
-        except preflight.ConnectError as exc:
+        except ConnectError as exc:
             checks.add(FAIL, "postgres", str(exc), "check CDC_PG_DSN, the server, and pg_hba.conf")
         else:
             with conn:
@@ -112,7 +114,7 @@ def _outbox(conn: Conn, s: Settings, checks: _Checks, user: str) -> None:
     table = f"{s.outbox_schema}.{s.outbox_table}"
     try:
         preflight.check_outbox(conn, s.outbox_schema, s.outbox_table)
-    except preflight.PreflightError as exc:
+    except PreflightError as exc:
         checks.add(FAIL, "outbox columns", str(exc), "cdc migrate")
         return
     checks.add(PASS, "outbox columns", f"{table} has every column cdc reads")
@@ -188,17 +190,17 @@ def _slot(conn: Conn, s: Settings, checks: _Checks, slot: Any) -> None:
 
 
 def _clickhouse(s: Settings, checks: _Checks, timeout: float) -> None:
-    if not s.clickhouse_url:
+    if not s.sink_url:
         checks.add(FAIL, "clickhouse", "no ClickHouse URL given", "pass --clickhouse-url or set CDC_CLICKHOUSE_URL")
         return
     try:
-        with Warehouse(s, timeout=timeout) as wh:
+        with open_sink_admin(s.sink_url, s, timeout=timeout) as wh:
             checks.add(PASS, "clickhouse", f"connected to {wh.url}")
-            if wh.sink.capabilities.modern:
+            warning = wh.version_warning()
+            if warning is None:
                 checks.add(PASS, "clickhouse version", wh.version)
             else:
-                checks.add(WARN, "clickhouse version", f"{wh.version}: timestamps keep whole seconds only",
-                           "upgrade ClickHouse to 20.1+ for microsecond timestamps (DateTime64)")
+                checks.add(WARN, "clickhouse version", *warning)
             problems = wh.schema_problems()
     except (SinkConfigError, SinkError) as exc:
         checks.add(FAIL, "clickhouse", str(exc), "check CDC_CLICKHOUSE_URL and the ClickHouse password")
@@ -207,4 +209,4 @@ def _clickhouse(s: Settings, checks: _Checks, timeout: float) -> None:
         checks.add(FAIL, "clickhouse schema", "; ".join(problems),
                    "cdc migrate --clickhouse-url ...  (creates what is missing)")
     else:
-        checks.add(PASS, "clickhouse schema", f"{s.clickhouse_table}, its dead-letter and progress tables are in place")
+        checks.add(PASS, "clickhouse schema", f"{s.sink_table}, its dead-letter and progress tables are in place")

@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from ..core import positions
+from ..lsn import format_lsn
+from ..pg.connect import connect, setting, version_text
+from ..pg.slots import SlotRow, get_slot
 from ..redact import redact_dsn
 from ..settings import Settings
-from . import positions
-from .clickhouse import SinkConfigError, SinkError, Warehouse
-from .pg import connect, setting, version_text
-from .slots import SlotRow, get_slot
+from ..sink import open_sink_admin
+from ..sink.base import SinkConfigError, SinkError
 
 OK, WARNING, CRITICAL = 0, 1, 2
 LEVEL_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL"}
@@ -98,12 +100,12 @@ def _postgres(status: Status, settings: Settings, timeout: float) -> SlotRow | N
 
 
 def _clickhouse(status: Status, settings: Settings, timeout: float) -> datetime | None:
-    if not settings.clickhouse_url:
+    if not settings.sink_url:
         status.clickhouse = {"configured": False}
         status.problem(WARNING, "no ClickHouse URL given (CDC_CLICKHOUSE_URL): delivery not checked")
         return None
     try:
-        with Warehouse(settings, timeout=timeout) as wh:
+        with open_sink_admin(settings.sink_url, settings, timeout=timeout) as wh:
             status.clickhouse = {"configured": True, "reachable": True, "url": wh.url, "version": wh.version}
             latest = wh.latest()
             hwm = wh.high_water_mark()
@@ -115,8 +117,6 @@ def _clickhouse(status: Status, settings: Settings, timeout: float) -> datetime 
         return None
     high: dict[str, Any] | None = None
     if latest is not None and hwm is not None:
-        from ..lsn import format_lsn
-
         high = {
             "commit_lsn": format_lsn(hwm[0]), "commit_seq": hwm[1],
             "committed_at": latest.committed_at.isoformat(), "age_seconds": seconds_since(latest.committed_at),

@@ -33,12 +33,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from ..core import positions
 from ..lsn import format_lsn, parse_lsn
-from . import AdminError, positions
-from .clickhouse import Warehouse
-from .partitions import LOCK_KEY, Partition, require_range_partitioned
-from .pg import Conn, describe
-from .slots import get_slot
+from ..pg.connect import Conn, describe
+from ..pg.partitions import LOCK_KEY, Partition, require_range_partitioned
+from ..pg.slots import get_slot
+from ..sink.base import SinkAdmin
+from . import AdminError
 
 
 @dataclass(slots=True)
@@ -63,7 +64,7 @@ class _Row:
 
 
 def prune(
-    conn: Conn, *, schema: str, table: str, slot: str, open_warehouse: Callable[[], Warehouse],
+    conn: Conn, *, schema: str, table: str, slot: str, open_warehouse: Callable[[], SinkAdmin],
     older_than: timedelta, dry_run: bool, wait: float, lock_timeout_ms: int = 5000, poll: float = 0.2,
 ) -> list[Pruned]:
     """Decide, and unless ``dry_run`` drop, every partition past the retention; see the module docstring."""
@@ -132,7 +133,7 @@ def _edges(conn: Conn, p: Partition) -> tuple[_Row, _Row] | None:
 
 def _check_delivery(
     conn: Conn, loaded: list[Pruned], edges: dict[int, tuple[_Row, _Row] | None], *, slot: str, fence: int,
-    wait: float, poll: float, open_warehouse: Callable[[], Warehouse], relation: str,
+    wait: float, poll: float, open_warehouse: Callable[[], SinkAdmin], relation: str,
 ) -> None:
     refusal = _wait_for_slot(conn, slot, fence, wait, poll)
     if refusal:

@@ -3,28 +3,33 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 import click
 import psycopg
 
 from .. import __version__
-from ..flusher import FlushAborted
+from ..core.flusher import FlushAborted
+from ..core.outbox import OutboxSchemaError
+from ..core.transactions import TransactionError
+from ..errors import UserError
 from ..lsn import LsnError
-from ..outbox import OutboxSchemaError
+from ..pg.replication import ReplicationError
 from ..pgoutput import PgOutputError
-from ..pipeline import PipelineError
-from ..replication.connection import ReplicationError
-from ..replication.preflight import PreflightError
-from ..replication.protocol import ReplicationProtocolError
-from ..sink.base import SinkConfigError, SinkError
-from ..transactions import TransactionError
+from ..pgoutput.framing import ReplicationProtocolError
+from ..sink.base import SinkError
 
 # Errors that mean "cannot do what was asked": one line on stderr, exit 1, no traceback.
 _USER_ERRORS = (
-    PreflightError, PipelineError, SinkConfigError, SinkError, FlushAborted, LsnError, OutboxSchemaError,
+    UserError, SinkError, FlushAborted, LsnError, OutboxSchemaError,
     ReplicationError, ReplicationProtocolError, TransactionError, PgOutputError, psycopg.Error,
 )
+
+
+def _refuse(message: str, code: int) -> NoReturn:
+    click.echo(f"cdc: error: {' '.join(message.split())}", err=True)
+    sys.exit(code)
 
 
 class _Group(click.Group):
@@ -32,8 +37,30 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except _USER_ERRORS as exc:
-            click.echo(f"cdc: error: {' '.join(str(exc).split())}", err=True)
-            sys.exit(1)
+            _refuse(str(exc), 1)
+
+    def main(
+        self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+        standalone_mode: bool = True, **extra: Any,
+    ) -> Any:
+        """Usage errors as the one line every refusal is (exit 2), not click's Usage block."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            # Not standalone: click hands us its errors instead of printing them;
+            # --help and --version come back as their exit code.
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            if exc.ctx is not None and isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):
+                click.echo(exc.ctx.get_help())  # `cdc` or `cdc slot` alone: the help, as before
+                sys.exit(0)
+            where = exc.ctx.command_path if exc.ctx is not None else "cdc"
+            _refuse(f"{exc.format_message().rstrip('.')}; see `{where} --help`", 2)
+        except click.ClickException as exc:
+            _refuse(exc.format_message(), exc.exit_code)
+        except click.Abort:
+            _refuse("aborted: nothing was changed", 1)
+        sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
 
 
 @click.group(cls=_Group, context_settings={"auto_envvar_prefix": "CDC", "help_option_names": ["-h", "--help"]})

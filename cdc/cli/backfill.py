@@ -9,7 +9,7 @@ import click
 from ..admin.backfill import Backfill
 from ..settings import Settings
 from ._output import emit_json, json_option
-from .options import require_clickhouse, require_pg, shared_options
+from .options import require_pg, require_sink, settings_options, shared_options
 
 
 @click.command()
@@ -17,23 +17,19 @@ from .options import require_clickhouse, require_pg, shared_options
 @click.option("--since", required=True, metavar="TIMESTAMP", help="First created_at to deliver (inclusive), "
               "as PostgreSQL reads a timestamptz; without a zone, UTC.")
 @click.option("--until", metavar="TIMESTAMP", help="Stop before this created_at (default: everything after --since).")
-@click.option("--batch-rows", type=click.IntRange(min=1), default=50_000, show_default=True,
-              help="Rows per ClickHouse INSERT.")
-@click.option("--dedup-window", type=click.IntRange(min=0), default=1_000_000, show_default=True,
-              envvar="CDC_DEDUP_WINDOW", show_envvar=True,
-              help="How many recently stored unique_ids to skip as duplicates (0: none).")
-@click.option("--dedup-max-age", type=click.FloatRange(min=0), default=3600.0, show_default=True,
-              envvar="CDC_DEDUP_MAX_AGE", show_envvar=True, help="... stored within this many seconds.")
+@settings_options("batch_rows", "dedup_window", "dedup_max_age", help={
+    "batch_rows": "Rows per ClickHouse INSERT.",
+    "dedup_window": "How many recently stored unique_ids to skip as duplicates (0: none).",
+    "dedup_max_age": "... stored within this many seconds.",
+})
 @json_option
-def backfill(settings: Settings, since: str, until: str | None, batch_rows: int, dedup_window: int,
-             dedup_max_age: float, as_json: bool) -> None:
+def backfill(settings: Settings, since: str, until: str | None, as_json: bool) -> None:
     """Deliver again every outbox row created from --since (to --until), read from one consistent snapshot,
     through the same conversion, dead-letter and dedup path as `cdc run`. Events ClickHouse already holds
     collapse with their copy. No slot is touched."""
     require_pg(settings)
-    require_clickhouse(settings)
-    with Backfill(settings, since=since, until=until, dedup_window=dedup_window, dedup_max_age=dedup_max_age,
-                  batch_rows=batch_rows) as job:
+    require_sink(settings)
+    with Backfill(settings, since=since, until=until) as job:
         stderr = sys.stderr
         if stderr.isatty():
             with click.progressbar(length=job.total, label="backfill", file=stderr) as bar:

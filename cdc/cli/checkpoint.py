@@ -8,12 +8,12 @@ from typing import Any
 import click
 
 from ..admin import checkpoint as fmt
-from ..admin import positions
-from ..admin.clickhouse import Warehouse
-from ..admin.pg import connect
-from ..admin.slots import get_slot
+from ..core import positions
 from ..lsn import format_lsn
+from ..pg.connect import connect
+from ..pg.slots import get_slot
 from ..settings import Settings
+from ..sink import open_sink_admin
 from ._output import emit_json, json_option
 from .options import require_pg, shared_options
 
@@ -26,18 +26,18 @@ def checkpoint() -> None:
 def _gather(settings: Settings) -> dict[str, Any]:
     dsn = require_pg(settings)
     server = fmt.identify(dsn)
-    with connect(dsn) as conn:
+    with connect(dsn, application_name="cdc-admin") as conn:
         row = get_slot(conn, settings.slot)
     slot = None if row is None else {
         "name": row.name, "plugin": row.plugin, "confirmed_flush_lsn": row.confirmed_flush_lsn,
         "restart_lsn": row.restart_lsn, "wal_status": row.wal_status,
     }
     clickhouse = None
-    if settings.clickhouse_url:
-        with Warehouse(settings) as wh:
+    if settings.sink_url:
+        with open_sink_admin(settings.sink_url, settings) as wh:
             hwm, latest = wh.high_water_mark(), wh.latest()
             clickhouse = {
-                "database": wh.database, "table": settings.clickhouse_table,
+                "database": wh.database, "table": settings.sink_table,
                 "high_water_mark": None if hwm is None or latest is None else {
                     "commit_lsn": format_lsn(hwm[0]), "commit_seq": hwm[1],
                     "committed_at": latest.committed_at.isoformat(),

@@ -9,12 +9,12 @@ import click
 from ..admin.doctor import FAIL, run_checks
 from ..settings import Settings
 from ._output import emit_json, json_option
-from .options import shared_options
+from .options import Finite, shared_options
 
 
 @click.command()
 @shared_options
-@click.option("--timeout", type=click.FloatRange(min=1), default=10.0, show_default=True,
+@click.option("--timeout", type=Finite(min=1), default=10.0, show_default=True,
               help="Seconds to wait for each server.")
 @json_option
 def doctor(settings: Settings, timeout: float, as_json: bool) -> None:

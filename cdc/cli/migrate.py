@@ -6,11 +6,11 @@ import click
 import orjson
 
 from ..logs import get_logger
-from ..migrate import migrate as run_migrations
+from ..pg.migrate import migrate as run_migrations
 from ..settings import Settings
 from ..shards.layout import MAX_SHARDS
-from ..shards.setup import ShardSetup
-from ..sink.clickhouse import ClickHouseSink
+from ..pg.shard_setup import ShardSetup
+from ..sink import open_sink
 from .options import require_pg, shared_options
 
 
@@ -28,15 +28,14 @@ def migrate(settings: Settings, as_json: bool, shards: int | None) -> None:
     require_pg(settings)
     report = run_migrations(settings, shards)
     clickhouse = None
-    if settings.clickhouse_url:
-        sink = ClickHouseSink(settings.clickhouse_url, settings.clickhouse_table,
-                              password=settings.clickhouse_password, log=get_logger())
+    if settings.sink_url:
+        sink = open_sink(settings.sink_url, settings, log=get_logger())
         try:
             sink.ensure_schema()
             if report.shards is not None:
                 # Before any worker writes: tables of an unsharded past get the stream column.
-                sink.upgrade_for_streams()
-            clickhouse = settings.clickhouse_table
+                sink.ensure_streams()
+            clickhouse = settings.sink_table
         finally:
             sink.close()
     if as_json:

@@ -9,13 +9,13 @@ from datetime import timedelta
 import click
 
 from ..admin import AdminError
-from ..admin.clickhouse import Warehouse
-from ..admin.partitions import maintain as make_partitions
-from ..admin.pg import connect
 from ..admin.prune import prune as prune_partitions
+from ..pg.connect import connect
+from ..pg.partitions import maintain as make_partitions
 from ..settings import Settings
+from ..sink import open_sink_admin
 from ._output import emit_json, json_option, table
-from .options import require_clickhouse, require_pg, shared_options
+from .options import Finite, require_pg, require_sink, shared_options
 
 _AGE = re.compile(r"^\s*(\d+)\s*(s|m|min|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -26,6 +26,15 @@ def parse_age(text: str) -> timedelta:
     if not match:
         raise AdminError(f"--older-than {text!r} is not an age: write a number and a unit, like 7d, 36h or 2w")
     return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+def _age_value(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    # A malformed flag is refused while parsing (exit 2), before any server is touched.
+    try:
+        parse_age(value)
+    except AdminError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--older-than "), ctx=ctx, param=param) from None
+    return value
 
 
 @click.group()
@@ -43,7 +52,7 @@ def outbox() -> None:
 def maintain(settings: Settings, days_ahead: int, interval: str, as_json: bool) -> None:
     """Create the outbox's partitions from the current day (or week) to --days-ahead, named <table>_pYYYYMMDD.
     Idempotent and safe from cron. Exit 1 when a partition could not be created."""
-    with connect(require_pg(settings)) as conn:
+    with connect(require_pg(settings), application_name="cdc-admin") as conn:
         results = make_partitions(conn, settings.outbox_schema, settings.outbox_table,
                                   days_ahead=days_ahead, interval=interval)
     failed = any(r.action == "failed" for r in results)
@@ -58,12 +67,12 @@ def maintain(settings: Settings, days_ahead: int, interval: str, as_json: bool) 
 
 @outbox.command()
 @shared_options
-@click.option("--older-than", "older_than", required=True, metavar="AGE",
+@click.option("--older-than", "older_than", required=True, metavar="AGE", callback=_age_value,
               help="Drop partitions whose whole range is older than this (7d, 36h, 2w).")
 @click.option("--dry-run", is_flag=True, help="Check everything, drop nothing.")
-@click.option("--wait", type=click.FloatRange(min=0), default=60.0, show_default=True,
+@click.option("--wait", type=Finite(min=0), default=60.0, show_default=True,
               help="Seconds to wait for the slot to acknowledge the rows of the old partitions.")
-@click.option("--lock-timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+@click.option("--lock-timeout", type=Finite(min=0.1), default=5.0, show_default=True,
               help="Seconds to wait for each lock; busy partitions are left for the next run.")
 @json_option
 def prune(settings: Settings, older_than: str, dry_run: bool, wait: float, lock_timeout: float, as_json: bool) -> None:
@@ -71,11 +80,11 @@ def prune(settings: Settings, older_than: str, dry_run: bool, wait: float, lock_
     the slot must have acknowledged past them and their first and last rows must be in ClickHouse. The default
     partition is never dropped."""
     age = parse_age(older_than)
-    require_clickhouse(settings)
+    require_sink(settings)
     with connect(require_pg(settings), application_name="cdc-prune") as conn:
         results = prune_partitions(
             conn, schema=settings.outbox_schema, table=settings.outbox_table, slot=settings.slot,
-            open_warehouse=lambda: Warehouse(settings), older_than=age, dry_run=dry_run, wait=wait,
+            open_warehouse=lambda: open_sink_admin(settings.sink_url, settings), older_than=age, dry_run=dry_run, wait=wait,
             lock_timeout_ms=int(lock_timeout * 1000),
         )
     if as_json:

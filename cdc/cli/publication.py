@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from ..admin import AdminError
-from ..admin import publications as admin
-from ..admin.pg import connect
+from ..pg import publications as admin
+from ..pg.connect import connect
 from ..settings import Settings
 from ._output import cell, confirm, emit_json, ident_arg, json_option, table, table_arg, yes_option
 from .options import require_pg, shared_options
@@ -29,7 +29,7 @@ def create(settings: Settings, name: str | None, as_json: bool) -> None:
     """Create publication NAME (default: --publication) for the outbox: inserts only, as the outbox itself
     (publish_via_partition_root). Does nothing if it exists and covers the outbox."""
     pub = _name(settings, name)
-    with connect(require_pg(settings)) as conn:
+    with connect(require_pg(settings), application_name="cdc-admin") as conn:
         created = admin.create_publication(conn, pub, settings.outbox_schema, settings.outbox_table)
     outbox = f"{settings.outbox_schema}.{settings.outbox_table}"
     if as_json:
@@ -46,7 +46,7 @@ def show(settings: Settings, name: str | None, as_json: bool) -> None:
     """Show publication NAME (default: --publication): options, tables, row filters, whether it covers the outbox.
     Exits 1 when it does not cover the outbox."""
     pub_name = _name(settings, name)
-    with connect(require_pg(settings)) as conn:
+    with connect(require_pg(settings), application_name="cdc-admin") as conn:
         pub = admin.get_publication(conn, pub_name, settings.outbox_schema, settings.outbox_table)
     if pub is None:
         raise AdminError(f"publication {pub_name} does not exist: create it with `cdc publication create`")
@@ -77,7 +77,7 @@ def add_table(settings: Settings, table_name: str | None, name: str | None, as_j
     schema, table_ = (table_arg(table_name, settings.outbox_schema) if table_name
                       else (settings.outbox_schema, settings.outbox_table))
     outbox = (settings.outbox_schema, settings.outbox_table)
-    with connect(require_pg(settings)) as conn:
+    with connect(require_pg(settings), application_name="cdc-admin") as conn:
         added = admin.add_table(conn, pub, schema, table_, outbox)
         state = admin.get_publication(conn, pub, *outbox)
     note = None
@@ -102,7 +102,7 @@ def add_table(settings: Settings, table_name: str | None, name: str | None, as_j
 def drop(settings: Settings, name: str | None, yes: bool, as_json: bool) -> None:
     """Drop publication NAME (default: --publication). A running `cdc run` fails without it."""
     pub = _name(settings, name)
-    with connect(require_pg(settings)) as conn:
+    with connect(require_pg(settings), application_name="cdc-admin") as conn:
         if conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (pub,)).fetchone() is None:
             raise AdminError(f"publication {pub} does not exist: nothing to drop")
         confirm(f"Drop publication {pub}? `cdc run` cannot stream without it.", yes=yes,

@@ -5,73 +5,42 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
-from typing import Any
 from types import FrameType
 
 import click
 
-from ..dedup import DedupWindow
 from ..failpoints import Failpoints
 from ..logs import get_logger
 from ..lsn import format_lsn, parse_lsn
-from ..pipeline import Pipeline
-from ..retain import RetainError, Retention
+from ..pipeline import Pipeline, build
+from ..pipeline.retain import RetainError, Retention
 from ..settings import Settings
-from ..sink.clickhouse import ClickHouseSink
-from .options import require_clickhouse, require_pg, shared_options, with_changes
+from ..sink import open_sink
+from .options import (
+    cdc_option, lsn_or_current_value, lsn_value, require_pg, require_sink, settings_options, shared_options, with_changes,
+)
 
 
 @click.command()
 @shared_options
-@click.option("--create-slot", is_flag=True, envvar="CDC_CREATE_SLOT", show_envvar=True,
-              help="Create the slot if it is missing, first delivering the rows already in the outbox.")
-@click.option("--until-lsn", envvar="CDC_UNTIL_LSN", show_envvar=True, metavar="LSN|current",
-              help="Stop once everything committed up to this LSN ('current': now) is stored and acknowledged.")
-@click.option("--from-lsn", envvar="CDC_FROM_LSN", show_envvar=True, metavar="LSN",
-              help="Replay: deliver again everything committed after LSN that the slot still holds.")
-@click.option("--from-checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              envvar="CDC_FROM_CHECKPOINT", show_envvar=True,
-              help="Replay from the position in a file written by `cdc checkpoint save`.")
-@click.option("--retain", envvar="CDC_RETAIN", show_envvar=True, metavar="SIZE|TIME",
-              help="Replay window: acknowledge this much WAL (512MB) or time (6h) behind what is stored.")
-@click.option("--batch-rows", type=click.IntRange(min=1), default=50_000, show_default=True,
-              envvar="CDC_BATCH_ROWS", show_envvar=True, help="Flush when the buffer holds this many rows.")
-@click.option("--batch-bytes", type=click.IntRange(min=1), default=32 * 1024 * 1024, show_default=True,
-              envvar="CDC_BATCH_BYTES", show_envvar=True, help="... or this many bytes.")
-@click.option("--flush-interval", type=click.FloatRange(min=0.001), default=1.0, show_default=True,
-              envvar="CDC_FLUSH_INTERVAL", show_envvar=True, help="... or its oldest row is this many seconds old.")
-@click.option("--dedup-window", type=click.IntRange(min=0), default=1_000_000, show_default=True,
-              envvar="CDC_DEDUP_WINDOW", show_envvar=True,
-              help="How many recent unique_ids to remember exactly (0 turns deduplication off).")
-@click.option("--dedup-max-age", type=click.FloatRange(min=0), default=3600.0, show_default=True,
-              envvar="CDC_DEDUP_MAX_AGE", show_envvar=True, help="Forget unique_ids older than this (seconds).")
-@click.option("--max-payload-bytes", type=click.IntRange(min=1), default=1024 * 1024, show_default=True,
-              envvar="CDC_MAX_PAYLOAD_BYTES", show_envvar=True,
-              help="Larger payloads go to the dead-letter table.")
-@click.option("--streaming/--no-streaming", default=False, show_default=True, envvar="CDC_STREAMING",
-              show_envvar=True, help="Receive large transactions while still in progress (PostgreSQL 14+).")
-@click.option("--spill-bytes", type=click.IntRange(min=0), default=64 * 1024 * 1024, show_default=True,
-              envvar="CDC_SPILL_BYTES", show_envvar=True,
-              help="Memory for in-progress streamed transactions before they spill to a temporary file.")
-@click.option("--status-interval", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
-              envvar="CDC_STATUS_INTERVAL", show_envvar=True, help="Seconds between status updates to the server.")
-@click.option("--retry-max", type=click.FloatRange(min=0.01), default=30.0, show_default=True,
-              envvar="CDC_RETRY_MAX", show_envvar=True, help="Longest wait between retries (seconds).")
-@click.option("--retry-initial", type=click.FloatRange(min=0.01), default=0.5, show_default=True,
-              envvar="CDC_RETRY_INITIAL", show_envvar=True, help="First wait between retries (seconds).")
+@cdc_option("--create-slot", is_flag=True,
+            help="Create the slot if it is missing, first delivering the rows already in the outbox.")
+@cdc_option("--until-lsn", metavar="LSN|current", callback=lsn_or_current_value,
+            help="Stop once everything committed up to this LSN ('current': now) is stored and acknowledged.")
+@cdc_option("--from-lsn", metavar="LSN", callback=lsn_value,
+            help="Replay: deliver again everything committed after LSN that the slot still holds.")
+@cdc_option("--from-checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="Replay from the position in a file written by `cdc checkpoint save`.")
+@cdc_option("--retain", metavar="SIZE|TIME",
+            help="Replay window: acknowledge this much WAL (512MB) or time (6h) behind what is stored.")
+@settings_options("batch_rows", "batch_bytes", "flush_interval", "dedup_window", "dedup_max_age", "max_payload_bytes",
+                  "streaming", "spill_bytes", "status_interval", "retry_max", "retry_initial")
 def run(
     settings: Settings, create_slot: bool, until_lsn: str | None, from_lsn: str | None,
-    from_checkpoint: Path | None, retain: str | None, **tuning: Any,
+    from_checkpoint: Path | None, retain: str | None,
 ) -> None:
     """Stream committed outbox rows into ClickHouse until stopped (SIGINT/SIGTERM flush, acknowledge, exit 0)."""
-    settings = with_changes(
-        settings,
-        batch_rows=tuning["batch_rows"], batch_bytes=tuning["batch_bytes"], flush_interval=tuning["flush_interval"],
-        dedup_window=tuning["dedup_window"], dedup_max_age=tuning["dedup_max_age"],
-        max_payload_bytes=tuning["max_payload_bytes"], streaming=tuning["streaming"],
-        spill_bytes=tuning["spill_bytes"], status_interval=tuning["status_interval"],
-        retry_initial=tuning["retry_initial"], retry_max=max(tuning["retry_max"], tuning["retry_initial"]),
-    )
+    settings = with_changes(settings, retry_max=max(settings.retry_max, settings.retry_initial))
     require_pg(settings)
     replay_from = _replay_position(settings, from_lsn, from_checkpoint)
     try:
@@ -84,15 +53,12 @@ def run(
         raise click.UsageError(f"CDC_FAILPOINTS: {exc}") from None
     log = get_logger(slot=settings.slot)
     stop = threading.Event()
-    sink = ClickHouseSink(
-        require_clickhouse(settings), settings.clickhouse_table, password=settings.clickhouse_password, log=log,
-    )
+    sink = open_sink(require_sink(settings), settings, log=log)
     try:
         sink.ensure_schema()
-        dedup = DedupWindow(capacity=settings.dedup_window, max_age=settings.dedup_max_age)
-        pipeline = Pipeline(settings, sink, dedup, log, stop, failpoints=failpoints)
+        pipeline = build(settings, sink, log=log, stop=stop, failpoints=failpoints, retention=retention)
         _install_signal_handlers(stop, pipeline)
-        summary = pipeline.run(until=until_lsn, create_slot=create_slot, from_lsn=replay_from, retention=retention)
+        summary = pipeline.run(until=until_lsn, create_slot=create_slot, from_lsn=replay_from)
     finally:
         sink.close()
     log.info("done", ack_lsn=format_lsn(summary.acknowledged_lsn), rows_stored=summary.rows_stored,

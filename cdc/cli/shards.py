@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..settings import Settings
-from ..shards import show as shard_show
+from ..admin import shards as shard_show
 from ._output import emit_json, human_bytes, human_seconds, json_option, table
 from .options import require_pg, shared_options
 

@@ -11,14 +11,15 @@ import click
 import psycopg
 
 from ..admin import AdminError
-from ..admin import slots as admin
-from ..admin.clickhouse import SinkConfigError, SinkError, Warehouse
 from ..admin.health import seconds_since
-from ..admin.pg import connect
 from ..lsn import parse_lsn
+from ..pg import slots as admin
+from ..pg.connect import connect
 from ..settings import Settings
+from ..sink import open_sink_admin
+from ..sink.base import SinkConfigError, SinkError
 from ._output import confirm, emit_json, human_bytes, human_seconds, json_option, slot_arg, table, yes_option
-from .options import require_pg, shared_options
+from .options import lsn_value, require_pg, shared_options
 
 
 @click.group()
@@ -29,9 +30,9 @@ def slot() -> None:
 def _last_ack(settings: Settings, row: admin.SlotRow) -> dict[str, Any]:
     if row.active:
         return {"age_seconds": row.ack_age_seconds, "source": "pg_stat_replication.reply_time"}
-    if settings.clickhouse_url:
+    if settings.sink_url:
         try:
-            with Warehouse(settings, timeout=3) as wh:
+            with open_sink_admin(settings.sink_url, settings, timeout=3) as wh:
                 last = wh.last_inserted_at()
         except (SinkConfigError, SinkError):
             return {"age_seconds": None, "source": "unknown: slot inactive and ClickHouse unreachable"}
@@ -45,7 +46,7 @@ def _last_ack(settings: Settings, row: admin.SlotRow) -> dict[str, Any]:
 @json_option
 def list_(settings: Settings, as_json: bool) -> None:
     """Every logical slot on the server (all databases), with its lag; `*` marks --slot."""
-    with connect(require_pg(settings)) as conn:
+    with connect(require_pg(settings), application_name="cdc-admin") as conn:
         rows = admin.list_slots(conn)
     out = []
     for row in rows:
@@ -86,7 +87,7 @@ def create(settings: Settings, name: str | None, temporary: bool, failover: bool
     """Create a pgoutput slot NAME (default: --slot). It copies nothing: `cdc run --create-slot` also
     delivers the rows already in the outbox."""
     name = slot_arg(name or settings.slot)
-    with connect(require_pg(settings)) as conn:
+    with connect(require_pg(settings), application_name="cdc-admin") as conn:
         admin.check_create(conn, name, failover=failover)
         confirm(f"Create {'temporary ' if temporary else ''}logical replication slot {name} in database "
                 f"{conn.info.dbname}? It keeps WAL on the server until a client consumes it.",
@@ -136,7 +137,7 @@ def _hold(conn: Any, name: str, as_json: bool) -> None:
 def drop(settings: Settings, name: str | None, force: bool, yes: bool, as_json: bool) -> None:
     """Drop slot NAME (default: --slot). Refused while a client streams from it, unless --force."""
     name = slot_arg(name or settings.slot)
-    with connect(require_pg(settings)) as conn:
+    with connect(require_pg(settings), application_name="cdc-admin") as conn:
         info = admin.get_slot(conn, name)
         if info is None:
             raise AdminError(f"replication slot {name} does not exist: `cdc slot list` shows the slots there are")
@@ -155,14 +156,15 @@ def drop(settings: Settings, name: str | None, force: bool, yes: bool, as_json: 
 @slot.command()
 @shared_options
 @click.argument("name", required=False)
-@click.option("--to-lsn", "to_lsn", required=True, metavar="LSN", help="Move the slot to this LSN (never backward).")
+@click.option("--to-lsn", "to_lsn", required=True, metavar="LSN", callback=lsn_value,
+              help="Move the slot to this LSN (never backward).")
 @yes_option
 @json_option
 def advance(settings: Settings, name: str | None, to_lsn: str, yes: bool, as_json: bool) -> None:
     """Move slot NAME (default: --slot) forward to LSN: what was committed before it is never delivered."""
     name = slot_arg(name or settings.slot)
     target = parse_lsn(to_lsn)
-    with connect(require_pg(settings)) as conn:
+    with connect(require_pg(settings), application_name="cdc-admin") as conn:
         info = admin.check_advance(conn, name, target)
         confirm(f"Advance replication slot {name} from {info.confirmed_flush_lsn} to {to_lsn}? Changes committed "
                 "in between will never be delivered by this slot.", yes=yes, refusal=f"advancing slot {name}")

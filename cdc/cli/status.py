@@ -9,16 +9,16 @@ import click
 from ..admin import health
 from ..settings import Settings
 from ._output import emit_json, human_bytes, human_seconds, json_option
-from .options import shared_options
+from .options import Finite, cdc_option, shared_options
 
 
 @click.command()
 @shared_options
-@click.option("--max-lag-bytes", type=click.IntRange(min=0), default=1024 ** 3, show_default=True,
-              envvar="CDC_MAX_LAG_BYTES", show_envvar=True, help="WARNING when the slot is further behind.")
-@click.option("--max-lag-seconds", type=click.FloatRange(min=0), default=300.0, show_default=True,
-              envvar="CDC_MAX_LAG_SECONDS", show_envvar=True, help="WARNING when the slot is longer behind.")
-@click.option("--timeout", type=click.FloatRange(min=1), default=5.0, show_default=True,
+@cdc_option("--max-lag-bytes", type=click.IntRange(min=0), default=1024 ** 3, show_default=True,
+            help="WARNING when the slot is further behind.")
+@cdc_option("--max-lag-seconds", type=Finite(min=0), default=300.0, show_default=True,
+            help="WARNING when the slot is longer behind.")
+@click.option("--timeout", type=Finite(min=1), default=5.0, show_default=True,
               help="Seconds to wait for each server before calling it unreachable.")
 @json_option
 def status(settings: Settings, max_lag_bytes: int, max_lag_seconds: float, timeout: float, as_json: bool) -> None:

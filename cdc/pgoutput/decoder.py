@@ -14,8 +14,9 @@ field that is cut short or invalid, or the first byte of trailing garbage.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from struct import Struct
-from typing import Any, Callable, Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from . import _struct
 from ._tuples import _delete, _insert, _update

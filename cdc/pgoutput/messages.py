@@ -11,15 +11,30 @@ SAVEPOINT it is the subtransaction's own xid, the one a Stream Abort's
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Final, Union
+from typing import Final
 
-_PG_EPOCH: Final = datetime(2000, 1, 1, tzinfo=timezone.utc)
+# PostgreSQL counts time from 2000-01-01 00:00:00 UTC, this many seconds after the Unix epoch.
+PG_EPOCH_UNIX: Final = 946_684_800
+PG_EPOCH_UNIX_MICROS: Final = PG_EPOCH_UNIX * 1_000_000
+PG_EPOCH: Final = datetime.fromtimestamp(PG_EPOCH_UNIX, timezone.utc)
+_MICROSECOND: Final = timedelta(microseconds=1)
 
 
 def pg_epoch_micros_to_datetime(micros: int) -> datetime:
-    return _PG_EPOCH + timedelta(microseconds=micros)
+    return PG_EPOCH + timedelta(microseconds=micros)
+
+
+def datetime_to_pg_epoch_micros(value: datetime) -> int:
+    """Microseconds since PostgreSQL's epoch, exactly (floor), of a tz-aware datetime."""
+    return (value - PG_EPOCH) // _MICROSECOND
+
+
+def pg_now_micros() -> int:
+    """Now, in microseconds since PostgreSQL's epoch."""
+    return int((time.time() - PG_EPOCH_UNIX) * 1_000_000)
 
 
 class _Unchanged:
@@ -45,7 +60,7 @@ UNCHANGED: Final = _Unchanged()
 # server sent, None for NULL ('n'), UNCHANGED for an unchanged TOAST value ('u').
 # Text and binary look alike here: with binary = true the server still sends
 # text for a type without a send function, which nothing below records.
-Value = Union[bytes, None, _Unchanged]
+Value = bytes | None | _Unchanged
 TupleData = tuple[Value, ...]
 
 
@@ -217,8 +232,8 @@ class StreamPrepare:
     gid: str
 
 
-Message = Union[
-    Begin, Commit, Origin, Relation, Type, Insert, Update, Delete, Truncate,
-    LogicalMessage, StreamStart, StreamStop, StreamCommit, StreamAbort,
-    BeginPrepare, Prepare, CommitPrepared, RollbackPrepared, StreamPrepare,
-]
+Message = (
+    Begin | Commit | Origin | Relation | Type | Insert | Update | Delete | Truncate
+    | LogicalMessage | StreamStart | StreamStop | StreamCommit | StreamAbort
+    | BeginPrepare | Prepare | CommitPrepared | RollbackPrepared | StreamPrepare
+)

@@ -1,81 +1,44 @@
-"""What the pipeline needs from a destination: the ``Sink`` protocol and the batch it writes."""
+"""What the pipeline needs from a destination (``Sink``), and what the DBA commands read from it (``SinkAdmin``).
+
+A sink module implements both and registers its URL scheme in cdc/sink/__init__.py
+(docs/architecture.md: how to add a sink).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Protocol
+from types import TracebackType
+from typing import Protocol
 
-# Column order of every Batch, and of the ClickHouse events table's insert.
-# Timestamps are plain ints (microseconds since 1970-01-01T00:00:00 UTC, negative
-# before it), not datetimes: building a datetime per row is too slow for the
-# hot path. The sink turns them into its column's ticks with integer arithmetic.
-EVENT_COLUMNS: Final = (
-    "unique_id",         # bytes: UTF-8, as PostgreSQL sent it (str accepted too), never empty
-    "event_type",        # str
-    "occurred_at",       # int: microseconds since the Unix epoch, UTC
-    "environment",       # str
-    "payload",           # bytes: the jsonb text exactly as PostgreSQL printed it, UTF-8
-    "metadata_version",  # int
-    "outbox_id",         # int: the outbox row's id
-    "commit_lsn",        # int: LSN of the transaction's commit record
-    "commit_seq",        # int: 0-based position of the row inside its transaction
-    "committed_at",      # int: microseconds since the Unix epoch, UTC (the commit time)
-)
+from ..core.events import Batch
+from ..errors import UserError
 
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A row the sink cannot take, kept with why and where it came from."""
-
-    commit_lsn: int
-    commit_seq: int
-    committed_at: datetime  # tz-aware (unlike Batch's int microseconds: a rare path)
-    relation: str      # "schema.table"
-    reason: str        # one line, for a human
-    row_json: str      # the row's columns as PostgreSQL sent them, as a JSON object
-
-
-@dataclass(slots=True)
-class Batch:
-    """Rows to store together: one list per column of EVENT_COLUMNS, plus dead letters.
-
-    ``occurred_at`` and ``committed_at`` hold int microseconds since the Unix
-    epoch (UTC), never datetimes. A sink must not change the lists: the flusher
-    retries the same Batch, and a retry must send the same values.
-
-    ``seq`` orders batches; the pipeline acknowledges by it. ``nbytes`` is an
-    estimate of the payload size, for the byte-size flush trigger.
-    """
-
-    seq: int
-    columns: tuple[list[Any], ...] = field(default_factory=lambda: tuple([] for _ in EVENT_COLUMNS))
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    nbytes: int = 0
-
-    @property
-    def rows(self) -> int:
-        return len(self.columns[0])
-
-    def __len__(self) -> int:
-        return len(self.columns[0]) + len(self.dead_letters)
+__all__ = ["LatestCommit", "Sink", "SinkAdmin", "SinkConfigError", "SinkError", "StreamSummary"]
 
 
 class SinkError(Exception):
     """The sink could not store a batch. Retrying may help; the batch is not stored."""
 
 
-class SinkConfigError(Exception):
+class SinkConfigError(UserError):
     """The sink cannot work at all (unreachable at start-up, wrong schema): say what to do."""
 
 
 class Sink(Protocol):
     """A destination that stores batches atomically enough for exactly-once delivery.
 
-    ``write`` must either store every row of the batch or raise; a batch that
-    was partly stored before a crash is completed on restart by skipping rows at
-    or below ``high_water_mark``.
+    Every stored event keeps its position (commit_lsn, commit_seq); the newest
+    is the high-water mark. ``write`` must either store every row of the batch
+    or raise; a batch that was partly stored before a crash is completed on
+    restart by skipping rows at or below ``high_water_mark``, so the mark must
+    never cover a row that is not stored. Called from two threads: ``write``
+    and ``prune_progress`` from the flusher's, the rest before it starts.
     """
+
+    def ensure_schema(self) -> None:
+        """Create what is missing (idempotent), check what exists; SinkConfigError says what is wrong."""
+        ...
 
     def high_water_mark(self) -> tuple[int, int] | None:
         """(commit_lsn, commit_seq) of the newest stored row, or None when empty. Must be fast."""
@@ -93,15 +56,93 @@ class Sink(Protocol):
         ...
 
     def write(self, batch: Batch) -> None:
-        """Store the batch (dead letters first, then events), or raise SinkError."""
+        """Store the batch (dead letters first, then events) with the positions of its rows, or raise SinkError."""
         ...
 
     def mark_position(self, commit_lsn: int, commit_seq: int) -> None:
         """Make ``high_water_mark()`` at least this position, with no event stored."""
         ...
 
+    def ensure_streams(self) -> list[str]:
+        """Make the tables keep several slots' positions apart (settings.stream), if made before they could;
+        what was done. Call only while nothing writes to them (``cdc migrate --shards``, a reshard)."""
+        ...
+
     def prune_progress(self, keep_seconds: float) -> int:
-        """Forget positions older than keep_seconds (never the newest); returns how many units were dropped."""
+        """Forget positions stored more than keep_seconds ago, never the newest (what ``high_water_mark`` and
+        ``recent_unique_ids`` read); returns how many units of storage were dropped."""
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSummary:
+    """One stream's (one slot's) place in the sink, for ``cdc shards show`` and ``cdc status``."""
+
+    stream: int
+    high_water_mark: tuple[int, int]
+    committed_at: datetime
+    last_inserted_at: datetime
+    recent_events: int  # events stored in the last window
+
+
+@dataclass(frozen=True, slots=True)
+class LatestCommit:
+    """The newest stored event's transaction, for ``cdc status``."""
+
+    commit_lsn: int
+    committed_at: datetime
+
+
+class SinkAdmin(Protocol):
+    """What ``cdc status``, ``doctor``, ``checkpoint``, ``slot list`` and ``outbox prune`` read from a sink.
+
+    Read-only: opening one connects, creates nothing. Failures are SinkConfigError or SinkError, one line each.
+    """
+
+    url: str       # where, for messages: never a password
+    version: str   # the server's
+    database: str  # where the tables are
+
+    def high_water_mark(self) -> tuple[int, int] | None: ...
+
+    def latest(self) -> LatestCommit | None:
+        """The newest stored event's commit LSN and commit time, or None when there is none."""
+        ...
+
+    def counts(self) -> tuple[int, int]:
+        """(events, dead letters) as stored: a row delivered twice may count twice."""
+        ...
+
+    def stream_summaries(self, window_seconds: int = 60) -> dict[int, StreamSummary]:
+        """Per stream: its high-water mark, newest commit and insert times, events stored in the window;
+        empty when the sink keeps no streams apart (every row is stream 0's)."""
+        ...
+
+    def last_inserted_at(self) -> datetime | None:
+        """When the sink last stored an event, by its clock."""
+        ...
+
+    def version_warning(self) -> tuple[str, str] | None:
+        """(what is wrong, what fixes it) when this server version stores less than cdc can send."""
+        ...
+
+    def schema_problems(self) -> list[str]:
+        """What is missing from the sink's tables: [] when everything ``cdc run`` needs is there."""
+        ...
+
+    def has_event(self, unique_id: str, event_type: str | None = None, occurred_at: datetime | None = None) -> bool:
+        ...
+
+    def has_dead_letter(self, relation: str, outbox_id: int) -> bool:
+        """Whether the dead-letter table holds the outbox row with this id."""
+        ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> SinkAdmin: ...
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...

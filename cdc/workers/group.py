@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from structlog.typing import FilteringBoundLogger
 
 from ..backoff import Backoff
-from ..shards import catalog
-from ..shards.catalog import Generation
+from ..pg import shards as catalog
+from ..pg.shards import Generation
+from ..pg.worker_session import LockLost, LockSession
 from ..shards.layout import Shard, reshard_key
 from . import shares
 from .runner import Runner
-from .session import LockLost, LockSession
 
 HEARTBEAT_INTERVAL = 1.0
 HUNG_AFTER = 30.0        # a live session that stopped beating this long is ended by the others

@@ -8,7 +8,7 @@ import json
 from admin_support import Cli, ok, refused
 from support import Target, insert_events
 
-from cdc.admin import positions
+from cdc.core import positions
 
 
 def _rows(t: Target) -> list[tuple[object, ...]]:

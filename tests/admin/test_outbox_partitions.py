@@ -50,7 +50,7 @@ def test_maintain_refuses_a_table_it_cannot_manage(migrated: Target, run: Cli) -
         conn.execute("CREATE TABLE plain_outbox (id bigint, created_at timestamptz)")
     refused(run("outbox", "maintain", "--outbox-table", "plain_outbox"), "is not partitioned by RANGE (created_at)")
     refused(run("outbox", "maintain", "--outbox-table", "x" * 60), "too long")
-    refused(run("outbox", "prune", "--older-than", "7 days"), "is not an age")
+    refused(run("outbox", "prune", "--older-than", "7 days"), "is not an age", code=2)
 
 
 def _old_partition(t: Target, day: str) -> str:

@@ -111,6 +111,6 @@ def test_advance_moves_forward_only(migrated: Target, run: Cli) -> None:
     assert migrated.confirmed_lsn() == out["after"]
     line = refused(run("slot", "advance", "--to-lsn", before, "--yes"), "before slot cdc_outbox's confirmed position")
     assert out["after"] in line
-    refused(run("slot", "advance", "--to-lsn", "not-an-lsn", "--yes"), "is not an LSN")
+    refused(run("slot", "advance", "--to-lsn", "not-an-lsn", "--yes"), "is not an LSN", code=2)
     refused(run("slot", "advance", "--to-lsn", "FFFFFFFF/0", "--yes"), "past the server's current WAL position")
     assert migrated.confirmed_lsn() == out["after"]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 
 from admin_support import Cli, ok
 from servers import PgServer
-from support import Target, insert_events, stop, wait_until
+from support import Target, checked, insert_events, stop, wait_until
 
 
 def _status(run: Cli, *args: str, **env: str) -> tuple[int, dict]:  # type: ignore[type-arg]
@@ -48,6 +49,25 @@ def test_lag_over_the_thresholds_is_a_warning(migrated: Target, run: Cli) -> Non
     code, data = _status(run, "--max-lag-seconds", "0")
     assert code == 1
     assert data["slot"]["lag_bytes"] > 0
+
+
+def test_lag_in_seconds_alone_is_graded_by_max_lag_seconds(migrated: Target, run: Cli) -> None:
+    # Something stored: an inactive slot's lag then runs from the last insert on
+    # every PostgreSQL (inactive_since is 17+ only).
+    with migrated.pg() as conn:
+        insert_events(conn, ["lag-1"])
+    checked(migrated.cdc("run", "--until-lsn", "current", "--flush-interval", "0.1"))
+    _wal(migrated)
+    time.sleep(1.5)
+    no_bytes_limit = ("--max-lag-bytes", str(2**62))
+    _, lenient = _status(run, *no_bytes_limit, "--max-lag-seconds", "3600")
+    _, strict = _status(run, *no_bytes_limit, "--max-lag-seconds", "0.5")
+    assert strict["slot"]["lag_seconds"] >= 1, strict["slot"]
+    # Only the threshold differs between the two: so does exactly one problem.
+    extra = [p for p in strict["problems"] if p not in lenient["problems"]]
+    assert len(extra) == 1 and extra[0]["level"] == "warning", strict["problems"]
+    assert "s behind (threshold 0.5s)" in extra[0]["message"], extra
+    assert not [p for p in lenient["problems"] if "behind" in p["message"]], lenient["problems"]
 
 
 def test_missing_slot_or_unreachable_clickhouse_is_critical(migrated: Target, run: Cli) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 
 import orjson
 import psycopg
-from support import CDC, Target, wait_until
+from support import CDC, Position, Target, high_water_mark, parse_lsn_text, wait_until
 
 # A fixed seed makes a failing run reproducible; CDC_FAULT_SEED picks another.
 SEED = int(os.environ.get("CDC_FAULT_SEED", "20240605"))
@@ -70,7 +70,7 @@ class Writer(threading.Thread):
     def run(self) -> None:
         try:
             self._run()
-        except BaseException as exc:  # re-raised by stop()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by stop()
             self.failure = exc
 
     def _run(self) -> None:
@@ -317,3 +317,35 @@ def report(test: str, **figures: object) -> None:
     if path:
         with open(path, "a") as out:
             out.write(line + "\n")
+
+
+class AckWatch(threading.Thread):
+    """Samples the slot's confirmed position, then ClickHouse's high-water mark, every ``every`` seconds.
+
+    Checked at the end with ``support.acknowledged_before_stored``. A sample whose
+    ClickHouse read fails (the server is down) is dropped: what ClickHouse held
+    then is not known from here.
+    """
+
+    def __init__(self, t: Target, every: float = 0.05) -> None:
+        super().__init__(name="ack-watch", daemon=True)
+        self.t = t
+        self.every = every
+        self.samples: list[tuple[int, Position | None]] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.every):
+            try:
+                confirmed = self.t.confirmed_lsn()
+                mark = high_water_mark(self.t)
+            except Exception:  # noqa: BLE001 - a server down or restarting: no sample
+                continue
+            if confirmed is not None:
+                self.samples.append((parse_lsn_text(confirmed), mark))
+
+    def stop(self) -> list[tuple[int, Position | None]]:
+        self._halt.set()
+        self.join(30)
+        return self.samples
+

@@ -7,18 +7,24 @@ PostgreSQL kind only (single_pg).
 from __future__ import annotations
 
 import time
+from typing import cast
 from urllib.parse import urlsplit
 
 import pytest
-from fault_support import CdcProcess, Writer, assert_exactly, catch_up, poll, report
+from fault_support import (
+    AckWatch, CdcProcess, Writer, assert_exactly, catch_up, poll, report, slot_pid, walsender_pid,
+)
 from servers import ClickHouse
-from support import Target, insert_events
+from support import Target, acknowledged_before_stored, insert_events, parse_lsn_text, stored_positions
 
 RSS_LIMIT_MB = 300
 # Short retries so the outage lasts many times the backoff cap.
 RETRY = ("--retry-initial", "0.1", "--retry-max", "1")
 TUNING = ("--batch-rows", "2000", "--flush-interval", "0.2", "--status-interval", "0.5", *RETRY)
 PAYLOAD = 8000  # bytes per row during the outage: far more comes in than memory may hold
+# Lowered for the test database only (the default, 60 s, outlasts the outage).
+WAL_SENDER_TIMEOUT_SECONDS = 5
+WAL_SENDER_TIMEOUT = f"{WAL_SENDER_TIMEOUT_SECONDS}s"
 
 pytestmark = pytest.mark.single_pg
 
@@ -41,24 +47,36 @@ def test_clickhouse_down_retries_holds_back_and_catches_up(
     migrated: Target, restartable_clickhouse: ClickHouse, outage: float
 ) -> None:
     t, ch = migrated, restartable_clickhouse
+    # The server's patience must run out during the outage, or "keeps answering
+    # the server" proves nothing: our walsender gives up after this much silence.
+    with t.pg() as conn:
+        conn.execute(f"ALTER DATABASE \"{conn.info.dbname}\" SET wal_sender_timeout = '{WAL_SENDER_TIMEOUT}'")
+    assert outage > WAL_SENDER_TIMEOUT_SECONDS + 2
     writer = Writer(t, "o", seed=f"outage-{outage}", max_rows=20, pause=0.005, payload_bytes=PAYLOAD)
     run = CdcProcess(t, "run", *TUNING, "--batch-bytes", "1000000")
+    watch = AckWatch(t)
     writer.start()
+    watch.start()
     try:
         run.wait_for("flushed")
+        walsender = walsender_pid(t)
         rss_before_mb = run.sample_rss() / 1024
         ch.stop()
+        stopped_at = time.time()
         first = run.wait_for("insert failed, will retry", timeout=30)
         # What was stored before the stop may still be on its way to the slot.
         time.sleep(1.5)
         frozen = t.confirmed_lsn()
         rows_before = writer.committed_count
-        samples = poll(outage, 0.5, t.confirmed_lsn)
+        samples = cast(
+            list[tuple[str | None, int | None]], poll(outage, 0.5, lambda: (t.confirmed_lsn(), slot_pid(t)))
+        )
         rows_written_during = writer.committed_count - rows_before
         rss_during_mb = run.sample_rss() / 1024
         failures = run.events("insert failed, will retry")
         assert run.proc.poll() is None, f"cdc gave up during the outage:\n{run.tail()}"
     finally:
+        restarted_at = time.time()
         if not getattr(ch, "running", True):
             ch.start()
     try:
@@ -66,10 +84,26 @@ def test_clickhouse_down_retries_holds_back_and_catches_up(
     finally:
         writer.stop()
     catch_up(t, timeout=120)
+    walsender_after = slot_pid(t)
     code = run.stop()
+    watched = watch.stop()
     assert code == 0, run.tail()
 
-    assert set(samples) == {frozen}, f"the slot moved while ClickHouse was down: {sorted(set(samples))}"
+    assert {lsn for lsn, _ in samples} == {frozen}, f"the slot moved while ClickHouse was down: {samples}"
+    # Status updates kept the walsender alive through an outage longer than its timeout.
+    assert {pid for _, pid in samples} == {walsender} and walsender_after == walsender, (
+        f"the walsender changed ({walsender} -> {samples} -> {walsender_after}): the server gave up on us"
+    )
+    assert not run.events("replication connection lost, reconnecting"), run.tail()
+    # The slot never confirmed a transaction ClickHouse did not hold: while it
+    # was down, ClickHouse held what was inserted before the stop.
+    final = stored_positions(t)
+    between = (stopped_at + restarted_at) / 2
+    before_stop = max(((lsn, seq) for lsn, seq, at in final if at < between), default=None)
+    during = [(parse_lsn_text(str(lsn)), before_stop) for lsn, _ in samples]
+    ahead = acknowledged_before_stored(final, [*watched, *during])
+    assert not ahead, f"acknowledged before stored: {ahead[:5]}"
+    assert len(watched) > 20, "too few samples of the acknowledgement order"
     # Every retry stays one JSON line: no library traceback in between.
     assert not [line for line in run.stderr_lines if not line.startswith("{")], run.tail()
     address = f"ClickHouse at {ch.host}:{ch.port}"
@@ -89,6 +123,7 @@ def test_clickhouse_down_retries_holds_back_and_catches_up(
         rows_committed_during_outage=rows_written_during, payload_mb_during_outage=round(mb_written_during, 1),
         rss_before_outage_mb=round(rss_before_mb, 1), peak_rss_mb=round(run.peak_rss_mb, 1),
         rss_at_end_of_outage_mb=round(rss_during_mb, 1), events_checked=checked_rows,
+        acknowledgement_samples=len(watched) + len(during),
     )
 
 

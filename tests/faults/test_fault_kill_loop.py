@@ -14,7 +14,7 @@ import pytest
 from fault_support import (
     SEED, CdcProcess, Writer, assert_exactly, drain, fault_rng, outbox_ids, report, wait_slot_released,
 )
-from support import Target
+from support import Position, Target, acknowledged_before_stored, high_water_mark, parse_lsn_text, stored_positions
 
 
 @pytest.mark.parametrize(
@@ -26,6 +26,8 @@ def test_random_kills_while_writing_deliver_exactly_the_committed_set(migrated: 
     writer = Writer(t, "k", seed=f"kill-loop-writer-{kills}", max_rows=30, rollback_every=6)
     writer.start()
     stored_between_kills = []
+    # After each kill: what the slot confirmed, and what ClickHouse held.
+    at_kills: list[tuple[int, Position | None]] = []
     try:
         for n in range(kills):
             run = CdcProcess(
@@ -40,6 +42,9 @@ def test_random_kills_while_writing_deliver_exactly_the_committed_set(migrated: 
             # walsender holding the slot; it lets go as soon as the server sees
             # the socket close.
             wait_slot_released(t)
+            confirmed = t.confirmed_lsn()
+            assert confirmed is not None
+            at_kills.append((parse_lsn_text(confirmed), high_water_mark(t)))
     finally:
         writer.stop()
     assert sum(stored_between_kills) > 0, "no run lived long enough to store anything: the kills proved nothing"
@@ -49,6 +54,8 @@ def test_random_kills_while_writing_deliver_exactly_the_committed_set(migrated: 
 
     assert sorted(outbox_ids(t)) == sorted(writer.committed), "the writer's bookkeeping disagrees with PostgreSQL"
     checked_rows = assert_exactly(t, writer.committed)
+    ahead = acknowledged_before_stored(stored_positions(t), at_kills)
+    assert not ahead, f"a killed run had acknowledged what ClickHouse did not hold: {ahead}"
     report(
         f"kill-loop-{kills}", seed=SEED, kills=kills, events_checked=checked_rows,
         rolled_back=len(writer.rolled_back), transactions=writer.transactions,

@@ -21,7 +21,7 @@ from psycopg.conninfo import conninfo_to_dict
 from servers import ClickHouse, PgServer
 from support import CDC, Target, insert_events
 
-from cdc.replication.connection import replication_conninfo
+from cdc.pg.replication import replication_conninfo
 
 LEAST_PRIVILEGE_SQL = Path(__file__).resolve().parents[2] / "docs" / "least-privilege.sql"
 ROLE = "cdc_replicator"

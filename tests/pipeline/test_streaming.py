@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import psycopg
 from support import Target, checked, insert_events, stop, wait_until
 
@@ -56,3 +59,45 @@ def test_streamed_transactions_deliver_committed_rows_only(pg_dsn: str, clickhou
             "SELECT stream_txns FROM pg_stat_replication_slots WHERE slot_name = 'cdc_outbox'"
         ).fetchone()
     assert streamed is not None and streamed[0] >= 2, "the server did not stream: the test proved nothing"
+
+
+def _spill_files(pid: int, directory: Path) -> list[str]:
+    """The spill files ``pid`` holds open in ``directory`` (unlinked at once: only the descriptor shows them)."""
+    found = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith(f"{directory}/cdc-stream-"):
+            found.append(target)
+    return found
+
+
+def test_an_open_transaction_over_spill_bytes_waits_in_a_temporary_file(
+    pg_dsn: str, clickhouse_url: str, tmp_path: Path
+) -> None:
+    t = Target(pg_dsn, clickhouse_url)
+    checked(t.cdc("migrate"))
+    with t.pg() as conn:
+        conn.execute(f'ALTER DATABASE "{conn.info.dbname}" SET logical_decoding_work_mem = \'64kB\'')
+    spill_dir = tmp_path / "spill"
+    spill_dir.mkdir()
+    proc = t.start("run", "--streaming", "--spill-bytes", "100000", "--flush-interval", "0.2", TMPDIR=str(spill_dir))
+    try:
+        wait_until(lambda: t.slot_active(), 60, "cdc to start streaming")
+        with psycopg.connect(t.pg_dsn) as conn:
+            _bulk(conn, "spilled-", 20_000)
+            # Still open: the server streams it, and cdc holds its ~3 MB past the 100 kB budget in TMPDIR.
+            wait_until(lambda: bool(_spill_files(proc.pid, spill_dir)), 60, "cdc to spill the open transaction")
+            assert not t.delivered_ids(), "rows of an open transaction were delivered"
+            conn.commit()
+        lsn = t.current_lsn()
+        wait_until(lambda: t.slot_reached(lsn), 120, "the slot to acknowledge the transaction")
+        # Delivered from the file, which is closed with the transaction: nothing is left behind.
+        assert not _spill_files(proc.pid, spill_dir)
+        assert list(spill_dir.iterdir()) == []
+    finally:
+        code, err = stop(proc)
+    assert code == 0, err[-3000:]
+    assert sorted(t.delivered_ids()) == sorted(f"spilled-{g}" for g in range(1, 20_001))

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 from support import wait_until
 
-from cdc.replication.connection import ReplicationConnection
+from cdc.pg.replication import ReplicationConnection
 
 ROWS = 100
 PAYLOAD = 1000

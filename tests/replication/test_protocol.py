@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from cdc.replication.protocol import (
+from cdc.pgoutput.framing import (
     XLOGDATA_HEADER_SIZE,
     Keepalive,
     ReplicationProtocolError,

@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
-from ._process import service_user, user_can_traverse
+from cdc.demo.processes import service_user, user_can_traverse
+
 from .clickhouse import ClickHouseServer, start_clickhouse
 from .external import ExternalClickHouse, ExternalPostgres
 from .pgbin import available_kinds
@@ -65,14 +66,14 @@ class ClickHouse(Protocol):
     def destroy(self) -> None: ...
 
 
-def make_server_root() -> Path:
-    """A fresh directory the servers' system user can reach.
+def make_server_root(base: Path | None = None) -> Path:
+    """A fresh directory the servers' system user can reach, under `base` (default: TMPDIR).
 
     tempfile.mkdtemp makes it 0700 and root-owned, which would lock the
     postgres user out of its own data dir; TMPDIR itself may also be private,
     in which case /tmp is used.
     """
-    base = Path(tempfile.gettempdir())
+    base = Path(tempfile.gettempdir()) if base is None else base
     user = service_user("postgres")
     if not user_can_traverse(base, user):
         base = Path("/tmp")

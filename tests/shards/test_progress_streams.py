@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from clickhouse_driver import Client
 
-from cdc.sink.base import DeadLetter, SinkConfigError
+from cdc.core.events import DeadLetter
+from cdc.sink.base import SinkConfigError
 from cdc.sink.clickhouse import ClickHouseSink
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sink"))
-from test_clickhouse_sink import BASE, event_row, make_batch  # noqa: E402
+from test_clickhouse_sink import BASE, event_row, make_batch
 
 # The schema cdc created before streams existed (sql/clickhouse at a8909e4), verbatim but for the types.
 OLD_SCHEMA = (
@@ -37,7 +38,8 @@ def letter(lsn: int, seq: int, reason: str) -> DeadLetter:
 
 
 def test_each_stream_has_its_own_high_water_mark_and_recent_ids(clickhouse_url: str) -> None:
-    with ClickHouseSink(clickhouse_url, stream=101) as one, ClickHouseSink(clickhouse_url, stream=102) as two:
+    with ClickHouseSink(clickhouse_url, stream=101, siblings=(102,)) as one, \
+            ClickHouseSink(clickhouse_url, stream=102, siblings=(101,)) as two:
         one.ensure_schema()
         two.ensure_schema()
         one.write(make_batch(1, [event_row(500, 0), event_row(500, 1)]))
@@ -47,8 +49,10 @@ def test_each_stream_has_its_own_high_water_mark_and_recent_ids(clickhouse_url: 
         assert two.high_water_mark() == (700, 3)
         assert one.recent_unique_ids(10, 3600) == ["id-500-0", "id-500-1"]
         assert two.recent_unique_ids(10, 3600) == ["two-a", "two-b"]
-        with ClickHouseSink(clickhouse_url, stream=103) as empty:
-            assert empty.high_water_mark() is None and empty.recent_unique_ids(10, 3600) == []
+        # A shard of the next generation: its own marks only, but the ids of every older stream.
+        with ClickHouseSink(clickhouse_url, stream=200, siblings=(201, 202)) as later:
+            assert later.high_water_mark() is None
+            assert later.recent_unique_ids(10, 3600) == ["two-a", "id-500-0", "id-500-1", "two-b"]
 
 
 def test_two_shards_dead_letters_at_one_position_of_a_transaction_are_both_kept(clickhouse_url: str) -> None:
@@ -76,8 +80,8 @@ def test_tables_made_before_sharding_serve_one_slot_unchanged_then_are_upgraded_
             shard.high_water_mark()
         with pytest.raises(SinkConfigError, match="predate sharding"):
             shard.write(make_batch(1, [event_row(310, 0)]))
-        ran = shard.upgrade_for_streams()
-        assert len(ran) == 5 and shard.upgrade_for_streams() == []
+        ran = shard.ensure_streams()
+        assert len(ran) == 5 and shard.ensure_streams() == []
         assert shard.high_water_mark() is None
         shard.write(make_batch(1, [event_row(310, 0, unique_id="s1")], [letter(300, 5, "bad in shard 1")]))
         assert shard.high_water_mark() == (310, 0)

@@ -8,7 +8,7 @@ from cdc.names import NameError_
 from cdc.shards.layout import (
     MAX_SHARDS, ShardCountError, check_count, lock_key, member_key, reshard_key, shards_of, split_key, unsharded,
 )
-from cdc.shards.setup import require_row_filters
+from cdc.pg.shard_setup import require_row_filters
 from cdc.shards import ShardError
 
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from cdc.sink.ddl import Capabilities, SchemaNames, parse_version, render_schema
-from cdc.sink.layout import SchemaInspector
-from cdc.sink.timestamps import TimestampType
+from cdc.sink.clickhouse.ddl import Capabilities, SchemaNames, parse_version, render_schema
+from cdc.sink.clickhouse.layout import SchemaInspector
+from cdc.sink.clickhouse.timestamps import TimestampType
 
 chdb_session = pytest.importorskip("chdb.session")
 

@@ -11,12 +11,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from clickhouse_driver import Client
-from servers import ClickHouse
 
-from cdc.sink.base import EVENT_COLUMNS, Batch, DeadLetter, SinkConfigError, SinkError
+from cdc.core.events import EVENT_COLUMNS, Batch, DeadLetter
+from cdc.sink.base import SinkConfigError, SinkError
 from cdc.sink.clickhouse import ClickHouseSink
-from cdc.sink.connection import compression_available
-from cdc.sink.url import PASSWORD_ENV
+from cdc.sink.clickhouse.connection import compression_available
+from cdc.sink.clickhouse.url import PASSWORD_ENV
+
+from servers import ClickHouse
 
 UTC = timezone.utc
 SECRET = "Sup3r-S3cret-pw"

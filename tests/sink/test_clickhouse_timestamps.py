@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cdc.sink.timestamps import TimestampType
+from cdc.sink.clickhouse.timestamps import TimestampType
 
 UTC = timezone.utc
 OLD = (18, 16, 1)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from cdc.sink.base import SinkConfigError
-from cdc.sink.connection import is_loopback
-from cdc.sink.url import PASSWORD_ENV, PASSWORD_FILE_ENV, parse_clickhouse_url, redact_url, scrub
+from cdc.sink.clickhouse.connection import is_loopback
+from cdc.sink.clickhouse.url import PASSWORD_ENV, PASSWORD_FILE_ENV, parse_clickhouse_url, redact_url, scrub
 
 SECRET = "Pa55-w0rd!"
 

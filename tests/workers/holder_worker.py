@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
-import time
 from types import FrameType
 
 from cdc.backoff import Backoff
 from cdc.logs import configure, get_logger
-from cdc.replication.connection import ReplicationConnection, ReplicationError
+from cdc.pg.replication import ReplicationConnection, ReplicationError
 from cdc.shards.layout import Shard
 from cdc.workers.group import WorkerGroup
 from cdc.workers.runner import ForkRunner, ThreadRunner

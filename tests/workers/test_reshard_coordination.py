@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from support import Target, checked, insert_events, wait_until
-from test_worker_group import Workers, spread, streamers
+from test_worker_group import Workers, spread
 
 from cdc.logs import get_logger
 from cdc.pgoutput import decode
@@ -25,7 +25,7 @@ from cdc.pgoutput.messages import Begin, Insert, Relation
 from cdc.settings import Settings
 from cdc.shards import ShardError
 from cdc.shards.layout import Shard, reshard_key
-from cdc.shards.reshard import Resharder
+from cdc.admin.reshard import Resharder
 
 
 class Writer(threading.Thread):
@@ -99,7 +99,7 @@ def test_reshard_two_to_four_under_load_splits_every_committed_row_at_one_lsn(pg
     writer.start()
     wait_until(lambda: len(writer.committed) > 200, 30, "the writer to commit")
     hooks = SqlDrain(pg_dsn)
-    report = Resharder(Settings(pg_dsn=pg_dsn, clickhouse_url=""), hooks, get_logger()).run(4)
+    report = Resharder(Settings(pg_dsn=pg_dsn), hooks, get_logger()).run(4)
     wait_until(lambda: spread(pg_dsn, 4) == Counter({"a": 2, "b": 2}), 60, "the new generation, 2 shards each")
     wait_until(lambda: len(writer.committed) > len(hooks.rows) + 200, 30, "more commits after the reshard")
     writer.halt.set()
@@ -137,7 +137,7 @@ def test_a_second_reshard_at_the_same_time_is_refused(pg_dsn: str) -> None:
     with psycopg.connect(pg_dsn, autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(%s)", (reshard_key("cdc_outbox"),))
         with pytest.raises(ShardError, match="another `cdc shards reshard` is running"):
-            Resharder(Settings(pg_dsn=pg_dsn, clickhouse_url=""), SqlDrain(pg_dsn), get_logger()).run(4)
+            Resharder(Settings(pg_dsn=pg_dsn), SqlDrain(pg_dsn), get_logger()).run(4)
 
 
 def test_an_unsharded_slot_in_use_is_not_resharded_and_nothing_changes(pg_dsn: str) -> None:
@@ -149,7 +149,7 @@ def test_an_unsharded_slot_in_use_is_not_resharded_and_nothing_changes(pg_dsn: s
         holder.pgconn.exec_(b"START_REPLICATION SLOT cdc_outbox LOGICAL 0/0 (proto_version '1', "
                             b"publication_names 'cdc_outbox')")
         with pytest.raises(ShardError, match=r"cdc_outbox is in use by process \d+ .* stop it, reshard"):
-            Resharder(Settings(pg_dsn=pg_dsn, clickhouse_url=""), SqlDrain(pg_dsn), get_logger(),
+            Resharder(Settings(pg_dsn=pg_dsn), SqlDrain(pg_dsn), get_logger(),
                       handover_timeout=5).run(4)
     finally:
         holder.close()

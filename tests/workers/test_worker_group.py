@@ -7,7 +7,6 @@ the group in tests/workers/test_sharded_run.py.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

@@ -1,0 +1,1 @@
+"""The per-row path: committed rows become events, deduplicated, buffered, stored, acknowledged."""

@@ -1,0 +1,167 @@
+"""Where committed rows become buffered events: skip what is stored, convert, dead-letter, deduplicate."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import compress
+from typing import Protocol
+
+from structlog.typing import FilteringBoundLogger
+
+from ..failpoints import Failpoints
+from ..pgoutput.messages import Relation, TupleData
+from .buffer import BatchBuilder
+from .outbox import EventRow, OutboxSchemaError, RowConverter, UnreadableRows
+from .tracker import AckTracker
+
+
+class Dedup(Protocol):
+    """An id may come as str or as its UTF-8 bytes (the rows carry bytes, storage gives back str)."""
+
+    def admit_many(self, unique_ids: Sequence[str | bytes], now: float) -> list[bool]: ...
+
+    def remember(self, ids_oldest_first: Iterable[str | bytes], now: float) -> int: ...
+
+
+@dataclass(slots=True)
+class Counters:
+    rows_seen: int = 0
+    rows_buffered: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    already_stored: int = 0
+
+
+class Collector:
+    """The RowHandler of the pipeline: receives committed rows in commit order.
+
+    Rows come in runs (consecutive rows of one transaction and relation) and
+    are converted, deduplicated and buffered a run at a time: per-row method
+    calls would cost as much as the work. Whenever the open batch is full,
+    ``on_full`` is called (cdc.core.handoff seals it and queues it for the
+    flusher), so a batch never holds more than ``max_rows`` rows however long
+    a run is.
+
+    Rows at or below ``high_water_mark`` are stored already and skipped; the
+    mark moves only through ``skip_up_to`` and ``buffered_is_stored``.
+    """
+
+    def __init__(
+        self,
+        *,
+        outbox: tuple[str, str],
+        builder: BatchBuilder,
+        tracker: AckTracker,
+        dedup: Dedup,
+        high_water_mark: tuple[int, int] | None = None,
+        bounds: tuple[datetime, datetime],
+        max_payload_bytes: int,
+        log: FilteringBoundLogger,
+        on_full: Callable[[], None],
+        failpoints: Failpoints | None = None,
+    ) -> None:
+        self._outbox = outbox
+        self._on_full = on_full
+        self._failpoints = failpoints
+        self._builder = builder
+        self._tracker = tracker
+        self._dedup = dedup
+        self.high_water_mark = high_water_mark
+        self._bounds = bounds
+        self._max_payload = max_payload_bytes
+        self._log = log
+        # relation id -> (the Relation, its converter; rows of other tables are dead-lettered).
+        self._converters: dict[int, tuple[Relation, RowConverter | UnreadableRows]] = {}
+        self.counters = Counters()
+        # Position of the newest row handed to the buffer: once the flusher is
+        # idle it is stored, which makes it the high-water mark without asking.
+        self.last_position: tuple[int, int] | None = None
+
+    def skip_up_to(self, position: tuple[int, int] | None) -> None:
+        """From now on, rows at or below ``position`` (None: none) are taken as stored and skipped."""
+        self.high_water_mark = position
+
+    def buffered_is_stored(self) -> None:
+        """Everything handed to the buffer is stored: if the server sends those rows again, skip them.
+
+        Known here without asking the sink (which may be unreachable too after a lost connection).
+        """
+        stored, known = self.last_position, self.high_water_mark
+        if stored is not None and (known is None or stored > known):
+            self.high_water_mark = stored
+
+    def relation(self, relation: Relation) -> None:
+        self._converters[relation.relation_id] = (relation, self._converter_for(relation))
+
+    def _converter_for(self, relation: Relation) -> RowConverter | UnreadableRows:
+        if (relation.namespace, relation.name) != self._outbox:
+            # With publish_via_partition_root the server describes the partition a
+            # row went to before sending the row as the root's: no rows come for
+            # it. Rows that do come for another table are kept, not dropped: a
+            # publication changed under us must not lose events.
+            return UnreadableRows(
+                relation,
+                f"row of {relation.namespace}.{relation.name}, which is not the outbox "
+                f"{self._outbox[0]}.{self._outbox[1]}: check the publication's tables and publish_via_partition_root",
+            )
+        try:
+            return RowConverter(relation, bounds=self._bounds, max_payload_bytes=self._max_payload)
+        except OutboxSchemaError as exc:
+            reason = f"{exc}; rows written meanwhile go to the dead-letter table"
+            self._log.error("outbox rows cannot be read as events", reason=reason)
+            return UnreadableRows(relation, reason)
+
+    def rows(
+        self, relation: Relation, tuples: Sequence[TupleData], commit_lsn: int, first_seq: int, commit_time: int
+    ) -> None:
+        """Consecutive rows of one relation, at positions first_seq, first_seq + 1... of the transaction."""
+        self.counters.rows_seen += len(tuples)
+        cached = self._converters.get(relation.relation_id)
+        if cached is None or (cached[0] is not relation and cached[0] != relation):
+            # A row held from before an ALTER TABLE (streamed transactions): read it as it was.
+            cached = (relation, self._converter_for(relation))
+        converter = cached[1]
+        start = 0
+        hwm = self.high_water_mark
+        if hwm is not None and (commit_lsn, first_seq) <= hwm:
+            start = len(tuples) if commit_lsn < hwm[0] else min(len(tuples), hwm[1] - first_seq + 1)
+            self.counters.already_stored += start
+        builder = self._builder
+        while start < len(tuples):
+            end = start + max(1, builder.max_rows - builder.batch.rows)
+            self._buffer(converter, tuples[start:end], commit_lsn, first_seq + start, commit_time)
+            start = end
+            if builder.full():
+                self._on_full()
+
+    def _buffer(
+        self, converter: RowConverter | UnreadableRows, tuples: Sequence[TupleData], commit_lsn: int,
+        first_seq: int, commit_time: int,
+    ) -> None:
+        counters = self.counters
+        rows, rejected = converter.convert_many(tuples, first_seq)
+        for seq, values, reason in rejected:
+            counters.dead_letters += 1
+            self._builder.dead_letter(converter.dead_letter(values, commit_lsn, seq, commit_time, reason))
+            self._log.warning("row dead-lettered", reason=reason, commit_lsn=commit_lsn, seq=seq)
+        if not rows:
+            return
+        admitted = self._dedup.admit_many([row[0] for row in rows], time.monotonic())
+        if not all(admitted):
+            kept: list[EventRow] = list(compress(rows, admitted))
+            counters.duplicates += len(rows) - len(kept)
+            if not kept:
+                return
+            rows = kept
+        counters.rows_buffered += len(rows)
+        self._builder.extend(rows, commit_lsn, commit_time)
+        self.last_position = (commit_lsn, rows[-1][-1])
+        if self._failpoints is not None:
+            for _ in rows:
+                self._failpoints.hit("row")
+
+    def commit(self, end_lsn: int) -> None:
+        self._tracker.commit(end_lsn, self._builder.seq)

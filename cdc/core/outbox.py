@@ -1,0 +1,248 @@
+"""The outbox contract: which columns a row must have, and how a pgoutput tuple becomes an event.
+
+A ``RowConverter`` is built once per Relation message (and rebuilt when the
+server re-sends the Relation after an ALTER TABLE), so the per-row path is a
+handful of index lookups and conversions with no dictionaries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any, Final
+
+import orjson
+
+from ..pgoutput.messages import UNCHANGED, Column, Relation, TupleData, pg_epoch_micros_to_datetime
+from .events import DeadLetter
+
+REQUIRED_COLUMNS: Final = (
+    "id", "unique_id", "event_type", "occurred_at", "environment", "payload", "metadata_version",
+)
+# ClickHouse's events.metadata_version is Int32; the outbox column may be widened
+# (ALTER ... TYPE bigint), and a value past Int32 would fail every INSERT of its batch.
+_INT32_MIN: Final = -(2**31)
+_INT32_MAX: Final = 2**31 - 1
+_UNIX_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND: Final = timedelta(microseconds=1)
+
+# (unique_id, event_type, occurred_at, environment, payload, metadata_version,
+# outbox_id, commit_seq): EVENT_COLUMNS up to outbox_id, then the row's position
+# in its transaction. occurred_at is microseconds since the Unix epoch.
+EventRow = tuple[Any, ...]
+# (commit_seq, the row as sent, why it cannot be an event)
+Rejected = tuple[int, TupleData, str]
+
+
+class OutboxSchemaError(Exception):
+    """The outbox table, as the server describes it, lacks a column we need."""
+
+
+class RowRejected(Exception):
+    """A row the sink cannot take; ``reason`` goes to the dead-letter table."""
+
+
+def outbox_relation(schema: str, table: str) -> Relation:
+    """The outbox as a query reads it (the initial copy, backfill): REQUIRED_COLUMNS, in that order."""
+    return Relation(
+        xid=None, relation_id=0, namespace=schema, name=table, replica_identity=ord("d"),
+        columns=tuple(Column(0, name, 0, -1) for name in REQUIRED_COLUMNS),
+    )
+
+
+def to_micros(value: datetime) -> int:
+    """Microseconds since the Unix epoch, exactly (floor), of a tz-aware datetime."""
+    return (value - _UNIX_EPOCH) // _MICROSECOND
+
+
+def parse_timestamptz(text: str) -> datetime:
+    # The replication session pins TimeZone=UTC and DateStyle=ISO, so values look
+    # like "2026-11-24 21:58:27.123456+00"; infinity, BC dates and years past 9999
+    # do not parse and are rejected by the caller.
+    return datetime.fromisoformat(text)
+
+
+class RowConverter:
+    """Turns Insert tuples of one outbox relation into event rows."""
+
+    def __init__(
+        self, relation: Relation, *, bounds: tuple[datetime, datetime], max_payload_bytes: int
+    ) -> None:
+        names = [column.name for column in relation.columns]
+        missing = [column for column in REQUIRED_COLUMNS if column not in names]
+        if missing:
+            raise OutboxSchemaError(
+                f"outbox table {relation.namespace}.{relation.name} lacks column(s) {', '.join(missing)}: "
+                "apply the migrations with `cdc migrate` or add them"
+            )
+        self.relation_name: Final = f"{relation.namespace}.{relation.name}"
+        self.names: Final = tuple(names)
+        self._index: Final = tuple(names.index(column) for column in REQUIRED_COLUMNS)
+        self._bounds_text: Final = (bounds[0].isoformat(), bounds[1].isoformat())
+        self._min: Final = to_micros(bounds[0])
+        self._max: Final = to_micros(bounds[1])
+        self._max_payload: Final = max_payload_bytes
+        self._width: Final = len(names)
+        self._strings: dict[bytes, str] = {}
+        # occurred_at defaults to the transaction's start, so runs of rows share
+        # it: the previous row's text and microseconds are usually the answer.
+        self._last_at: object = None
+        self._last_micros = 0
+
+    def convert_many(self, tuples: Sequence[TupleData], first_seq: int) -> tuple[list[EventRow], list[Rejected]]:
+        """Event rows for consecutive tuples, the first at position ``first_seq`` of its transaction.
+
+        Returns the rows that convert, in order, and the ones that do not as
+        (seq, values, reason) for the dead-letter table. unique_id and payload
+        stay the UTF-8 bytes PostgreSQL sent (the preflight insists on a UTF8
+        database); event_type and environment are shared strings.
+        """
+        i_id, i_uid, i_type, i_at, i_env, i_payload, i_version = self._index
+        low, high, max_payload, width, shared = self._min, self._max, self._max_payload, self._width, self._shared
+        last_at, micros = self._last_at, self._last_micros
+        rows: list[EventRow] = []
+        rejected: list[Rejected] = []
+        for seq, values in enumerate(tuples, first_seq):
+            # The common case in one go; anything odd goes the careful way,
+            # which finds the exact reason.
+            row: EventRow | None
+            try:
+                at = values[i_at]
+                if at != last_at:
+                    micros = to_micros(datetime.fromisoformat(at.decode()))  # type: ignore[union-attr]
+                    last_at = at
+                row = (
+                    values[i_uid],
+                    shared(values[i_type]),  # type: ignore[arg-type]
+                    micros,
+                    shared(values[i_env]),  # type: ignore[arg-type]
+                    values[i_payload],
+                    int(values[i_version]),  # type: ignore[arg-type]
+                    int(values[i_id]),  # type: ignore[arg-type]
+                    seq,
+                )
+                if (
+                    not row[0] or len(row[4]) > max_payload or not low <= micros <= high  # type: ignore[arg-type]
+                    or len(values) != width or not _INT32_MIN <= row[5] <= _INT32_MAX
+                ):
+                    row = None
+            except (AttributeError, TypeError, ValueError, IndexError):
+                row = None
+            if row is None:
+                try:
+                    row = self._checked_convert(values, seq)
+                except RowRejected as exc:
+                    rejected.append((seq, values, str(exc)))
+                    continue
+            rows.append(row)
+        self._last_at, self._last_micros = last_at, micros
+        return rows, rejected
+
+    def _shared(self, value: bytes) -> str:
+        # Event types and environments repeat: decode each once and share the
+        # string, which saves the decoding and the memory of a copy per row.
+        text = self._strings.get(value)
+        if text is None:
+            if len(self._strings) >= 4096:
+                self._strings.clear()
+            text = self._strings[value] = value.decode()
+        return text
+
+    def _checked_convert(self, values: TupleData, seq: int) -> EventRow:
+        if len(values) != self._width:
+            raise RowRejected(f"row has {len(values)} columns, its relation {self._width}")
+        i_id, i_uid, i_type, i_at, i_env, i_payload, i_version = self._index
+        unique_id = self._text(values, i_uid).encode()
+        if not unique_id:
+            raise RowRejected("unique_id is empty")
+        payload = self._text(values, i_payload).encode()
+        if len(payload) > self._max_payload:
+            raise RowRejected(f"payload is {len(payload)} bytes, over the limit of {self._max_payload}")
+        occurred_text = self._text(values, i_at)
+        try:
+            occurred_at = parse_timestamptz(occurred_text)
+        except ValueError:
+            raise RowRejected(f"occurred_at {occurred_text!r} is not a timestamp ClickHouse can store") from None
+        if occurred_at.tzinfo is None:
+            raise RowRejected(f"occurred_at {occurred_text!r} has no time zone: make the column timestamptz")
+        micros = to_micros(occurred_at)
+        if not self._min <= micros <= self._max:
+            low, high = self._bounds_text
+            raise RowRejected(f"occurred_at {occurred_text} is outside what ClickHouse can store ({low} to {high})")
+        version = self._int(values, i_version)
+        if not _INT32_MIN <= version <= _INT32_MAX:
+            raise RowRejected(f"metadata_version {version} is outside ClickHouse's Int32 range")
+        return (
+            unique_id,
+            self._text(values, i_type),
+            micros,
+            self._text(values, i_env),
+            payload,
+            version,
+            self._int(values, i_id),
+            seq,
+        )
+
+    def _text(self, values: TupleData, index: int) -> str:
+        value = values[index]
+        if type(value) is bytes:
+            try:
+                return value.decode()
+            except UnicodeDecodeError:
+                raise RowRejected(f"{self.names[index]} is not valid UTF-8") from None
+        if value is None:
+            raise RowRejected(f"{self.names[index]} is NULL")
+        raise RowRejected(f"{self.names[index]} was not sent (unchanged TOAST value)")
+
+    def _int(self, values: TupleData, index: int) -> int:
+        text = self._text(values, index)
+        try:
+            return int(text)
+        except ValueError:
+            raise RowRejected(f"{self.names[index]} {text!r} is not an integer") from None
+
+    def dead_letter(self, values: TupleData, commit_lsn: int, seq: int, commit_time: int, reason: str) -> DeadLetter:
+        return dead_letter(self.relation_name, self.names, values, commit_lsn, seq, commit_time, reason)
+
+
+class UnreadableRows:
+    """Rows of an outbox relation that lacks a required column: each one is dead-lettered.
+
+    Rows written while a required column was renamed or dropped can never be
+    read as events, not even after the column is back (the WAL describes them
+    with the old layout). Stopping would stop at them again on every restart;
+    keeping them, with their data and the reason, loses nothing.
+    """
+
+    def __init__(self, relation: Relation, reason: str) -> None:
+        self.relation_name: Final = f"{relation.namespace}.{relation.name}"
+        self.names: Final = tuple(column.name for column in relation.columns)
+        self.reason: Final = reason
+
+    def convert_many(self, tuples: Sequence[TupleData], first_seq: int) -> tuple[list[EventRow], list[Rejected]]:
+        return [], [(seq, values, self.reason) for seq, values in enumerate(tuples, first_seq)]
+
+    def dead_letter(self, values: TupleData, commit_lsn: int, seq: int, commit_time: int, reason: str) -> DeadLetter:
+        return dead_letter(self.relation_name, self.names, values, commit_lsn, seq, commit_time, reason)
+
+
+def dead_letter(
+    relation_name: str, names: tuple[str, ...], values: TupleData, commit_lsn: int, seq: int, commit_time: int,
+    reason: str,
+) -> DeadLetter:
+    row = {
+        name: (
+            None if value is None
+            else "<unchanged>" if value is UNCHANGED
+            else bytes(value).decode("utf-8", "backslashreplace")  # type: ignore[arg-type]
+        )
+        for name, value in zip(names, values)
+    }
+    return DeadLetter(
+        commit_lsn=commit_lsn,
+        commit_seq=seq,
+        committed_at=pg_epoch_micros_to_datetime(commit_time),
+        relation=relation_name,
+        reason=reason,
+        row_json=orjson.dumps(row).decode(),
+    )

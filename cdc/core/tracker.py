@@ -1,0 +1,56 @@
+"""Which LSN is safe to acknowledge: the end of every transaction whose rows are all stored.
+
+The collector records each commit against the batch that was open when the commit
+arrived (every row of that transaction is in that batch or an earlier one). The
+flusher reports batches as stored, in order. Only then does the commit's LSN
+become safe. Shared by two threads, hence the lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+
+class AckTracker:
+    def __init__(self, start_lsn: int) -> None:
+        self._lock = threading.Lock()
+        self._pending: deque[tuple[int, int]] = deque()  # (batch seq, commit end LSN)
+        self._safe = start_lsn
+        self._stored_seq = 0
+
+    @property
+    def safe_lsn(self) -> int:
+        return self._safe
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    @property
+    def last_commit_lsn(self) -> int:
+        """End LSN of the newest commit seen, stored or not."""
+        pending = self._pending
+        return pending[-1][1] if pending else self._safe
+
+    def commit(self, end_lsn: int, batch_seq: int) -> None:
+        with self._lock:
+            if batch_seq <= self._stored_seq:
+                self._safe = max(self._safe, end_lsn)
+            else:
+                self._pending.append((batch_seq, end_lsn))
+
+    def stored(self, batch_seq: int) -> int:
+        """Batch ``batch_seq`` and all before it are stored; returns the new safe LSN."""
+        with self._lock:
+            self._stored_seq = max(self._stored_seq, batch_seq)
+            pending = self._pending
+            while pending and pending[0][0] <= batch_seq:
+                self._safe = max(self._safe, pending.popleft()[1])
+            return self._safe
+
+    def advance_idle(self, lsn: int) -> None:
+        """Nothing of ours is pending: the server's position is safe (keeps WAL from piling up)."""
+        with self._lock:
+            if not self._pending:
+                self._safe = max(self._safe, lsn)

@@ -1,0 +1,32 @@
+"""The refusals a person sees: cdc cannot do what was asked, and one line says why and what to do.
+
+The command line prints any ``UserError`` as ``cdc: error: <message>`` and
+exits 1; nothing was acknowledged. The subclasses say who refused, for the
+callers that react differently (``ConnectError`` is worth retrying).
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """cdc cannot do what was asked; the message, one line, says why and what to do."""
+
+
+class PreflightError(UserError):
+    """A precondition is not met; the message says how to fix it."""
+
+
+class ConnectError(PreflightError):
+    """PostgreSQL did not accept a connection: it may be restarting, so callers may retry."""
+
+
+class PipelineError(UserError):
+    """The pipeline cannot go on; nothing unstored was acknowledged."""
+
+
+class AdminError(UserError):
+    """A DBA command refused, or the server refused it: the message says what to do."""
+
+
+class CheckpointError(AdminError):
+    """A checkpoint file that cannot be used, or a server that cannot be identified: the message says why."""

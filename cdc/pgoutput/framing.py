@@ -1,0 +1,138 @@
+"""The streaming replication sub-protocol carried in CopyData messages, and the pgoutput inside it. No I/O here.
+
+Server to client: XLogData ('w') wraps one pgoutput message after a 25-byte
+header; Primary keepalive ('k') reports the server's position and may ask for a
+reply. Client to server: Standby status update ('r') reports how far we have
+written, flushed, applied.
+
+``FrameDecoder`` takes a read's frames as they came off the connection and
+hands on what they carry, in order: runs of Inserts decoded in place (the hot
+path: no slice, no message object per row), every other message decoded
+whole, and keepalives.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+# The package's, not _tuples' own: whichever implementation the package exports.
+from . import decode, decode_insert_at
+from .messages import Message, StreamStart, StreamStop, TupleData, pg_now_micros
+
+_XLOGDATA: Final = struct.Struct("!QQq")       # wal_start, wal_end, send_time
+_KEEPALIVE: Final = struct.Struct("!Qq?")      # wal_end, send_time, reply_requested
+_STATUS: Final = struct.Struct("!cQQQq?")      # 'r', written, flushed, applied, client_time, reply
+
+XLOGDATA_HEADER_SIZE: Final = 1 + _XLOGDATA.size  # 'w' + wal_start, wal_end, send_time
+_XLOGDATA_TYPE: Final = ord("w")
+_INSERT_TYPE: Final = ord("I")  # the pgoutput message type, at XLOGDATA_HEADER_SIZE
+
+
+class ReplicationProtocolError(Exception):
+    """A CopyData message that is not XLogData or a keepalive, or is cut short."""
+
+
+@dataclass(frozen=True, slots=True)
+class XLogData:
+    wal_start: int
+    wal_end: int
+    send_time: int
+    payload: memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class Keepalive:
+    wal_end: int
+    send_time: int
+    reply_requested: bool
+
+
+Frame = XLogData | Keepalive
+
+
+def parse_copy_data(data: memoryview) -> Frame:
+    kind = data[:1].tobytes()
+    if kind == b"w":
+        if len(data) < 1 + _XLOGDATA.size:
+            raise ReplicationProtocolError(f"XLogData of {len(data)} bytes is shorter than its header")
+        wal_start, wal_end, send_time = _XLOGDATA.unpack_from(data, 1)
+        return XLogData(wal_start, wal_end, send_time, data[1 + _XLOGDATA.size:])
+    if kind == b"k":
+        if len(data) != 1 + _KEEPALIVE.size:
+            raise ReplicationProtocolError(f"keepalive of {len(data)} bytes, expected {1 + _KEEPALIVE.size}")
+        return Keepalive(*_KEEPALIVE.unpack_from(data, 1))
+    raise ReplicationProtocolError(f"unknown replication message type {kind!r}")
+
+
+def standby_status_update(flushed: int, *, reply: bool = False, now_micros: int | None = None) -> bytes:
+    """Report ``flushed`` as written, flushed and applied: we only ever report what is stored."""
+    client_time = pg_now_micros() if now_micros is None else now_micros
+    return _STATUS.pack(b"r", flushed, flushed, flushed, client_time, reply)
+
+
+class Receiver(Protocol):
+    """Where a FrameDecoder hands the pgoutput messages, in stream order."""
+
+    def feed(self, message: Message) -> None:
+        """Any message but a run's Inserts."""
+        ...
+
+    def insert_run(self, relation_id: int, tuples: list[TupleData]) -> None:
+        """The new tuples of consecutive Inserts into one relation, outside a streamed block."""
+        ...
+
+
+class FrameDecoder:
+    """Decodes one replication stream's frames in order; one per connection.
+
+    It keeps the one piece of state the bytes do not carry: whether a streamed
+    block is open (between Stream Start and Stream Stop its messages carry an
+    xid, so they are decoded one by one, never as a run).
+    """
+
+    def __init__(self, receiver: Receiver, keepalive: Callable[[Keepalive], None]) -> None:
+        self.in_stream = False
+        self._feed = receiver.feed
+        self._insert_run = receiver.insert_run
+        self._keepalive = keepalive
+
+    def decode(self, frames: Iterable[memoryview]) -> None:
+        """Hand on what one read's frames carry; a frame that does not decode raises where it stands."""
+        feed, insert_run, decode_at = self._feed, self._insert_run, decode_insert_at
+        xlogdata, insert, offset = _XLOGDATA_TYPE, _INSERT_TYPE, XLOGDATA_HEADER_SIZE
+        in_stream = self.in_stream
+        run: list[TupleData] = []
+        relation_id = -1
+        for data in frames:
+            if data[0] == xlogdata:
+                if not in_stream and len(data) > offset and data[offset] == insert:
+                    rid, values = decode_at(bytes(data), offset)
+                    if rid != relation_id:
+                        if run:
+                            insert_run(relation_id, run)
+                            run = []
+                        relation_id = rid
+                    run.append(values)
+                    continue
+                if run:
+                    insert_run(relation_id, run)
+                    run, relation_id = [], -1
+                # (A frame too short to hold a message type decodes as an empty message: an error.)
+                message = decode(data[offset:], in_stream=in_stream)
+                if type(message) is StreamStart:
+                    in_stream = self.in_stream = True
+                elif type(message) is StreamStop:
+                    in_stream = self.in_stream = False
+                feed(message)
+                continue
+            if run:
+                insert_run(relation_id, run)
+                run, relation_id = [], -1
+            frame = parse_copy_data(data)
+            if type(frame) is Keepalive:
+                self._keepalive(frame)
+        if run:
+            insert_run(relation_id, run)

@@ -1,0 +1,97 @@
+"""A run of one slot's pipeline: check the server, learn where the sink stands, copy if the slot is new, stream.
+
+The parts come from ``build`` (cdc/pipeline/build.py); ``Pipeline.run`` is
+``cdc run``'s life: preflight, the high-water mark and the dedup window from
+the sink, the first copy (cdc/pipeline/snapshot.py), then the stream
+(cdc/pipeline/stream.py) until stopped, and a final flush and acknowledgement.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from ..core.collector import Counters
+from ..core.handoff import nothing
+from ..errors import PipelineError
+from ..lsn import format_lsn, parse_lsn
+from ..pg import preflight
+from ..pg.connect import Conn, connect
+from . import snapshot
+from .parts import Parts
+from .stream import Stream
+
+__all__ = ["Pipeline", "PipelineError", "RunSummary"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    acknowledged_lsn: int
+    counters: Counters
+    rows_stored: int
+    dead_letters_stored: int
+
+
+class Pipeline:
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+
+    def run(self, *, until: str | None = None, create_slot: bool = False, from_lsn: int | None = None) -> RunSummary:
+        """Stream until stopped (or ``until``); ``from_lsn`` replays what the slot still holds after it."""
+        p = self.parts
+        s = p.settings
+        try:
+            with connect(s.pg_dsn) as conn:
+                info = preflight.check_for_run(conn, s, create_slot=create_slot, from_lsn=from_lsn)
+                until_lsn = _resolve_until(conn, until)
+            hwm = p.sink.high_water_mark()
+            if snapshot.interrupted(hwm):
+                snapshot.recover_interrupted(p, create_slot=create_slot)
+                info = None
+            self.remember_recent_ids()
+            p.tracker.advance_idle(0 if info is None else info.confirmed_flush_lsn or 0)
+            if from_lsn is not None:
+                # Deliver again what is already stored: deduplication and the
+                # ReplacingMergeTree keep it from counting twice.
+                hwm = None
+                p.log.info("replaying", from_lsn=format_lsn(from_lsn))
+            p.collector.skip_up_to(hwm)
+            stream = Stream(p, until_lsn=until_lsn, start_lsn="0/0" if from_lsn is None else format_lsn(from_lsn))
+            if info is None:
+                snapshot.create_slot_and_copy(p)
+            stream.run()
+            stream.finish()
+        finally:
+            p.flusher.close()
+        return RunSummary(p.tracker.safe_lsn, p.collector.counters, p.flusher.rows_stored, p.flusher.dead_letters_stored)
+
+    def remember_recent_ids(self) -> None:
+        """Rebuild the dedup window from the ids the sink stored last."""
+        p = self.parts
+        s = p.settings
+        if s.dedup_window <= 0:
+            return
+        ids = p.sink.recent_unique_ids(s.dedup_window, s.dedup_max_age)
+        p.dedup.remember(ids, time.monotonic())
+        p.log.info("dedup window rebuilt", ids=len(ids))
+
+    def store_all(self) -> None:
+        """Hand off what is buffered and wait until it is stored (no replication connection to keep informed)."""
+        self.parts.handoff.store_all(while_waiting=nothing)
+
+    def abort(self) -> None:
+        """Give up on unstored batches (second signal): the run ends without acknowledging them."""
+        self.parts.stop.set()
+        self.parts.flusher.abort()
+
+    def close(self) -> None:
+        """End the flusher's thread (it waits for nothing more)."""
+        self.parts.flusher.close()
+
+
+def _resolve_until(conn: Conn, until: str | None) -> int | None:
+    if until is None:
+        return None
+    if until == "current":
+        return preflight.current_wal_lsn(conn)
+    return parse_lsn(until)
