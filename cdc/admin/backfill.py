@@ -20,6 +20,7 @@ position. Nothing is acknowledged on any slot, and running it twice is harmless.
 from __future__ import annotations
 
 import threading
+from contextlib import closing
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -35,6 +36,8 @@ from ..pgoutput.messages import datetime_to_pg_epoch_micros
 from ..pipeline import build
 from ..settings import Settings
 from ..sink import open_sink
+from ..pg.shards import read_sharding, streaming_generation
+from ..shards.layout import Shard, shard_settings
 from ..sink.base import Sink
 from . import AdminError
 
@@ -71,6 +74,8 @@ class Backfill:
         self._sink: Sink | None = None
         self._conn: Conn | None = None
         self._range: OutboxRange | None = None
+        # A sharded outbox: each shard's rows go through a pipeline of its own (its stream, its dedup window).
+        self.shards: list[Shard] | None = None
 
     def __enter__(self) -> Backfill:
         s = self.s
@@ -85,6 +90,8 @@ class Backfill:
                     "`cdc run --create-slot` to finish it before backfilling"
                 )
             self._conn = connect(s.pg_dsn, application_name="cdc-backfill")
+            generation = streaming_generation(read_sharding(self._conn, s.outbox_schema, s.slot), False)
+            self.shards = None if generation is None else generation.shard_list()
             self._open_snapshot(self._conn)
         except BaseException:
             self.__exit__(None, None, None)
@@ -115,16 +122,31 @@ class Backfill:
     def run(self, advance: Callable[[int], None] = lambda n: None) -> Summary:
         """Deliver the rows; ``advance(n)`` is called as rows are read (for a progress bar)."""
         assert self._sink is not None and self._range is not None and self.since is not None
-        s = self.s
         started = time.monotonic()
         summary = Summary(self.since.isoformat(), self.until.isoformat() if self.until else None)
-        pipeline = build(s, self._sink, log=self.log, stop=threading.Event())
+        try:
+            if self.shards is None:
+                self._deliver(self.s, self._sink, None, summary, advance)
+            else:
+                for shard in self.shards:
+                    settings = shard_settings(self.s, shard)
+                    with closing(open_sink(settings.sink_url, settings, log=self.log)) as sink:
+                        self._deliver(settings, sink, shard.row_filter, summary, advance)
+        finally:
+            self._range.close()
+        summary.seconds = round(time.monotonic() - started, 3)
+        return summary
+
+    def _deliver(self, s: Settings, sink: Sink, shard_filter: str | None, summary: Summary,
+                 advance: Callable[[int], None]) -> None:
+        assert self._range is not None
+        pipeline = build(s, sink, log=self.log, stop=threading.Event())
         collector = pipeline.parts.collector
         relation = outbox_relation(s.outbox_schema, s.outbox_table)
         unreported = 0
         try:
             pipeline.remember_recent_ids()
-            for values, outbox_id, created in self._range.rows():
+            for values, outbox_id, created in self._range.rows(shard_filter):
                 lsn, seq = positions.backfill_position(outbox_id)
                 # Every row has a position of its own (see positions), so one row per call.
                 collector.rows(relation, (values,), lsn, seq, datetime_to_pg_epoch_micros(created))
@@ -138,10 +160,7 @@ class Backfill:
         finally:
             pipeline.abort()
             pipeline.close()
-            self._range.close()
         flusher = pipeline.parts.flusher
-        summary.events_stored = flusher.rows_stored
-        summary.dead_letters_stored = flusher.dead_letters_stored
-        summary.duplicates = collector.counters.duplicates
-        summary.seconds = round(time.monotonic() - started, 3)
-        return summary
+        summary.events_stored += flusher.rows_stored
+        summary.dead_letters_stored += flusher.dead_letters_stored
+        summary.duplicates += collector.counters.duplicates

@@ -26,7 +26,9 @@ workers go back to the paused generation by themselves).
 
 from __future__ import annotations
 
+import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -38,9 +40,11 @@ from ..pg import shards as catalog
 from ..pg.connect import Conn, connect
 from ..pg.shard_setup import create_publication, drop_quietly, ensure_shard_column, require_row_filters, slot_exists
 from ..pg.shards import Generation
+from ..pipeline.shard import run_shard
 from ..settings import Settings
 from ..shards import ShardError
 from ..shards.layout import Shard, check_count, lock_key, reshard_key, shards_of
+from ..sink import open_sink
 
 
 class Hooks(Protocol):
@@ -197,7 +201,27 @@ class Resharder:
             if slot_exists(conn, shard.slot):
                 self._log.info("draining", slot=shard.slot, until=format_lsn(until))
                 self._hooks.drain(shard, until)
+                if not catalog.slots_confirmed(conn, [shard.slot], until):
+                    # Stopped, or the stream broke: the slot still holds what is undelivered. Keep it.
+                    raise ShardError(f"the drain of slot {shard.slot} stopped before {format_lsn(until)}: nothing "
+                                     "was dropped; run `cdc shards reshard` again to finish it")
                 done.append(shard.slot)
         drop_quietly(conn, old.shard_list())
         catalog.delete_generation(conn, self._schema, self._s.slot, old.number)
         self._log.info("old generation drained and dropped", generation=old.number, resumed=not fresh)
+
+
+class PipelineHooks:
+    """The reshard's sink work done by cdc itself: the stream column, and each old slot drained by its pipeline."""
+
+    def __init__(self, settings: Settings, log: FilteringBoundLogger, stop: threading.Event,
+                 abort: threading.Event) -> None:
+        self._s, self._log, self._stop, self._abort = settings, log, stop, abort
+
+    def prepare_sink(self) -> None:
+        with closing(open_sink(self._s.sink_url, self._s, log=self._log)) as sink:
+            sink.ensure_schema()
+            sink.ensure_streams()
+
+    def drain(self, shard: Shard, until: int) -> None:
+        run_shard(self._s, shard, self._stop, self._abort, log=self._log.bind(slot=shard.slot), stop_before=until)

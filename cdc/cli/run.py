@@ -35,9 +35,13 @@ from .options import (
             help="Replay window: acknowledge this much WAL (512MB) or time (6h) behind what is stored.")
 @settings_options("batch_rows", "batch_bytes", "flush_interval", "dedup_window", "dedup_max_age", "max_payload_bytes",
                   "streaming", "spill_bytes", "status_interval", "retry_max", "retry_initial")
+@cdc_option("--max-shards", type=click.IntRange(min=0),
+            help="On a sharded outbox: stream at most this many shards in this process (default: its share).")
+@cdc_option("--shard-threads", is_flag=True, hidden=True,
+            help="Stream shards in threads of this process rather than in child processes (for measurements).")
 def run(
     settings: Settings, create_slot: bool, until_lsn: str | None, from_lsn: str | None,
-    from_checkpoint: Path | None, retain: str | None,
+    from_checkpoint: Path | None, retain: str | None, max_shards: int | None, shard_threads: bool,
 ) -> None:
     """Stream committed outbox rows into ClickHouse until stopped (SIGINT/SIGTERM flush, acknowledge, exit 0)."""
     settings = with_changes(settings, retry_max=max(settings.retry_max, settings.retry_initial))
@@ -52,6 +56,21 @@ def run(
     except ValueError as exc:
         raise click.UsageError(f"CDC_FAILPOINTS: {exc}") from None
     log = get_logger(slot=settings.slot)
+    require_sink(settings)
+    from ..workers.worker import is_sharded, run_worker  # only a sharded outbox needs the group's modules
+
+    if is_sharded(settings):
+        if create_slot:
+            raise click.UsageError("--create-slot is not for a sharded outbox: `cdc migrate --shards N` creates the "
+                                   "slots, `cdc backfill` delivers what they miss")
+        replay: int | dict[str, int] | None = replay_from
+        if from_checkpoint is not None:
+            from ..admin import checkpoint
+
+            replay = checkpoint.load_shard_positions(from_checkpoint) or replay_from
+        run_worker(settings, log=log, failpoints=failpoints, retention=retention, until=until_lsn,
+                   max_shards=max_shards, threads=shard_threads, replay=replay)
+        return
     stop = threading.Event()
     sink = open_sink(require_sink(settings), settings, log=log)
     try:

@@ -1,18 +1,25 @@
-"""``cdc shards show``: the shards of a sharded outbox, who streams them, how far behind they are."""
+"""``cdc shards show | reshard M``: the shards of a sharded outbox, who streams them, how far behind they are;
+and changing their number under load (cdc/admin/reshard.py)."""
 
 from __future__ import annotations
 
+import signal
+import threading
+from types import FrameType
+
 import click
 
+from ..logs import get_logger
 from ..settings import Settings
+from ..shards.layout import MAX_SHARDS
 from ..admin import shards as shard_show
-from ._output import emit_json, human_bytes, human_seconds, json_option, table
-from .options import require_pg, shared_options
+from ._output import confirm, emit_json, human_bytes, human_seconds, json_option, table, yes_option
+from .options import cdc_option, require_pg, require_sink, settings_options, shared_options
 
 
 @click.group()
 def shards() -> None:
-    """Sharded slots: show them (see `cdc migrate --shards N`)."""
+    """Sharded slots: show them, or change their number (see `cdc migrate --shards N`)."""
 
 
 @shards.command("show")
@@ -43,3 +50,43 @@ def show(settings: Settings, timeout: float, as_json: bool) -> None:
                 w["max_shards"] or "", f"{w['heartbeat_age_seconds']:g}s ago"] for w in report.workers])
     if report.clickhouse_error:
         click.echo(f"ClickHouse: {report.clickhouse_error} (no rates or high-water marks)")
+
+
+@shards.command()
+@shared_options
+@click.argument("count", type=click.IntRange(1, MAX_SHARDS))
+@cdc_option("--handover-timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
+            help="Seconds to wait for the workers to hand the current shards over.")
+@settings_options("batch_rows", "flush_interval", "dedup_window", "dedup_max_age", "retry_initial", "retry_max")
+@yes_option
+@json_option
+def reshard(settings: Settings, count: int, handover_timeout: float, yes: bool, as_json: bool) -> None:
+    """Split new events over COUNT shards instead, under load, losing and repeating nothing: the current
+    generation hands over, a new one starts at one LSN, the old slots are drained to it and dropped.
+    Run it again after an interruption: it finishes what was started."""
+    from ..admin.reshard import PipelineHooks, Resharder
+
+    require_pg(settings)
+    require_sink(settings)
+    confirm(f"Reshard the outbox {settings.outbox_schema}.{settings.outbox_table} into {count} shard(s)? Its "
+            "workers pause for a few seconds while the new slots are made.", yes=yes,
+            refusal=f"resharding into {count} shards")
+    log = get_logger(slot=settings.slot)
+    stop, abort = threading.Event(), threading.Event()
+
+    def handle(_signum: int, _frame: FrameType | None) -> None:
+        (abort if stop.is_set() else stop).set()
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+    report = Resharder(settings, PipelineHooks(settings, log, stop, abort), log,
+                       handover_timeout=handover_timeout).run(count)
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    click.echo(f"resharded from {report.from_shards} to {report.to_shards} shard(s): generation {report.generation} "
+               f"streams from {report.starts_at or 'its start'}")
+    for line in report.resumed:
+        click.echo(f"  resumed: {line}")
+    if report.drained:
+        click.echo(f"  drained and dropped: {', '.join(report.dropped)}")

@@ -17,6 +17,8 @@ from .buffer import BatchBuilder
 from .outbox import EventRow, OutboxSchemaError, RowConverter, UnreadableRows
 from .tracker import AckTracker
 
+Converter = RowConverter | UnreadableRows
+
 
 class Dedup(Protocol):
     """An id may come as str or as its UTF-8 bytes (the rows carry bytes, storage gives back str)."""
@@ -33,6 +35,7 @@ class Counters:
     duplicates: int = 0
     dead_letters: int = 0
     already_stored: int = 0
+    left_to_next_generation: int = 0
 
 
 class Collector:
@@ -46,7 +49,9 @@ class Collector:
     a run is.
 
     Rows at or below ``high_water_mark`` are stored already and skipped; the
-    mark moves only through ``skip_up_to`` and ``buffered_is_stored``.
+    mark moves only through ``skip_up_to`` and ``buffered_is_stored``. Rows of
+    transactions committed at or after ``stop_before`` (a reshard's boundary:
+    the next generation delivers them) are skipped too.
     """
 
     def __init__(
@@ -70,11 +75,12 @@ class Collector:
         self._tracker = tracker
         self._dedup = dedup
         self.high_water_mark = high_water_mark
+        self.stop_before: int | None = None
         self._bounds = bounds
         self._max_payload = max_payload_bytes
         self._log = log
         # relation id -> (the Relation, its converter; rows of other tables are dead-lettered).
-        self._converters: dict[int, tuple[Relation, RowConverter | UnreadableRows]] = {}
+        self._converters: dict[int, tuple[Relation, Converter]] = {}
         self.counters = Counters()
         # Position of the newest row handed to the buffer: once the flusher is
         # idle it is stored, which makes it the high-water mark without asking.
@@ -96,7 +102,7 @@ class Collector:
     def relation(self, relation: Relation) -> None:
         self._converters[relation.relation_id] = (relation, self._converter_for(relation))
 
-    def _converter_for(self, relation: Relation) -> RowConverter | UnreadableRows:
+    def _converter_for(self, relation: Relation) -> Converter:
         if (relation.namespace, relation.name) != self._outbox:
             # With publish_via_partition_root the server describes the partition a
             # row went to before sending the row as the root's: no rows come for
@@ -125,6 +131,9 @@ class Collector:
             cached = (relation, self._converter_for(relation))
         converter = cached[1]
         start = 0
+        if self.stop_before is not None and commit_lsn >= self.stop_before:
+            self.counters.left_to_next_generation += len(tuples)
+            return
         hwm = self.high_water_mark
         if hwm is not None and (commit_lsn, first_seq) <= hwm:
             start = len(tuples) if commit_lsn < hwm[0] else min(len(tuples), hwm[1] - first_seq + 1)
@@ -138,7 +147,7 @@ class Collector:
                 self._on_full()
 
     def _buffer(
-        self, converter: RowConverter | UnreadableRows, tuples: Sequence[TupleData], commit_lsn: int,
+        self, converter: Converter, tuples: Sequence[TupleData], commit_lsn: int,
         first_seq: int, commit_time: int,
     ) -> None:
         counters = self.counters

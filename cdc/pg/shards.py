@@ -95,6 +95,18 @@ class Sharding:
         return [shard for g in self.generations for shard in g.shard_list()]
 
 
+def streaming_generation(sharding: Sharding | None, reshard_running: bool) -> Generation | None:
+    """The generation workers stream: the newest active one; a paused one only once its reshard died."""
+    if sharding is None:
+        return None
+    for generation in reversed(sharding.generations):
+        if generation.state == ACTIVE:
+            return generation
+        if generation.state == PAUSED and not reshard_running:
+            return generation
+    return None
+
+
 def table(schema: str, name: str) -> sql.Composable:
     return sql.Identifier(schema, name)
 

@@ -20,10 +20,12 @@ row. No I/O here.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Final
 
 from ..names import NameError_, identifier, slot_name
+from ..settings import Settings
 
 MAX_SHARDS: Final = 64
 SHARD_COLUMN: Final = "shard_hash"
@@ -64,6 +66,8 @@ class Shard:
     # The other streams of its generation: their ids can never come to this
     # shard, so the dedup window is not rebuilt from them.
     siblings: tuple[int, ...] = ()
+    # Replay: deliver again what the slot still holds after this LSN (once, when first streamed).
+    replay_from: int | None = None
 
     @property
     def skip_before(self) -> tuple[int, int] | None:
@@ -134,3 +138,9 @@ def split_key(key: int) -> tuple[int, int]:
     """The (classid, objid) pair pg_locks shows for a bigint advisory key: high and low 32 bits, unsigned."""
     unsigned = key & 0xFFFFFFFFFFFFFFFF
     return unsigned >> 32, unsigned & 0xFFFFFFFF
+
+
+def shard_settings(settings: Settings, shard: Shard) -> Settings:
+    """``settings`` pointed at one shard: its slot, publication and stream."""
+    return dataclasses.replace(settings, slot=shard.slot, publication=shard.publication, stream=shard.stream,
+                               sibling_streams=shard.siblings)

@@ -20,6 +20,7 @@ meets "slot is active" and waits calmly.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import socket
@@ -31,8 +32,7 @@ from dataclasses import dataclass
 from structlog.typing import FilteringBoundLogger
 
 from ..backoff import Backoff
-from ..pg import shards as catalog
-from ..pg.shards import Generation
+from ..pg.shards import streaming_generation
 from ..pg.worker_session import LockLost, LockSession
 from ..shards.layout import Shard, reshard_key
 from . import shares
@@ -56,23 +56,12 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def streaming_generation(sharding: catalog.Sharding | None, reshard_running: bool) -> Generation | None:
-    """The generation workers stream: the newest active one; a paused one only once its reshard died."""
-    if sharding is None:
-        return None
-    for generation in reversed(sharding.generations):
-        if generation.state == catalog.ACTIVE:
-            return generation
-        if generation.state == catalog.PAUSED and not reshard_running:
-            return generation
-    return None
-
-
 class WorkerGroup:
     def __init__(
         self, *, dsn: str, schema: str, slot: str, runner: Runner, log: FilteringBoundLogger,
         backoff: Backoff, max_shards: int | None = None, interval: float = HEARTBEAT_INTERVAL,
         hung_after: float = HUNG_AFTER, worker_id: str | None = None, until: int | None = None,
+        replay: dict[str, int] | None = None,
     ) -> None:
         self.worker_id = worker_id or new_worker_id()
         self._slot = slot
@@ -92,6 +81,8 @@ class WorkerGroup:
         # leaves once every shard of the generation has acknowledged the LSN.
         self._until = until
         self._finished = False
+        # slot -> LSN to replay from, the first time this worker streams it.
+        self._replay = dict(replay or {})
 
     @property
     def owned(self) -> list[Shard]:
@@ -147,9 +138,13 @@ class WorkerGroup:
             self._take(shards, target - len(keep), target, len(alive))
         self._restart_due()
         if self._until is not None and shards and all(o.done for o in self._owned.values()):
-            self._finished = session.acknowledged_all([s.slot for s in shards], self._until)
+            # Done when every slot has acknowledged the LSN, or (with --retain, which holds
+            # acknowledgements back) when every other shard is owned by a live worker: its own.
+            slots = [s.slot for s in shards]
+            self._finished = (session.acknowledged_all(slots, self._until)
+                              or len(session.holders(slots)) == len(slots))
             if self._finished:
-                self._log.info("every shard has acknowledged the LSN to stop at: leaving")
+                self._log.info("every shard has reached the LSN to stop at: leaving")
 
     def _take(self, shards: list[Shard], want: int, target: int, alive: int) -> None:
         held = self._session.holders([s.slot for s in shards])
@@ -162,7 +157,8 @@ class WorkerGroup:
             if not self._session.try_lock(shard.slot):
                 continue
             self._owned[shard.slot] = _Owned(shard)
-            self._runner.start(shard)
+            replay = self._replay.pop(shard.slot, None)
+            self._runner.start(shard if replay is None else dataclasses.replace(shard, replay_from=replay))
             want -= 1
             self._log.info("shard taken", slot=shard.slot, shard=shard.label, share=target, workers=alive)
 

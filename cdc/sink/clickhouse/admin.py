@@ -29,6 +29,7 @@ class ClickHouseAdmin:
         self.log = log if log is not None else quiet_logger()
         self.sink = ClickHouseSink(
             url, table, password=password, log=self.log, connect_timeout=timeout, send_receive_timeout=timeout,
+            stream=None,  # every stream: the DBA commands look at the whole table
         )
         self.names = self.sink.names
         self.url = self.sink.url

@@ -57,7 +57,7 @@ class ClickHouseSink:
         connect_timeout: float | None = None,
         send_receive_timeout: float | None = None,
         environ: Mapping[str, str] | None = None,
-        stream: int = 0,
+        stream: int | None = 0,
         siblings: tuple[int, ...] = (),
     ) -> None:
         target = parse_clickhouse_url(url, password=password, environ=environ)
@@ -93,6 +93,7 @@ class ClickHouseSink:
 
         names = self.names
         # Stream 0 leaves the column to its default: the INSERT is the same as on tables without it.
+        # None: read every stream (the DBA commands' view), write none.
         extra = (STREAM,) if stream else ()
         self._insert_events_sql = f"INSERT INTO {names.events} ({', '.join((*EVENTS_COLUMNS, *extra))}) VALUES"
         self._insert_dead_letters_sql = (
@@ -185,11 +186,10 @@ class ClickHouseSink:
         dead_letters = self._dead_letter_columns(batch, layout, inserted_at)
         events = self._event_columns(batch, layout, inserted_at)
         started = time.monotonic()
-        with_stream = self._with_stream(layout)
         if dead_letters is not None:
-            self._conn.insert(self._insert_dead_letters_sql, with_stream(dead_letters))
+            self._conn.insert(self._insert_dead_letters_sql, dead_letters)
         if events is not None:
-            self._conn.insert(self._insert_events_sql, with_stream(events))
+            self._conn.insert(self._insert_events_sql, events)
         self.log.debug(
             "clickhouse.wrote",
             seq=batch.seq,
@@ -213,14 +213,14 @@ class ClickHouseSink:
         columns[_OCCURRED_AT] = layout.occurred_at.from_micros(columns[_OCCURRED_AT], "occurred_at")
         columns[_COMMITTED_AT] = layout.committed_at.from_micros(columns[_COMMITTED_AT], "committed_at")
         columns.append([inserted_at] * rows)
-        return columns
+        return self._with_stream(layout)(columns)
 
     def _dead_letter_columns(self, batch: Batch, layout: Layout, inserted_at: int) -> list[list[Any]] | None:
         letters = batch.dead_letters
         if not letters:
             return None
         committed_at = [letter.committed_at for letter in letters]
-        return [
+        return self._with_stream(layout)([
             [letter.commit_lsn for letter in letters],
             [letter.commit_seq for letter in letters],
             layout.dead_letter_committed_at.to_ticks(committed_at, "dead letter committed_at"),
@@ -228,7 +228,7 @@ class ClickHouseSink:
             [letter.reason for letter in letters],
             [letter.row_json for letter in letters],
             [inserted_at] * len(letters),
-        ]
+        ])
 
     # -- streams ------------------------------------------------------------
 
@@ -237,7 +237,8 @@ class ClickHouseSink:
             layout = self._current_layout(required=False)
             if self.stream and not layout.streams:
                 raise self._needs_streams()
-            self._queries = StreamQueries(self.names, self.stream, filtered=layout.streams, siblings=self._siblings)
+            self._queries = StreamQueries(self.names, self.stream or 0, filtered=layout.streams and self.stream is not None,
+                                          siblings=self._siblings)
         return self._queries
 
     def _needs_streams(self) -> SinkConfigError:
@@ -248,6 +249,8 @@ class ClickHouseSink:
 
     def _with_stream(self, layout: Layout) -> Callable[[list[list[Any]]], list[list[Any]]]:
         stream = self.stream
+        if stream is None:
+            raise SinkConfigError("this view of the sink reads every stream and writes none")
         if not stream:
             return lambda columns: columns
         if not layout.streams:
