@@ -52,6 +52,8 @@ class Settings:
     max_payload_bytes: int = option(_MiB, "Larger payloads go to the dead-letter table.", minimum=1)
     streaming: bool = option(False, "Receive large transactions while still in progress (PostgreSQL 14+).",
                              flags=("--streaming/--no-streaming",))
+    binary: str = option("auto", "pgoutput's binary format: on, off, or auto (on where the server, 14+, and the "
+                                 "outbox's column types allow; it costs both sides less CPU).")
     spill_bytes: int = option(64 * _MiB, "Memory for in-progress streamed transactions before they spill to a "
                                          "temporary file.", minimum=0)
     status_interval: float = option(10.0, "Seconds between status updates to the server.", minimum=0.1)
@@ -74,6 +76,8 @@ class Settings:
         for name, value in (("batch_rows", self.batch_rows), ("batch_bytes", self.batch_bytes)):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.binary not in ("auto", "on", "off"):
+            raise ValueError(f"--binary must be auto, on or off, got {self.binary!r}")
         if self.flush_interval <= 0:
             raise ValueError(f"flush interval must be positive, got {self.flush_interval}")
 

@@ -34,7 +34,7 @@ from .options import (
 @cdc_option("--retain", metavar="SIZE|TIME",
             help="Replay window: acknowledge this much WAL (512MB) or time (6h) behind what is stored.")
 @settings_options("batch_rows", "batch_bytes", "flush_interval", "dedup_window", "dedup_max_age", "max_payload_bytes",
-                  "streaming", "spill_bytes", "status_interval", "retry_max", "retry_initial")
+                  "streaming", "binary", "spill_bytes", "status_interval", "retry_max", "retry_initial")
 @cdc_option("--max-shards", type=click.IntRange(min=0),
             help="On a sharded outbox: stream at most this many shards in this process (default: its share).")
 @cdc_option("--shard-threads", is_flag=True, hidden=True,

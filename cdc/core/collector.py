@@ -11,13 +11,15 @@ from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger
 
+from ..errors import PipelineError
 from ..failpoints import Failpoints
 from ..pgoutput.messages import Relation, TupleData
 from .buffer import BatchBuilder
+from .outbox_binary import BinaryRowConverter, BinaryUnreadable
 from .outbox import EventRow, OutboxSchemaError, RowConverter, UnreadableRows
 from .tracker import AckTracker
 
-Converter = RowConverter | UnreadableRows
+Converter = RowConverter | BinaryRowConverter | UnreadableRows
 
 
 class Dedup(Protocol):
@@ -76,6 +78,9 @@ class Collector:
         self._dedup = dedup
         self.high_water_mark = high_water_mark
         self.stop_before: int | None = None
+        # Rows from the stream come in pgoutput's binary format (cdc/core/outbox_binary.py); rows read with
+        # a query (the first copy, backfill: a relation id of 0) are always text.
+        self.binary = False
         self._bounds = bounds
         self._max_payload = max_payload_bytes
         self._log = log
@@ -114,7 +119,12 @@ class Collector:
                 f"{self._outbox[0]}.{self._outbox[1]}: check the publication's tables and publish_via_partition_root",
             )
         try:
+            if self.binary and relation.relation_id:
+                return BinaryRowConverter(relation, bounds=self._bounds, max_payload_bytes=self._max_payload)
             return RowConverter(relation, bounds=self._bounds, max_payload_bytes=self._max_payload)
+        except BinaryUnreadable as exc:
+            # Read as text these rows would be events: stop, acknowledge nothing more; the next run streams text.
+            raise PipelineError(f"{exc}; restart cdc: it will stream as text") from None
         except OutboxSchemaError as exc:
             reason = f"{exc}; rows written meanwhile go to the dead-letter table"
             self._log.error("outbox rows cannot be read as events", reason=reason)

@@ -34,6 +34,8 @@ _TEXTS: Final = frozenset({TEXT, NAME, BPCHAR, VARCHAR, JSON})
 _PG_EPOCH_IN_UNIX_MICROS: Final = 946_684_800_000_000
 _PG_EPOCH: Final = datetime(2000, 1, 1, tzinfo=timezone.utc)
 _INT32: Final = (-(2**31), 2**31 - 1)
+# Microseconds from 2000-01-01 of the first and last instants a Python datetime holds (years 1 to 9999).
+_PYTHON_RANGE: Final = (-63_082_281_600_000_000, 252_455_615_999_999_999)
 _JSONB_VERSION: Final = 1
 
 # The types each required column may have, as PostgreSQL sends them in binary.
@@ -69,12 +71,14 @@ def as_text(oid: int, value: bytes) -> str:
         micros = int.from_bytes(value, "big", signed=True)
         if micros in (2**63 - 1, -(2**63)):
             return "infinity" if micros > 0 else "-infinity"
-        try:
-            moment = _PG_EPOCH + timedelta(microseconds=micros)
-        except OverflowError:
-            return f"{micros} microseconds after 2000-01-01"
-        text = moment.isoformat(sep=" ")
-        return text if oid == TIMESTAMPTZ else text.removesuffix("+00:00")
+        if not _PYTHON_RANGE[0] <= micros <= _PYTHON_RANGE[1]:
+            return f"{'BC' if micros < 0 else 'after 9999'}: {micros} microseconds from 2000-01-01"
+        moment = _PG_EPOCH + timedelta(microseconds=micros)
+        # As the walsender prints it (TimeZone UTC, DateStyle ISO): no trailing zeros, zone "+00".
+        text = moment.strftime("%Y-%m-%d %H:%M:%S")
+        if moment.microsecond:
+            text += f".{moment.microsecond:06d}".rstrip("0")
+        return text + "+00" if oid == TIMESTAMPTZ else text
     if oid == JSONB and value[:1] == b"\x01":
         value = value[1:]
     elif oid == UUID and len(value) == 16:
@@ -172,7 +176,8 @@ class BinaryRowConverter:
         if len(raw_at) != 8:
             raise RowRejected(f"occurred_at is {len(raw_at)} bytes, not a binary timestamptz")
         micros = int.from_bytes(raw_at, "big", signed=True)
-        if micros in (2**63 - 1, -(2**63)):
+        if micros in (2**63 - 1, -(2**63)) or not _PYTHON_RANGE[0] <= micros <= _PYTHON_RANGE[1]:
+            # As text mode says of values it cannot parse (infinity, BC dates, years past 9999).
             raise RowRejected(f"occurred_at {as_text(TIMESTAMPTZ, raw_at)!r} is not a timestamp ClickHouse can store")
         micros += _PG_EPOCH_IN_UNIX_MICROS
         if not self._min <= micros <= self._max:
