@@ -101,7 +101,7 @@ def test_a_worker_joining_mid_stream_takes_shards_over_with_no_gap(sharded4: Tar
     assert_exactly(t, writer.committed, writer.rolled_back)
 
 
-@pytest.mark.parametrize("mode", ["fast", "immediate"])
+@pytest.mark.parametrize("mode", [pytest.param("fast", marks=pytest.mark.soak), "immediate"])
 def test_postgres_restarts_under_sharded_workers_lose_and_repeat_nothing(
     sharded4: Target, pg_server: PgServer, mode: str
 ) -> None:
