@@ -126,3 +126,25 @@ def test_rows_already_in_the_outbox_stop_the_split_and_nothing_is_left_behind(t:
         assert slots(conn) == {}
         assert set(row_filters(conn)) == {"cdc_outbox"}
         assert conn.execute("SELECT count(*) FROM cdc_shard_generations").fetchone() == (0,)
+
+
+def test_one_shard_is_exactly_todays_layout_and_names(t: Target) -> None:
+    out = orjson.loads(checked(t.cdc("migrate", "--shards", "1", "--json")).stdout)
+    assert out["shards"] is None
+    with t.pg() as conn:
+        assert slots(conn) == {"cdc_outbox": "pgoutput"}
+        assert row_filters(conn) == {"cdc_outbox": None}
+        columns = [str(c) for (c,) in conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'outbox'::regclass AND attnum > 0 "
+            "AND NOT attisdropped ORDER BY attnum").fetchall()]
+        assert "shard_hash" not in columns and "unique_id" in columns
+        tables = {str(n) for (n,) in conn.execute(
+            "SELECT relname FROM pg_class WHERE relname IN ('cdc_shard_generations', 'cdc_workers')").fetchall()}
+        assert tables == set()
+    ids = [f"one-{i}" for i in range(10)]
+    with t.pg() as conn:
+        insert_events(conn, ids)
+    run = checked(t.cdc("run", "--until-lsn", "current"))
+    assert "worker joined" not in run.stderr  # one slot: the plain pipeline, no worker group
+    assert sorted(t.delivered_ids()) == sorted(ids)
+    assert {s for (s,) in t.ch().execute("SELECT DISTINCT stream FROM events_cdc_progress")} == {0}

@@ -57,8 +57,13 @@ def test_lock_keys_are_stable_distinct_and_split_like_pg_locks_shows_them() -> N
     assert ((high << 32) | low) == lock_key("x") & 0xFFFFFFFFFFFFFFFF
 
 
-@pytest.mark.parametrize("version", [90624, 130012, 140015])
+@pytest.mark.parametrize("version", [90624, 130012, 140015, 149999])
 def test_servers_before_15_are_refused_in_one_line(version: int) -> None:
-    with pytest.raises(ShardError, match=r"PostgreSQL 15 or newer .* this server is (9|13|14)"):
+    with pytest.raises(ShardError, match=r"PostgreSQL 15 or newer .* this server is (9|13|14):") as refused:
         require_row_filters(version)
-    require_row_filters(150000)
+    assert "\n" not in str(refused.value) and str(refused.value).endswith("or upgrade PostgreSQL")
+
+
+@pytest.mark.parametrize("version", [150000, 150014, 180001])
+def test_servers_from_15_on_may_shard(version: int) -> None:
+    require_row_filters(version)

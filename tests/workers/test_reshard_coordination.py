@@ -24,7 +24,7 @@ from cdc.pgoutput import decode
 from cdc.pgoutput.messages import Begin, Insert, Relation
 from cdc.settings import Settings
 from cdc.shards import ShardError
-from cdc.shards.layout import Shard, reshard_key
+from cdc.shards.layout import Shard, lock_key, reshard_key
 from cdc.admin.reshard import Resharder
 
 
@@ -156,3 +156,59 @@ def test_an_unsharded_slot_in_use_is_not_resharded_and_nothing_changes(pg_dsn: s
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         assert [r[0] for r in conn.execute("SELECT slot_name FROM pg_replication_slots").fetchall()] == ["cdc_outbox"]
         assert conn.execute("SELECT count(*) FROM cdc_shard_generations").fetchone() == (0,)
+
+
+def generations(dsn: str) -> list[tuple[int, int, str]]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute("SELECT generation, shards, state FROM cdc_shard_generations ORDER BY 1").fetchall()
+    return [(int(g), int(n), str(s)) for g, n, s in rows]  # type: ignore[call-overload]
+
+
+def slot_names(dsn: str) -> list[str]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return sorted(str(r[0]) for r in conn.execute("SELECT slot_name FROM pg_replication_slots").fetchall())
+
+
+def test_a_shard_its_worker_will_not_hand_over_stops_the_reshard_before_a_second_generation(pg_dsn: str) -> None:
+    checked(Target(pg_dsn, "").cdc("migrate", "--shards", "2"))
+    with psycopg.connect(pg_dsn, autocommit=True) as stuck:
+        # A worker that keeps shard 1's lock (hung, or of another version): the two generations would overlap.
+        stuck.execute("SELECT pg_advisory_lock(%s)", (lock_key("cdc_outbox_1"),))
+        with pytest.raises(ShardError, match=r"did not hand over cdc_outbox_1 within 1s: nothing was changed"):
+            Resharder(Settings(pg_dsn=pg_dsn), SqlDrain(pg_dsn), get_logger(), handover_timeout=1).run(4)
+    assert generations(pg_dsn) == [(1, 2, "active")]
+    assert slot_names(pg_dsn) == ["cdc_outbox_0", "cdc_outbox_1"]
+
+
+class InterruptedDrain(SqlDrain):
+    """Drains the first old slot, then stops as a killed `cdc shards reshard` would."""
+
+    def drain(self, shard: Shard, until: int) -> None:
+        if self.drained:
+            raise RuntimeError("interrupted")
+        super().drain(shard, until)
+
+
+def test_a_reshard_interrupted_mid_drain_is_finished_by_the_next_one_with_every_row_once(pg_dsn: str) -> None:
+    checked(Target(pg_dsn, "").cdc("migrate", "--shards", "2"))
+    before, after = [f"b-{i}" for i in range(40)], [f"a-{i}" for i in range(40)]
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        insert_events(conn, before)
+    first = InterruptedDrain(pg_dsn)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        Resharder(Settings(pg_dsn=pg_dsn), first, get_logger()).run(4)
+    assert generations(pg_dsn) == [(1, 2, "draining"), (2, 4, "active")]
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        insert_events(conn, after)
+    second = SqlDrain(pg_dsn)
+    report = Resharder(Settings(pg_dsn=pg_dsn), second, get_logger()).run(4)
+    assert report.generation == 2 and sorted(second.drained) == ["cdc_outbox_0", "cdc_outbox_1"]
+    assert generations(pg_dsn) == [(2, 4, "active")]
+    assert slot_names(pg_dsn) == [f"cdc_outbox_g2_{k}" for k in range(4)]
+    p = next(iter(first.drained.values()))
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        later = [uid for k in range(4) for commit, uid in changes(
+            conn, Shard(2, k, 4, f"cdc_outbox_g2_{k}", f"cdc_outbox_g2_{k}", 200 + k), consume=False) if commit >= p]
+    delivered = Counter(first.rows + second.rows + later)
+    assert not [uid for uid, n in delivered.items() if n > 1], "a row on both sides of P"
+    assert sorted(delivered) == sorted(before + after)
