@@ -228,8 +228,8 @@ def test_existing_table_of_another_engine_is_refused(clickhouse_url: str) -> Non
         sink.ensure_schema()
 
 
-def test_write_before_the_tables_exist_asks_for_ensure_schema(clickhouse_url: str) -> None:
-    with ClickHouseSink(clickhouse_url) as sink, pytest.raises(SinkConfigError, match="ensure_schema"):
+def test_write_before_the_tables_exist_asks_for_cdc_migrate(clickhouse_url: str) -> None:
+    with ClickHouseSink(clickhouse_url) as sink, pytest.raises(SinkConfigError, match="run `cdc migrate`"):
         sink.write(make_batch(1, [event_row(1, 0)]))
 
 
