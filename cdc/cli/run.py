@@ -57,6 +57,12 @@ def run(
         raise click.UsageError(f"CDC_FAILPOINTS: {exc}") from None
     log = get_logger(slot=settings.slot)
     require_sink(settings)
+    stop = threading.Event()
+    # Before anything connects: a SIGTERM during start-up must end the run
+    # cleanly (exit 0, nothing acknowledged), not kill it with -15. A worker
+    # installs its own handlers once it is about to join its group.
+    started: list[Pipeline] = []
+    _install_signal_handlers(stop, started)
     from ..workers.worker import is_sharded, run_worker  # only a sharded outbox needs the group's modules
 
     if is_sharded(settings):
@@ -71,11 +77,6 @@ def run(
         run_worker(settings, log=log, failpoints=failpoints, retention=retention, until=until_lsn,
                    max_shards=max_shards, threads=shard_threads, replay=replay)
         return
-    stop = threading.Event()
-    # Before anything connects: a SIGTERM during start-up must end the run
-    # cleanly (exit 0, nothing acknowledged), not kill it with -15.
-    started: list[Pipeline] = []
-    _install_signal_handlers(stop, started)
     sink = open_sink(require_sink(settings), settings, log=log)
     try:
         sink.ensure_schema()
