@@ -6,6 +6,7 @@ Fixtures:
   pg_dsn             function; superuser DSN of a fresh database t_<random>
   clickhouse_server  session; one ClickHouse
   clickhouse_url     function; URL of a fresh database t_<random>
+  sink_url           function; each sink kind in turn: clickhouse_url, then a fresh chdb:// directory
   zookeeper, clickhouse_cluster, cluster_database, pg_standby, prometheus_server,
   prometheus         see servers/fixtures.py (a plugin: HA and monitoring servers)
 
@@ -174,6 +175,32 @@ def pg_dsn(pg_server: PgServer) -> Iterator[str]:
     yield pg_server.dsn(name)
     _heal(pg_server)
     drop_database(pg_server, name)
+
+
+SINK_KINDS = ("clickhouse", "chdb")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """chDB variants run with one PostgreSQL kind: what they add is the sink's side, which no PostgreSQL
+    version changes, and each costs a chDB start per cdc process."""
+    doubled = [item for item in items
+               if getattr(item, "callspec", None) is not None and item.callspec.params.get("sink_url") == "chdb"
+               and item.callspec.params.get("pg_server", KINDS[0]) not in (KINDS[0], "external", "docker-pg18")]
+    if doubled:
+        config.hook.pytest_deselected(items=doubled)
+        items[:] = [item for item in items if item not in doubled]
+
+
+@pytest.fixture(params=SINK_KINDS)
+def sink_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty sink of each kind: a database on the ClickHouse server, then a chDB directory."""
+    if request.param == "chdb":
+        if STRICT:
+            import chdb  # noqa: F401 - CI has it (the test extra): a missing one must fail, not skip
+        else:
+            pytest.importorskip("chdb")
+        return f"chdb://{tmp_path / 'chdb'}"
+    return str(request.getfixturevalue("clickhouse_url"))
 
 
 @pytest.fixture

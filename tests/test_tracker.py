@@ -46,3 +46,12 @@ def test_last_commit_is_the_newest_seen_even_before_it_is_stored() -> None:
     assert tracker.last_commit_lsn == 70
     tracker.stored(2)
     assert tracker.last_commit_lsn == 70
+
+
+def test_each_stored_batch_is_reported_once_in_order() -> None:
+    reported: list[int] = []
+    t = AckTracker(0, on_stored=reported.append)
+    t.commit(100, 1)
+    t.stored(1)
+    t.stored(2)
+    assert reported == [1, 2] and t.safe_lsn == 100

@@ -34,7 +34,7 @@ atomically; nothing in it is secret: no password, no full DSN)::
     }
 
 ``replay_from_lsn`` is the higher of the slot's confirmed_flush_lsn and the
-high-water mark's commit_lsn (a synthetic position, see cdc/admin/positions.py,
+high-water mark's commit_lsn (a synthetic position, see cdc/core/positions.py,
 does not count). Every transaction committed before it is in ClickHouse: the slot
 acknowledges only what ClickHouse holds, and ClickHouse holds every transaction up
 to its high-water mark (the pipeline stores them in commit order). Starting there

@@ -11,12 +11,12 @@ from typing import Any
 from psycopg import sql
 
 from ..errors import ConnectError, PreflightError
-from ..pg import preflight
+from ..pg import ha, preflight
 from ..pg.connect import Conn, connect, setting, version_text
 from ..pg.partitions import list_partitions
 from ..pg.publications import COVERS, PARTITIONS_ONLY, fix_for, get_publication
 from ..pg.shards import WORKERS, Sharding, list_workers, read_sharding
-from ..pg.slots import get_slot
+from ..pg.slots import FAILOVER_SINCE, get_slot
 from ..settings import Settings
 from ..shards.layout import shard_settings
 from ..sink import open_sink_admin
@@ -53,6 +53,7 @@ def run_checks(settings: Settings, *, timeout: float = 10.0) -> list[Check]:
         else:
             with conn:
                 _postgres(conn, settings, checks)
+                _ha_chain(conn, settings, checks, timeout)
     _clickhouse(settings, checks, timeout)
     return checks
 
@@ -104,6 +105,7 @@ def _postgres(conn: Conn, s: Settings, checks: _Checks) -> None:
     checks.add(PASS if can_replicate and can_replicate[0] else FAIL, "role REPLICATION",
                f"role {user} {'may' if can_replicate and can_replicate[0] else 'may not'} open replication connections",
                f"ALTER ROLE {_ident(conn, user)} REPLICATION;  -- as a superuser")
+    _heartbeats(conn, checks, user)
     _outbox(conn, s, checks, user)
     if sharding is None:
         _publication(conn, s, checks)
@@ -119,6 +121,37 @@ def _postgres(conn: Conn, s: Settings, checks: _Checks) -> None:
                    "ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf();")
     else:
         checks.add(PASS, "max_slot_wal_keep_size", keep)
+
+
+def _heartbeats(conn: Conn, checks: _Checks, user: str) -> None:
+    if conn.info.server_version < 140000:
+        checks.add(WARN, "heartbeats", "PostgreSQL before 14 cannot send logical messages to cdc: no end-to-end "
+                   "latency while the outbox is idle", "upgrade PostgreSQL to 14 or newer")
+        return
+    allowed = conn.execute("SELECT bool_or(has_function_privilege(oid, 'EXECUTE')) FROM pg_proc "
+                           "WHERE proname = 'pg_logical_emit_message'").fetchone()
+    if allowed and allowed[0]:
+        checks.add(PASS, "heartbeats", f"role {user} may emit heartbeat messages (pg_logical_emit_message)")
+    else:
+        checks.add(WARN, "heartbeats", f"role {user} may not execute pg_logical_emit_message: cdc runs without "
+                   "heartbeats", f"GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO "
+                   f"{_ident(conn, user)};  -- every overload: see docs/least-privilege.sql")
+
+
+def _ha_chain(conn: Conn, s: Settings, checks: _Checks, timeout: float) -> None:
+    """Only where it applies: a 17+ primary with physical standbys, or standbys named with --standby-dsn."""
+    if ha.has_standbys(conn):
+        slot = get_slot(conn, s.slot)
+        findings = ha.primary_findings(conn, s.slot, None if slot is None else slot.failover)
+    elif s.standby_dsns:
+        findings = []
+    else:
+        return
+    named = ha.synchronized_standby_slots(conn) if conn.info.server_version >= FAILOVER_SINCE else []
+    for dsn in s.standby_dsns:
+        findings.extend(ha.standby_findings(dsn, s.slot, named, timeout=timeout))
+    for f in findings:
+        checks.add(f.status, f.check, f.detail, f.fix)
 
 
 def _outbox(conn: Conn, s: Settings, checks: _Checks, user: str) -> None:
@@ -219,7 +252,7 @@ def _slot(conn: Conn, s: Settings, checks: _Checks, slot: Any, *, label: str = "
         problems.append("is invalidated (the WAL it needed is gone)")
     if problems:
         checks.add(FAIL, f"{label}slot", f"replication slot {name} " + " and ".join(problems),
-                   "cdc slot drop, then cdc run --create-slot, then cdc backfill --since <when it broke>")
+                   "cdc slot drop, then cdc run --create-slot (it delivers what ClickHouse lacks)")
     elif slot.wal_status == "unreserved":
         checks.add(WARN, f"{label}slot", f"replication slot {name} is past max_slot_wal_keep_size and may be lost",
                    "start `cdc run` now so it catches up")
@@ -249,11 +282,28 @@ def _clickhouse(s: Settings, checks: _Checks, timeout: float) -> None:
             else:
                 checks.add(WARN, "clickhouse version", *warning)
             problems = wh.schema_problems()
+            ledger = None if problems else wh.ledger_check()
+            replicas = wh.replicas()
     except (SinkConfigError, SinkError) as exc:
-        checks.add(FAIL, "clickhouse", str(exc), "check CDC_CLICKHOUSE_URL and the ClickHouse password")
+        in_process = s.sink_url.strip().lower().startswith("chdb:")  # no server, no password: a directory
+        checks.add(FAIL, "clickhouse", str(exc), "stop the process named, or check CDC_SINK_URL" if in_process
+                   else "check CDC_CLICKHOUSE_URL and the ClickHouse password")
         return
     if problems:
         checks.add(FAIL, "clickhouse schema", "; ".join(problems),
                    "cdc migrate --clickhouse-url ...  (creates what is missing)")
     else:
         checks.add(PASS, "clickhouse schema", f"{s.sink_table}, its dead-letter and progress tables are in place")
+    if ledger is not None and ledger.warning:
+        checks.add(WARN, "clickhouse ledger", ledger.warning,
+                   "cdc verify --repair  (then cdc verify, which checks everything the outbox still holds)")
+    elif ledger is not None:
+        checks.add(PASS, "clickhouse ledger", f"the events table holds the ledger's {ledger.recorded} newest events")
+    for r in replicas:
+        found = r.problems()
+        detail = r.summary()
+        if not found:
+            checks.add(PASS, "clickhouse replicas", detail)
+        for critical, message in found:
+            checks.add(FAIL if critical else WARN, "clickhouse replicas", message,
+                       "check ZooKeeper and the replicas' logs; SELECT * FROM system.replication_queue shows the queue")

@@ -13,12 +13,13 @@ event; unknown when neither is available.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
 from ..core import positions
 from ..lsn import format_lsn
+from ..pg import ha
 from ..pg.connect import connect, setting, version_text
 from ..pg.slots import SlotRow, get_slot
 from ..redact import redact_dsn
@@ -86,6 +87,15 @@ def _postgres(status: Status, settings: Settings, timeout: float) -> SlotRow | N
     with conn:
         server_info(status, settings, conn, timeout)
         row = get_slot(conn, settings.slot)
+        findings = (ha.primary_findings(conn, settings.slot, None if row is None else row.failover)
+                    if ha.has_standbys(conn) else [])
+        named = ha.synchronized_standby_slots(conn)
+        for dsn in settings.standby_dsns:
+            # A standby that would lose the slot at promotion degrades failover, not streaming: a WARNING.
+            findings += [replace(f, status=ha.WARN) if f.status == ha.FAIL else f
+                         for f in ha.standby_findings(dsn, settings.slot, named, timeout=timeout)]
+        if findings:
+            _ha_chain(status, findings)
     if row is None:
         status.slot = {"name": settings.slot, "exists": False}
         status.problem(CRITICAL, f"replication slot {settings.slot} does not exist: `cdc run --create-slot` creates it")
@@ -109,6 +119,15 @@ def clickhouse(status: Status, settings: Settings, timeout: float) -> datetime |
     return _clickhouse(status, settings, timeout)
 
 
+def _ha_chain(status: Status, findings: list[ha.Finding]) -> None:
+    """The failover chain: the primary's side, and each standby given with --standby-dsn."""
+    status.postgres["ha"] = [{"status": f.status, "check": f.check, "detail": f.detail} for f in findings]
+    for f in findings:
+        if f.status != ha.PASS:
+            # A listed slot that does not exist stalls decoding for good; the rest degrade failover.
+            status.problem(CRITICAL if f.status == ha.FAIL else WARNING, f"{f.detail} (fix: {f.fix})")
+
+
 def _clickhouse(status: Status, settings: Settings, timeout: float) -> datetime | None:
     if not settings.sink_url:
         status.clickhouse = {"configured": False}
@@ -121,6 +140,11 @@ def _clickhouse(status: Status, settings: Settings, timeout: float) -> datetime 
             hwm = wh.high_water_mark()
             events, dead = wh.counts()
             last_insert = wh.last_inserted_at()
+            try:
+                ledger: dict[str, Any] = wh.ledger_check().as_dict()
+            except SinkError as exc:
+                ledger = {"error": str(exc)}
+            replicas = wh.replicas()
     except (SinkConfigError, SinkError) as exc:
         status.clickhouse = {"configured": True, "reachable": False, "error": str(exc)}
         status.problem(CRITICAL, str(exc))
@@ -134,8 +158,14 @@ def _clickhouse(status: Status, settings: Settings, timeout: float) -> datetime 
         }
     status.clickhouse.update(
         high_water_mark=high, events=events, dead_letters=dead,
-        last_insert_at=last_insert.isoformat() if last_insert else None,
+        last_insert_at=last_insert.isoformat() if last_insert else None, ledger=ledger,
+        replicas=[r.as_dict() for r in replicas] or None,
     )
+    if ledger.get("warning"):
+        status.problem(WARNING, ledger["warning"])
+    for r in replicas:
+        for critical, message in r.problems():
+            status.problem(CRITICAL if critical else WARNING, message)
     return last_insert
 
 
@@ -165,7 +195,7 @@ def grade_slot(
     name = f"{label}replication slot {row.name}"
     if row.invalidated:
         status.problem(CRITICAL, f"{name} is invalidated ({row.invalidation_reason or 'wal_status lost'}): "
-                                 "drop it, `cdc run --create-slot`, then `cdc backfill` the gap")
+                                 "drop it, then `cdc run --create-slot` delivers the gap")
         return state
     if row.plugin != "pgoutput":
         status.problem(CRITICAL, f"{name} uses plugin {row.plugin}, not pgoutput")

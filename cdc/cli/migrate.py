@@ -11,11 +11,12 @@ from ..settings import Settings
 from ..shards.layout import MAX_SHARDS
 from ..pg.shard_setup import ShardSetup
 from ..sink import open_sink
-from .options import require_pg, shared_options
+from .options import require_pg, settings_options, shared_options
 
 
 @click.command()
 @shared_options
+@settings_options("failover")
 @click.option("--json", "as_json", is_flag=True, help="Report as JSON.")
 @click.option("--shards", type=click.IntRange(1, MAX_SHARDS), envvar="CDC_SHARDS", show_envvar=True,
               help="Split new events over this many slots (PostgreSQL 15+); 1 is one slot, as before. "
@@ -43,6 +44,7 @@ def migrate(settings: Settings, as_json: bool, shards: int | None) -> None:
             "migrations_applied": report.applied, "publication_created": report.publication_created,
             "slot_created": report.slot_created, "slot_skipped_reason": report.slot_skipped_reason,
             "shards": None if report.shards is None else report.shards.as_dict(),
+            "slot_failover": report.slot_failover,
             "clickhouse_table": clickhouse,
         }).decode())
         return
@@ -55,7 +57,8 @@ def migrate(settings: Settings, as_json: bool, shards: int | None) -> None:
     if report.slot_skipped_reason:
         click.echo(f"slot {settings.slot}: not created: {report.slot_skipped_reason}")
     else:
-        click.echo(f"slot {settings.slot}: {'created' if report.slot_created else 'exists'}")
+        kind = " (failover)" if report.slot_created and report.slot_failover else ""
+        click.echo(f"slot {settings.slot}: {'created' if report.slot_created else 'exists'}{kind}")
     click.echo(f"ClickHouse table: {clickhouse or 'skipped (no --clickhouse-url)'}")
 
 

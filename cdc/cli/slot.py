@@ -14,13 +14,13 @@ from ..admin import AdminError
 from ..admin.health import seconds_since
 from ..lsn import parse_lsn
 from ..pg import slots as admin
-from ..pg.connect import connect
+from ..pg.connect import connect, server_version
 from ..settings import Settings
 from ..sink import open_sink_admin
 from ..pg.shards import read_sharding
 from ..sink.base import SinkConfigError, SinkError
 from ._output import confirm, emit_json, human_bytes, human_seconds, json_option, slot_arg, table, yes_option
-from .options import lsn_value, require_pg, shared_options
+from .options import lsn_value, require_pg, settings_options, shared_options
 
 
 @click.group()
@@ -92,14 +92,20 @@ def list_(settings: Settings, as_json: bool) -> None:
 @shared_options
 @click.argument("name", required=False)
 @click.option("--temporary", is_flag=True, help="Dropped when this command ends: it holds the slot until Ctrl-C.")
-@click.option("--failover", is_flag=True, help="Synchronised to physical standbys (PostgreSQL 17+).")
+@settings_options("failover", help={"failover": "Synchronised to physical standbys with sync_replication_slots, "
+                                                 "so it survives a promotion [default: on for PostgreSQL 17+, "
+                                                 "off for --temporary]."})
 @yes_option
 @json_option
-def create(settings: Settings, name: str | None, temporary: bool, failover: bool, yes: bool, as_json: bool) -> None:
+def create(settings: Settings, name: str | None, temporary: bool, yes: bool, as_json: bool) -> None:
     """Create a pgoutput slot NAME (default: --slot). It copies nothing: `cdc run --create-slot` also
     delivers the rows already in the outbox."""
     name = slot_arg(name or settings.slot)
     with connect(require_pg(settings), application_name="cdc-admin") as conn:
+        failover = settings.failover
+        # A temporary slot cannot be synchronised (PostgreSQL refuses): default it off there.
+        if failover is None:
+            failover = not temporary and server_version(conn) >= admin.FAILOVER_SINCE
         admin.check_create(conn, name, failover=failover)
         confirm(f"Create {'temporary ' if temporary else ''}logical replication slot {name} in database "
                 f"{conn.info.dbname}? It keeps WAL on the server until a client consumes it.",

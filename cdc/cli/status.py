@@ -9,7 +9,7 @@ import click
 from ..admin import health, shard_status
 from ..settings import Settings
 from ._output import emit_json, human_bytes, human_seconds, json_option
-from .options import Finite, cdc_option, shared_options
+from .options import Finite, cdc_option, settings_options, shared_options
 
 
 @click.command()
@@ -20,6 +20,7 @@ from .options import Finite, cdc_option, shared_options
             help="WARNING when the slot is longer behind.")
 @click.option("--timeout", type=Finite(min=1), default=5.0, show_default=True,
               help="Seconds to wait for each server before calling it unreachable.")
+@settings_options("standby_dsns")
 @json_option
 def status(settings: Settings, max_lag_bytes: int, max_lag_seconds: float, timeout: float, as_json: bool) -> None:
     """Server, slot lag, and what ClickHouse holds. Exit 0 OK, 1 WARNING (slot inactive or behind the

@@ -29,6 +29,10 @@ class Dedup(Protocol):
 
     def remember(self, ids_oldest_first: Iterable[str | bytes], now: float) -> int: ...
 
+    def __len__(self) -> int:
+        """How many ids it remembers."""
+        ...
+
 
 @dataclass(slots=True)
 class Counters:
@@ -69,8 +73,11 @@ class Collector:
         log: FilteringBoundLogger,
         on_full: Callable[[], None],
         failpoints: Failpoints | None = None,
+        on_message: Callable[[int, str, bytes], None] | None = None,
     ) -> None:
         self._outbox = outbox
+        # (open batch seq, prefix, content) of each transactional logical message: heartbeats.
+        self._on_message = on_message
         self._on_full = on_full
         self._failpoints = failpoints
         self._builder = builder
@@ -184,3 +191,8 @@ class Collector:
 
     def commit(self, end_lsn: int) -> None:
         self._tracker.commit(end_lsn, self._builder.seq)
+
+    def message(self, prefix: str, content: bytes) -> None:
+        # Never a row, never a dead letter: the transaction's commit still moves the acknowledgement.
+        if self._on_message is not None:
+            self._on_message(self._builder.seq, prefix, content)

@@ -162,7 +162,7 @@ def check_slot(conn: psycopg.Connection[tuple[object, ...]], info: SlotInfo) -> 
         raise PreflightError(
             f"replication slot {info.name} has been invalidated (the WAL it needed was removed, "
             "max_slot_wal_keep_size exceeded): drop it with `cdc slot drop`, "
-            "run `cdc run --create-slot`, then backfill the gap with `cdc backfill`"
+            "run `cdc run --create-slot` (it delivers the gap: what ClickHouse lacks)"
         )
     if info.plugin != "pgoutput":
         raise PreflightError(f"replication slot {info.name} uses plugin {info.plugin}, not pgoutput: use another --slot")

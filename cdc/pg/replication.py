@@ -24,6 +24,7 @@ from ..redact import dsn_password, scrub
 from ..settings import Settings
 from . import preflight
 from .connect import connect, startup_options
+from .monitor import MESSAGES_SINCE
 
 
 class ReplicationError(Exception):
@@ -195,6 +196,8 @@ def start_stream(s: Settings, *, start_lsn: str, reconnecting: bool) -> tuple[Re
         options["streaming"] = "on"
     if binary:
         options["binary"] = "true"
+    if s.heartbeat_interval > 0 and repl.server_version >= MESSAGES_SINCE:
+        options["messages"] = "true"  # the heartbeats: logical decoding messages
     try:
         repl.start_replication(s.slot, start_lsn, options)
     except ReplicationError as exc:

@@ -17,7 +17,9 @@ from ..errors import PipelineError
 from ..lsn import format_lsn, parse_lsn
 from ..pg import preflight
 from ..pg.connect import Conn, connect
+from ..sink.base import SinkError
 from . import snapshot
+from .monitor import SlotMonitor
 from .parts import Parts
 from .stream import Stream
 
@@ -55,7 +57,11 @@ class Pipeline:
             if snapshot.interrupted(hwm):
                 snapshot.recover_interrupted(p, create_slot=create_slot)
                 info = None
-            self.remember_recent_ids()
+            # A replay and a new slot's copy must restore what the sink lost, so their dedup window comes
+            # from what it holds, not from the ledger of what it once stored.
+            restoring = from_lsn is not None or info is None
+            self._check_ledger(restoring=restoring)
+            self.remember_recent_ids(held=restoring)
             p.tracker.advance_idle(0 if info is None else info.confirmed_flush_lsn or 0)
             if from_lsn is not None:
                 # Deliver again what is already stored: deduplication and the
@@ -69,21 +75,43 @@ class Pipeline:
             stream = Stream(p, until_lsn=until_lsn, start_lsn="0/0" if from_lsn is None else format_lsn(from_lsn))
             if info is None:
                 snapshot.create_slot_and_copy(p)
-            stream.run()
-            stream.finish()
+            monitor = SlotMonitor(
+                connect=lambda: connect(s.pg_dsn, application_name="cdc-monitor"), slot=s.slot, metrics=p.metrics,
+                log=p.log, status_interval=s.status_interval, heartbeat_interval=s.heartbeat_interval,
+            )
+            monitor.start()  # the slot exists now
+            try:
+                stream.run()
+                stream.finish()
+            finally:
+                monitor.close()
         finally:
             p.flusher.close()
         return RunSummary(p.tracker.safe_lsn, p.collector.counters, p.flusher.rows_stored, p.flusher.dead_letters_stored)
 
-    def remember_recent_ids(self) -> None:
-        """Rebuild the dedup window from the ids the sink stored last."""
+    def remember_recent_ids(self, *, held: bool = False) -> None:
+        """Rebuild the dedup window from the ids the sink stored last (``held``: that it still holds)."""
         p = self.parts
         s = p.settings
         if s.dedup_window <= 0:
             return
-        ids = p.sink.recent_unique_ids(s.dedup_window, s.dedup_max_age)
+        ids = p.sink.recent_unique_ids(s.dedup_window, s.dedup_max_age, held=held)
         p.dedup.remember(ids, time.monotonic())
-        p.log.info("dedup window rebuilt", ids=len(ids))
+        p.log.info("dedup window rebuilt", ids=len(ids), source="events" if held else "ledger")
+
+    def _check_ledger(self, *, restoring: bool) -> None:
+        """Say so when the sink's ledger claims recent events it no longer holds (the ledger never outranks the
+        data): a normal start skips what the ledger claims, so those events stay lost until repaired."""
+        p = self.parts
+        try:
+            problem = p.sink.ledger_warning()
+        except SinkError as exc:
+            p.log.warning("could not compare the ledger with the events", error=str(exc))
+            return
+        if problem is not None:
+            what = ("this run restores those the slot or the outbox still holds" if restoring
+                    else "cdc run skips them: repair first")
+            p.log.warning(f"the ledger claims events the sink no longer holds; {what}", problem=problem)
 
     def store_all(self) -> None:
         """Hand off what is buffered and wait until it is stored (no replication connection to keep informed)."""

@@ -44,9 +44,11 @@ class Layout:
 class SchemaInspector:
     """Reads the sink's tables from ``system.*`` and says what is wrong with them, in one line."""
 
-    def __init__(self, names: SchemaNames, capabilities: Capabilities) -> None:
+    def __init__(self, names: SchemaNames, capabilities: Capabilities, *, replicated: bool = False) -> None:
         self.names = names
         self.capabilities = capabilities
+        # --clickhouse-cluster: the tables must be Replicated, or the other replicas never see a row.
+        self.replicated = replicated
         plain = names.plain
         self._required: Mapping[str, tuple[str, ...]] = {
             plain.events: EVENTS_COLUMNS,
@@ -85,6 +87,12 @@ class SchemaInspector:
                 raise SinkConfigError(
                     f"{where} has engine {engine} but cdc needs {wanted}: "
                     "drop it so cdc can create it, or point cdc at another table name"
+                )
+            if self.replicated and wanted != "MaterializedView" and not engine.startswith("Replicated"):
+                raise SinkConfigError(
+                    f"{where} has engine {engine}, not replicated, but --clickhouse-cluster is set: "
+                    "point cdc at another table name (`cdc migrate` makes it Replicated ON CLUSTER), "
+                    "or drop --clickhouse-cluster"
                 )
         columns = self.columns(query, tables)
         for table in tables:

@@ -15,12 +15,12 @@ them exactly as before (no filter, no extra column); any other stream needs
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 
-from ..base import StreamSummary
+from ..base import SinkConfigError, StreamSummary
 from .ddl import SchemaNames
 
-__all__ = ["STREAM", "StreamQueries", "StreamSummary", "has_streams", "upgrade_statements"]
+__all__ = ["STREAM", "StreamBinding", "StreamQueries", "StreamSummary", "has_streams", "upgrade_statements"]
 
 STREAM: Final = "stream"
 _NEWEST: Final = "ORDER BY commit_lsn DESC, commit_seq DESC LIMIT 1"
@@ -51,10 +51,11 @@ class StreamQueries:
             also = f"AND {STREAM} NOT IN ({', '.join(f'{s:d}' for s in siblings)})" if siblings else ""
         self.high_water = f"SELECT commit_lsn, commit_seq FROM {progress} {where} {_NEWEST}"
         self.latest = f"SELECT commit_lsn, committed_at FROM {progress} {where} {_NEWEST}"
-        self.recent = (
-            f"SELECT unique_id FROM {progress} WHERE inserted_at >= toDateTime(%(since)s) AND unique_id != '' "
-            f"{also} ORDER BY commit_lsn DESC, commit_seq DESC LIMIT %(limit)s"
-        )
+        recent = ("SELECT unique_id FROM {} WHERE inserted_at >= toDateTime(%(since)s) AND unique_id != '' "
+                  f"{also} ORDER BY commit_lsn DESC, commit_seq DESC LIMIT %(limit)s")
+        self.recent = recent.format(progress)
+        # The same from the events themselves: what a lost row's ledger entry cannot vouch for.
+        self.held = recent.format(names.events)
         # The hours holding each stream's newest row, by position and by insert time: never pruned.
         self.kept_hours = (
             f"SELECT argMax(toUInt32(toStartOfHour(inserted_at)), tuple(commit_lsn, commit_seq)), "
@@ -67,6 +68,49 @@ class StreamQueries:
             f"argMax(committed_at, tuple(commit_lsn, commit_seq)), max(inserted_at), "
             f"countIf(unique_id != '' AND inserted_at >= now() - %(window)s) FROM {progress} GROUP BY {STREAM}"
         )
+
+
+class StreamBinding:
+    """One sink's stream: the SQL it reads its own positions with, and the column its writes carry.
+
+    ``stream`` None reads every stream and writes none (the DBA commands' view of the tables).
+    """
+
+    def __init__(self, names: SchemaNames, stream: int | None, siblings: tuple[int, ...]) -> None:
+        self.names = names
+        self.stream = stream
+        self.siblings = siblings
+        self._queries: StreamQueries | None = None
+
+    def forget(self) -> None:
+        """The tables changed (made, or given the column): read which they are again."""
+        self._queries = None
+
+    def queries(self, tables_have_streams: bool) -> StreamQueries:
+        if self._queries is None:
+            if self.stream and not tables_have_streams:
+                raise self.needs_streams()
+            self._queries = StreamQueries(self.names, self.stream or 0,
+                                          filtered=tables_have_streams and self.stream is not None,
+                                          siblings=self.siblings)
+        return self._queries
+
+    def needs_streams(self) -> SinkConfigError:
+        return SinkConfigError(
+            f"ClickHouse tables of {self.names.plain.database}.{self.names.plain.events} predate sharding "
+            "(no stream column): run `cdc migrate --shards N` or `cdc shards reshard N`, which add it"
+        )
+
+    def add(self, tables_have_streams: bool, columns: list[list[Any]]) -> list[list[Any]]:
+        """``columns`` as written: with the stream's column appended, except for stream 0 (its default)."""
+        stream = self.stream
+        if stream is None:
+            raise SinkConfigError("this view of the sink reads every stream and writes none")
+        if not stream:
+            return columns
+        if not tables_have_streams:
+            raise self.needs_streams()
+        return [*columns, [stream] * len(columns[0])]
 
 
 def upgrade_statements(names: SchemaNames, columns: Mapping[str, Mapping[str, str]], view_sql: str) -> list[str]:
