@@ -25,6 +25,7 @@ def sharded4(pg_dsn: str, clickhouse_url: str) -> Iterator[Target]:
     yield t
 
 
+@pytest.mark.soak  # repeated kills; one kill -9 with the exact set: test_sharded_run.py
 def test_random_kills_of_workers_deliver_exactly_the_committed_set(sharded4: Target) -> None:
     t, rng = sharded4, random.Random("sharded-kills")
     writer = Writer(t, "k", seed="sharded-kills", max_rows=20, rollback_every=6)
@@ -77,6 +78,7 @@ def test_a_terminated_lock_session_hands_its_shards_on_without_loss_or_duplicate
     assert_exactly(t, writer.committed, writer.rolled_back)
 
 
+@pytest.mark.soak  # under load; the handover itself: test_worker_group.py::test_a_worker_joining_gets_its_share_...
 def test_a_worker_joining_mid_stream_takes_shards_over_with_no_gap(sharded4: Target) -> None:
     t = sharded4
     writer = Writer(t, "j", seed="joining", max_rows=20, rollback_every=6)

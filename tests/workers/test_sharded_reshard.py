@@ -7,6 +7,8 @@ committed set in ClickHouse's progress ledger, deduplication off everywhere.
 
 from __future__ import annotations
 
+import pytest
+
 import time
 
 import orjson
@@ -22,6 +24,7 @@ def generations(t: Target) -> list[tuple[int, int, str]]:
     return [(int(g), int(n), str(s)) for g, n, s in rows]
 
 
+@pytest.mark.soak  # a second reshard under load: test_reshard_an_unsharded_outbox_into_four_... is the normal run's
 def test_reshard_four_to_eight_under_load_loses_and_repeats_nothing(pg_dsn: str, clickhouse_url: str) -> None:
     t = Target(pg_dsn, clickhouse_url)
     checked(t.cdc("migrate", "--shards", "4"))
