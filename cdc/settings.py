@@ -54,6 +54,8 @@ class Settings:
     max_payload_bytes: int = option(_MiB, "Larger payloads go to the dead-letter table.", minimum=1)
     streaming: bool = option(False, "Receive large transactions while still in progress (PostgreSQL 14+).",
                              flags=("--streaming/--no-streaming",))
+    binary: str = option("auto", "pgoutput's binary format: on, off, or auto (on where the server, 14+, and the "
+                                 "outbox's column types allow; it costs both sides less CPU).")
     spill_bytes: int = option(64 * _MiB, "Memory for in-progress streamed transactions before they spill to a "
                                          "temporary file.", minimum=0)
     status_interval: float = option(10.0, "Seconds between status updates to the server.", minimum=0.1)
@@ -74,6 +76,11 @@ class Settings:
                                            envvars=("CDC_STANDBY_DSN",), multiple=True)
     # Not an option of its own: --clickhouse-password-file or CDC_CLICKHOUSE_PASSWORD.
     sink_password: str | None = None
+    # Not options: set per shard by a sharded worker (cdc/workers/). The key of this
+    # slot's rows in the sink's progress ledger (0: the one slot of an unsharded
+    # outbox), and the other streams of its generation, whose ids never reach it.
+    stream: int = 0
+    sibling_streams: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         names.slot_name(self.slot)
@@ -86,6 +93,8 @@ class Settings:
         for name, value in (("batch_rows", self.batch_rows), ("batch_bytes", self.batch_bytes)):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.binary not in ("auto", "on", "off"):
+            raise ValueError(f"--binary must be auto, on or off, got {self.binary!r}")
         if self.flush_interval <= 0:
             raise ValueError(f"flush interval must be positive, got {self.flush_interval}")
 

@@ -58,12 +58,13 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import backfill, checkpoint, demo, doctor, migrate, outbox, publication, run, slot, status, top, verify
+    from . import (backfill, checkpoint, demo, doctor, migrate, outbox, publication, run, shards, slot, status, top,
+                   verify)
 
     cli.add_command(run.run)
     cli.add_command(migrate.migrate)
     for command in (slot.slot, publication.publication, status.status, doctor.doctor, outbox.outbox,
-                    checkpoint.checkpoint, backfill.backfill, verify.verify, top.top, demo.demo):
+                    checkpoint.checkpoint, backfill.backfill, shards.shards, verify.verify, top.top, demo.demo):
         cli.add_command(command)
 
 

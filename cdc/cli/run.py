@@ -42,12 +42,18 @@ if TYPE_CHECKING:  # prometheus_client is loaded only when an endpoint is served
 @cdc_option("--retain", metavar="SIZE|TIME",
             help="Replay window: acknowledge this much WAL (512MB) or time (6h) behind what is stored.")
 @settings_options("batch_rows", "batch_bytes", "flush_interval", "dedup_window", "dedup_max_age", "max_payload_bytes",
-                  "streaming", "spill_bytes", "status_interval", "retry_max", "retry_initial", "heartbeat_interval")
+                  "streaming", "binary", "spill_bytes", "status_interval", "retry_max", "retry_initial",
+                  "heartbeat_interval")
 @cdc_option("--metrics-addr", metavar="HOST:PORT",
             help="Serve Prometheus metrics at http://HOST:PORT/metrics (off unless set).")
+@cdc_option("--max-shards", type=click.IntRange(min=0),
+            help="On a sharded outbox: stream at most this many shards in this process (default: its share).")
+@cdc_option("--shard-threads", is_flag=True, hidden=True,
+            help="Stream shards in threads of this process rather than in child processes (for measurements).")
 def run(
     settings: Settings, create_slot: bool, until_lsn: str | None, from_lsn: str | None,
-    from_checkpoint: Path | None, retain: str | None, metrics_addr: str | None,
+    from_checkpoint: Path | None, retain: str | None, metrics_addr: str | None, max_shards: int | None,
+    shard_threads: bool,
 ) -> None:
     """Stream committed outbox rows into ClickHouse until stopped (SIGINT/SIGTERM flush, acknowledge, exit 0)."""
     settings = with_changes(settings, retry_max=max(settings.retry_max, settings.retry_initial))
@@ -70,11 +76,31 @@ def run(
     except ValueError as exc:
         raise click.UsageError(f"CDC_FAILPOINTS: {exc}") from None
     log = get_logger(slot=settings.slot)
+    require_sink(settings)
     stop = threading.Event()
     # Before anything connects: a SIGTERM during start-up must end the run
-    # cleanly (exit 0, nothing acknowledged), not kill it with -15.
+    # cleanly (exit 0, nothing acknowledged), not kill it with -15. A worker
+    # installs its own handlers once it is about to join its group.
     started: list[Pipeline] = []
     _install_signal_handlers(stop, started)
+    from ..workers.worker import is_sharded, run_worker  # only a sharded outbox needs the group's modules
+
+    if is_sharded(settings):
+        if create_slot:
+            raise click.UsageError("--create-slot is not for a sharded outbox: `cdc migrate --shards N` creates the "
+                                   "slots, `cdc backfill` delivers what they miss")
+        if address is not None:
+            # Each shard streams in a child process of its own: one endpoint here would see none of them.
+            raise click.UsageError("--metrics-addr is not served for a sharded outbox yet: run without it "
+                                   "(`cdc status` reports each shard)")
+        replay: int | dict[str, int] | None = replay_from
+        if from_checkpoint is not None:
+            from ..admin import checkpoint
+
+            replay = checkpoint.load_shard_positions(from_checkpoint) or replay_from
+        run_worker(settings, log=log, failpoints=failpoints, retention=retention, until=until_lsn,
+                   max_shards=max_shards, threads=shard_threads, replay=replay)
+        return
     sink = open_sink(require_sink(settings), settings, log=log)
     with ExitStack() as cleanup:
         cleanup.callback(sink.close)

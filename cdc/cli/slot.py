@@ -17,6 +17,7 @@ from ..pg import slots as admin
 from ..pg.connect import connect, server_version
 from ..settings import Settings
 from ..sink import open_sink_admin
+from ..pg.shards import read_sharding
 from ..sink.base import SinkConfigError, SinkError
 from ._output import confirm, emit_json, human_bytes, human_seconds, json_option, slot_arg, table, yes_option
 from .options import lsn_value, require_pg, settings_options, shared_options
@@ -27,13 +28,18 @@ def slot() -> None:
     """Logical replication slots: list all, create, drop or advance one."""
 
 
-def _last_ack(settings: Settings, row: admin.SlotRow) -> dict[str, Any]:
+def _last_ack(settings: Settings, row: admin.SlotRow, stream: int | None) -> dict[str, Any]:
+    """``stream``: the slot's in the sink, when it is a shard's (None: the one slot of an unsharded outbox)."""
     if row.active:
         return {"age_seconds": row.ack_age_seconds, "source": "pg_stat_replication.reply_time"}
     if settings.sink_url:
         try:
             with open_sink_admin(settings.sink_url, settings, timeout=3) as wh:
-                last = wh.last_inserted_at()
+                if stream is None:
+                    last = wh.last_inserted_at()
+                else:
+                    summary = wh.stream_summaries().get(stream)
+                    last = None if summary is None else summary.last_inserted_at
         except (SinkConfigError, SinkError):
             return {"age_seconds": None, "source": "unknown: slot inactive and ClickHouse unreachable"}
         if last is not None:
@@ -45,14 +51,20 @@ def _last_ack(settings: Settings, row: admin.SlotRow) -> dict[str, Any]:
 @shared_options
 @json_option
 def list_(settings: Settings, as_json: bool) -> None:
-    """Every logical slot on the server (all databases), with its lag; `*` marks --slot."""
+    """Every logical slot on the server (all databases), with its lag; `*` marks --slot (or its shards')."""
     with connect(require_pg(settings), application_name="cdc-admin") as conn:
         rows = admin.list_slots(conn)
+        sharding = read_sharding(conn, settings.outbox_schema, settings.slot)
+    shards = {} if sharding is None else {shard.slot: shard for shard in sharding.all_shards()}
     out = []
     for row in rows:
         data = row.as_dict()
-        data["ours"] = row.name == settings.slot
-        data["last_ack"] = _last_ack(settings, row) if data["ours"] else None
+        shard = shards.get(row.name)
+        data["ours"] = row.name == settings.slot if sharding is None else shard is not None
+        data["shard"] = None if shard is None else {"shard": shard.label, "generation": shard.generation,
+                                                    "stream": shard.stream}
+        data["last_ack"] = (_last_ack(settings, row, None if shard is None else shard.stream)
+                            if data["ours"] else None)
         out.append(data)
     if as_json:
         emit_json(out)

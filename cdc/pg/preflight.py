@@ -39,7 +39,7 @@ def check_for_run(
     if info is not None:
         check_slot(conn, info)
         if from_lsn is not None:
-            _check_replayable(info, from_lsn)
+            check_replayable(info, from_lsn)
     elif from_lsn is not None:
         raise PreflightError(f"replication slot {s.slot} does not exist: there is nothing to replay")
     elif not create_slot:
@@ -49,7 +49,7 @@ def check_for_run(
     return info
 
 
-def _check_replayable(info: SlotInfo, from_lsn: int) -> None:
+def check_replayable(info: SlotInfo, from_lsn: int) -> None:
     oldest = info.confirmed_flush_lsn or 0
     if from_lsn < oldest:
         raise PreflightError(

@@ -38,14 +38,21 @@ class Pipeline:
     def __init__(self, parts: Parts) -> None:
         self.parts = parts
 
-    def run(self, *, until: str | None = None, create_slot: bool = False, from_lsn: int | None = None) -> RunSummary:
-        """Stream until stopped (or ``until``); ``from_lsn`` replays what the slot still holds after it."""
+    def run(
+        self, *, until: str | None = None, create_slot: bool = False, from_lsn: int | None = None,
+        floor: tuple[int, int] | None = None, stop_before: int | None = None,
+    ) -> RunSummary:
+        """Stream until stopped (or ``until``); ``from_lsn`` replays what the slot still holds after it.
+
+        A sharded generation's shards skip up to ``floor`` (what the previous generation delivered); the
+        previous generation's drain delivers only what was committed before ``stop_before``, and ends there.
+        """
         p = self.parts
         s = p.settings
         try:
             with connect(s.pg_dsn) as conn:
                 info = preflight.check_for_run(conn, s, create_slot=create_slot, from_lsn=from_lsn)
-                until_lsn = _resolve_until(conn, until)
+                until_lsn = _resolve_until(conn, until) if stop_before is None else stop_before
             hwm = p.sink.high_water_mark()
             if snapshot.interrupted(hwm):
                 snapshot.recover_interrupted(p, create_slot=create_slot)
@@ -61,7 +68,10 @@ class Pipeline:
                 # ReplacingMergeTree keep it from counting twice.
                 hwm = None
                 p.log.info("replaying", from_lsn=format_lsn(from_lsn))
+            if floor is not None and (hwm is None or floor > hwm):
+                hwm = floor
             p.collector.skip_up_to(hwm)
+            p.collector.stop_before = stop_before
             stream = Stream(p, until_lsn=until_lsn, start_lsn="0/0" if from_lsn is None else format_lsn(from_lsn))
             if info is None:
                 snapshot.create_slot_and_copy(p)

@@ -16,7 +16,8 @@ from ..core.events import Batch
 from ..core.reconcile import Bucket, StoredScope
 from ..errors import UserError
 
-__all__ = ["LatestCommit", "LedgerCheck", "Sink", "SinkAdmin", "SinkConfigError", "SinkError", "StoredIds"]
+__all__ = ["LatestCommit", "LedgerCheck", "Sink", "SinkAdmin", "SinkConfigError", "SinkError", "StoredIds",
+           "StreamSummary"]
 
 
 class SinkError(Exception):
@@ -77,6 +78,11 @@ class Sink(Protocol):
 
     def mark_position(self, commit_lsn: int, commit_seq: int) -> None:
         """Make ``high_water_mark()`` at least this position, with no event stored."""
+        ...
+
+    def ensure_streams(self) -> list[str]:
+        """Make the tables keep several slots' positions apart (settings.stream), if made before they could;
+        what was done. Call only while nothing writes to them (``cdc migrate --shards``, a reshard)."""
         ...
 
     def prune_progress(self, keep_seconds: float) -> int:
@@ -141,6 +147,17 @@ class LedgerCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamSummary:
+    """One stream's (one slot's) place in the sink, for ``cdc shards show`` and ``cdc status``."""
+
+    stream: int
+    high_water_mark: tuple[int, int]
+    committed_at: datetime
+    last_inserted_at: datetime
+    recent_events: int  # events stored in the last window
+
+
+@dataclass(frozen=True, slots=True)
 class LatestCommit:
     """The newest stored event's transaction, for ``cdc status``."""
 
@@ -180,6 +197,11 @@ class SinkAdmin(Protocol):
 
     def counts(self) -> tuple[int, int]:
         """(events, dead letters) as stored: a row delivered twice may count twice."""
+        ...
+
+    def stream_summaries(self, window_seconds: int = 60) -> dict[int, StreamSummary]:
+        """Per stream: its high-water mark, newest commit and insert times, events stored in the window;
+        empty when the sink keeps no streams apart (every row is stream 0's)."""
         ...
 
     def last_inserted_at(self) -> datetime | None:

@@ -7,7 +7,8 @@ CREATE TABLE IF NOT EXISTS ${dead_letter} ON CLUSTER ${cluster}
     relation     String,
     reason       String,
     row_json     String,
-    inserted_at  DateTime('UTC')
+    inserted_at  DateTime('UTC'),
+    stream       UInt32
 )
 ENGINE = ReplicatedReplacingMergeTree('${zk_dead_letter}', '{replica}')
-ORDER BY (commit_lsn, commit_seq)
+ORDER BY (commit_lsn, commit_seq, stream)

@@ -15,7 +15,8 @@ CREATE TABLE IF NOT EXISTS ${events} ON CLUSTER ${cluster}
     commit_lsn       UInt64,
     commit_seq       UInt32,
     committed_at     ${timestamp},
-    inserted_at      DateTime('UTC')
+    inserted_at      DateTime('UTC'),
+    stream           UInt32 DEFAULT 0
 )
 ENGINE = ReplicatedReplacingMergeTree('${zk_events}', '{replica}')
 PARTITION BY toYYYYMM(occurred_at)

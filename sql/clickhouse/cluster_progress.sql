@@ -9,8 +9,9 @@ CREATE TABLE IF NOT EXISTS ${progress} ON CLUSTER ${cluster}
     commit_lsn   UInt64,
     commit_seq   UInt32,
     committed_at ${timestamp},
-    inserted_at  DateTime('UTC')
+    inserted_at  DateTime('UTC'),
+    stream       UInt32 DEFAULT 0
 )
 ENGINE = ReplicatedMergeTree('${zk_progress}', '{replica}')
 PARTITION BY toStartOfHour(inserted_at)
-ORDER BY (commit_lsn, commit_seq)
+ORDER BY (stream, commit_lsn, commit_seq)

@@ -138,7 +138,10 @@ def test_redelivered_event_collapses_under_final_on_a_modern_server(chdb: ChSess
         "fromUnixTimestamp64Micro(toInt64(1), 'UTC'), toDateTime(1700000000))"
     )
     for _ in range(2):
-        chdb.run(f"INSERT INTO {DATABASE}.events VALUES {row}")
+        chdb.run(
+            f"INSERT INTO {DATABASE}.events (unique_id, event_type, occurred_at, environment, payload, "
+            f"metadata_version, outbox_id, commit_lsn, commit_seq, committed_at, inserted_at) VALUES {row}"
+        )
     counts = chdb.rows(
         f"SELECT count() FROM {DATABASE}.events FINAL WHERE unique_id = 'dup' "
         f"UNION ALL SELECT count() FROM {DATABASE}.events WHERE unique_id = 'dup'"

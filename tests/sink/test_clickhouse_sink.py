@@ -170,7 +170,7 @@ def test_ensure_schema_creates_tables_and_view_and_is_idempotent(clickhouse_url:
         "orders_cdc_progress_mv": "MaterializedView",
     }
     columns = select(clickhouse_url, f"SELECT name FROM system.columns WHERE database = '{database}' AND table = 'orders'")
-    assert [name for (name,) in columns] == [*EVENT_COLUMNS, "inserted_at"]
+    assert [name for (name,) in columns] == [*EVENT_COLUMNS, "inserted_at", "stream"]
 
 
 def test_old_server_gets_second_precision_types_and_says_so(sink: ClickHouseSink, clickhouse_url: str) -> None:

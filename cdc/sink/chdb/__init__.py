@@ -15,7 +15,7 @@ __all__ = ["ChdbAdmin", "ChdbSink", "open_admin", "open_sink"]
 
 
 def open_sink(url: str, settings: Settings, *, log: Any = None) -> ChdbSink:
-    return ChdbSink(url, settings.sink_table, log=log)
+    return ChdbSink(url, settings.sink_table, log=log, stream=settings.stream, siblings=settings.sibling_streams)
 
 
 def open_admin(url: str, settings: Settings, *, timeout: float | None = None, log: Any = None) -> ChdbAdmin:

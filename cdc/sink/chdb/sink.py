@@ -29,7 +29,10 @@ from .url import parse_chdb_url
 class ChdbSink(ClickHouseSink):
     """Opens (and creates) the directory; raises SinkConfigError, saying what to do, when it cannot."""
 
-    def __init__(self, url: str, table: str = "events", *, log: Any = None) -> None:
+    def __init__(
+        self, url: str, table: str = "events", *, log: Any = None, stream: int | None = 0,
+        siblings: tuple[int, ...] = (),
+    ) -> None:
         target = parse_chdb_url(url)
         names = SchemaNames(target.database, table)
         base_log = log if log is not None else structlog.get_logger("cdc.sink.chdb")
@@ -38,7 +41,7 @@ class ChdbSink(ClickHouseSink):
         self.cluster = None  # one process, one copy: nothing to replicate
         try:
             version_text = str(conn.setup_query("SELECT version()")[0][0])
-            self._bind(conn, target.url, names, version_text, bound_log)
+            self._bind(conn, target.url, names, version_text, bound_log, stream=stream, siblings=siblings)
         except BaseException:
             conn.close()
             raise
@@ -56,7 +59,7 @@ class ChdbAdmin(ClickHouseAdmin):
 
     def __init__(self, url: str, table: str = "events", *, log: Any = None) -> None:
         self.log = log if log is not None else quiet_logger()
-        sink = ChdbSink(url, table, log=self.log)
+        sink = ChdbSink(url, table, log=self.log, stream=None)  # every stream, as ClickHouseAdmin
         self._bind(sink, sink.connection, sink.names.plain.database)
 
 

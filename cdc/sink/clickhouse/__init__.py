@@ -17,6 +17,7 @@ __all__ = ["ClickHouseAdmin", "ClickHouseSink", "LatestCommit", "open_admin", "o
 
 def open_sink(url: str, settings: Settings, *, log: Any = None) -> ClickHouseSink:
     return ClickHouseSink(url, settings.sink_table, password=settings.sink_password, log=log,
+                          stream=settings.stream, siblings=settings.sibling_streams,
                           cluster=settings.sink_cluster or None)
 
 

@@ -17,6 +17,7 @@ from .ddl import DEAD_LETTER_COLUMNS, EVENTS_COLUMNS, PROGRESS_COLUMNS
 from .ledger import check_ledger
 from .connection import Connection
 from .sink import ClickHouseSink
+from .streams import STREAM, StreamQueries, StreamSummary
 from .url import parse_clickhouse_url
 from .replicas import ReplicaHealth, replica_health
 
@@ -31,6 +32,7 @@ class ClickHouseAdmin:
         self.log = log if log is not None else quiet_logger()
         sink = ClickHouseSink(
             url, table, password=password, log=self.log, connect_timeout=timeout, send_receive_timeout=timeout,
+            stream=None,  # every stream: the DBA commands look at the whole table
         )
         target = parse_clickhouse_url(url, password=password)
         conn = ClickHouseConnection(target, log=self.log, connect_timeout=timeout, send_receive_timeout=timeout)
@@ -64,6 +66,24 @@ class ClickHouseAdmin:
         return self.sink.count_events(), self.sink.count_dead_letters()
 
     # -- lookups ---------------------------------------------------------------------------
+
+    def stream_summaries(self, window_seconds: int = 60) -> dict[int, StreamSummary]:
+        """Per stream (slot): its high-water mark, newest commit and insert times, events in the last window.
+
+        Empty for tables made before sharding (every row there is stream 0's: see high_water_mark()).
+        """
+        columns = self._conn.query(
+            "SELECT count() FROM system.columns WHERE database = %(db)s AND table = %(table)s AND name = %(name)s",
+            {"db": self.database, "table": self.names.plain.progress, "name": STREAM},
+        )
+        if not columns or not columns[0][0]:
+            return {}
+        query = StreamQueries(self.names, 0, filtered=True).summary
+        rows = self._conn.query(query, {"window": int(window_seconds)})
+        return {
+            int(stream): StreamSummary(int(stream), (int(hwm[0]), int(hwm[1])), committed, inserted, int(recent))
+            for stream, hwm, committed, inserted, recent in rows
+        }
 
     def last_inserted_at(self) -> datetime | None:
         """When the sink last stored an event (the progress table's newest inserted_at), by its clock."""

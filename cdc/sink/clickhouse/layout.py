@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from ..base import SinkConfigError
 from .ddl import DEAD_LETTER_COLUMNS, EVENTS_COLUMNS, PROGRESS_COLUMNS, Capabilities, SchemaNames
+from .streams import has_streams
 from .timestamps import TimestampType
 
 Query = Callable[[str, dict[str, Any]], list[tuple[Any, ...]]]
@@ -31,6 +32,7 @@ class Layout:
     occurred_at: TimestampType
     committed_at: TimestampType
     dead_letter_committed_at: TimestampType
+    streams: bool = True  # every table carries the slot's stream (see cdc/sink/streams.py)
 
     @property
     def bounds(self) -> tuple[datetime, datetime]:
@@ -109,6 +111,7 @@ class SchemaInspector:
             occurred_at=self._timestamp(columns, plain.events, "occurred_at"),
             committed_at=self._timestamp(columns, plain.events, "committed_at"),
             dead_letter_committed_at=self._timestamp(columns, plain.dead_letter, "committed_at"),
+            streams=has_streams(self.names, columns),
         )
 
     def default_layout(self) -> Layout:

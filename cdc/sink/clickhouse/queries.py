@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .ddl import DEAD_LETTER_COLUMNS, EVENTS_COLUMNS, PROGRESS_COLUMNS, SchemaNames
+from .streams import STREAM
 
 _NEWEST = "ORDER BY commit_lsn DESC, commit_seq DESC LIMIT 1"
 _RECENT = ("SELECT unique_id FROM {} WHERE inserted_at >= toDateTime(%(since)s) AND unique_id != '' "
@@ -25,11 +26,14 @@ class SinkQueries:
     partitions: str
 
     @classmethod
-    def for_names(cls, names: SchemaNames) -> SinkQueries:
+    def for_names(cls, names: SchemaNames, *, stream_column: bool = False) -> SinkQueries:
+        """``stream_column``: the INSERTs name the stream column (cdc/sink/clickhouse/streams.py); stream 0
+        leaves it to its default, so its INSERTs are the same as on tables made before it existed."""
+        extra = (STREAM,) if stream_column else ()
         return cls(
-            insert_events=f"INSERT INTO {names.events} ({', '.join(EVENTS_COLUMNS)}) VALUES",
-            insert_progress=f"INSERT INTO {names.progress} ({', '.join(PROGRESS_COLUMNS)}) VALUES",
-            insert_dead_letters=f"INSERT INTO {names.dead_letter} ({', '.join(DEAD_LETTER_COLUMNS)}) VALUES",
+            insert_events=f"INSERT INTO {names.events} ({', '.join((*EVENTS_COLUMNS, *extra))}) VALUES",
+            insert_progress=f"INSERT INTO {names.progress} ({', '.join((*PROGRESS_COLUMNS, *extra))}) VALUES",
+            insert_dead_letters=f"INSERT INTO {names.dead_letter} ({', '.join((*DEAD_LETTER_COLUMNS, *extra))}) VALUES",
             high_water=f"SELECT commit_lsn, commit_seq FROM {names.progress} {_NEWEST}",
             latest=f"SELECT commit_lsn, committed_at FROM {names.progress} {_NEWEST}",
             newest_hour=f"SELECT toUInt32(toStartOfHour(inserted_at)) FROM {names.progress} {_NEWEST}",

@@ -24,25 +24,25 @@ import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import Any, Final
+from typing import Final
 
 import structlog
 from structlog.typing import FilteringBoundLogger
 
 from ...core.events import EVENT_COLUMNS, Batch
 from ..base import LatestCommit, SinkConfigError, SinkError
+from .columns import dead_letter_columns, event_columns
 from .connection import ClickHouseConnection, Connection, DatabaseMissing
 from .ddl import PROGRESS_COLUMNS, Capabilities, SchemaNames, parse_version, render_schema
 from .layout import Layout, SchemaInspector
 from .queries import SinkQueries
 from .ledger import check_ledger
 from .stored import ClickHouseStoredIds
+from .streams import StreamBinding, StreamQueries, upgrade_statements
 from .url import parse_clickhouse_url, redact_url
 
 __all__ = ["ClickHouseSink", "LatestCommit", "redact_url"]
 
-_OCCURRED_AT: Final = EVENT_COLUMNS.index("occurred_at")
-_COMMITTED_AT: Final = EVENT_COLUMNS.index("committed_at")
 # The progress table's columns, as the materialized view selects them from the events.
 _PROGRESS_FROM_EVENTS: Final = (*(EVENT_COLUMNS.index(name) for name in PROGRESS_COLUMNS[:-1]), len(EVENT_COLUMNS))
 _HOUR: Final = 3600
@@ -66,6 +66,8 @@ class ClickHouseSink:
         connect_timeout: float | None = None,
         send_receive_timeout: float | None = None,
         environ: Mapping[str, str] | None = None,
+        stream: int | None = 0,
+        siblings: tuple[int, ...] = (),
         cluster: str | None = None,
     ) -> None:
         target = parse_clickhouse_url(url, password=password, environ=environ)
@@ -92,13 +94,17 @@ class ClickHouseSink:
                 send_receive_timeout=send_receive_timeout,
             )
             version_text = str(bootstrap.setup_query("SELECT version()")[0][0])
-        self._bind(conn, target.redacted_url, names, version_text, bound_log, bootstrap=bootstrap)
+        self._bind(conn, target.redacted_url, names, version_text, bound_log, bootstrap=bootstrap,
+                   stream=stream, siblings=siblings)
 
     def _bind(
         self, conn: Connection, url: str, names: SchemaNames, version_text: str, log: FilteringBoundLogger,
-        *, bootstrap: Connection | None = None,
+        *, bootstrap: Connection | None = None, stream: int | None = 0, siblings: tuple[int, ...] = (),
     ) -> None:
-        """Everything after connecting, shared with sinks that reach ClickHouse another way (cdc/sink/chdb)."""
+        """Everything after connecting, shared with sinks that reach ClickHouse another way (cdc/sink/chdb).
+
+        ``stream``: the slot's (cdc/sink/clickhouse/streams.py); None reads every stream and writes none.
+        """
         self.url = url
         self.names = names
         self.log = log
@@ -111,7 +117,9 @@ class ClickHouseSink:
         # The batch being retried and the inserted_at it was first sent with.
         self._retrying: tuple[Batch, int] | None = None
 
-        self._sql = SinkQueries.for_names(self.names)
+        self.stream = stream
+        self._streams = StreamBinding(self.names, stream, siblings)
+        self._sql = SinkQueries.for_names(self.names, stream_column=bool(stream))
         self.log.info(
             "clickhouse.connected",
             server_version=version_text,
@@ -152,12 +160,16 @@ class ClickHouseSink:
         # Checked before the view is made over them, for a clearer message than the view's.
         self._inspector.verify(query, (plain.events, plain.dead_letter))
         for name in ("progress", "progress_mv", "events_all"):
-            if name in statements:
+            # ClickHouse checks a view's query even when IF NOT EXISTS will skip it,
+            # and a view made before streams cannot select a column its table lacks.
+            if name in statements and not (
+                    name == "progress_mv" and self._inspector.engines(query, (plain.progress_mv,))):
                 query(statements[name])
         columns = self._inspector.verify(
             query, (plain.events, plain.dead_letter, plain.progress, plain.progress_mv)
         )
         self._layout = self._inspector.layout(columns)
+        self._streams.forget()
         self.log.info(
             "clickhouse.schema_ready",
             occurred_at=self._layout.occurred_at.sql,
@@ -176,7 +188,7 @@ class ClickHouseSink:
             return self._inspector.default_layout()
         plain = self.names.plain
         tables = (plain.events, plain.dead_letter)
-        columns = self._inspector.columns(self._conn.query, tables)
+        columns = self._inspector.columns(self._conn.query, (*tables, plain.progress, plain.progress_mv))
         if all(columns[table] for table in tables):
             self._layout = self._inspector.layout(columns)
             return self._layout
@@ -199,8 +211,9 @@ class ClickHouseSink:
         layout = self._current_layout()
         retry = self._retrying is not None and self._retrying[0] is batch
         inserted_at = self._stamp(batch)
-        dead_letters = self._dead_letter_columns(batch, layout, inserted_at)
-        events = self._event_columns(batch, layout, inserted_at)
+        letters, rows = dead_letter_columns(batch, layout, inserted_at), event_columns(batch, layout, inserted_at)
+        dead_letters = None if letters is None else self._streams.add(layout.streams, letters)
+        events = None if rows is None else self._streams.add(layout.streams, rows)
         started = time.monotonic()
         if dead_letters is not None:
             self._conn.insert(self._sql.insert_dead_letters, dead_letters)
@@ -211,7 +224,8 @@ class ClickHouseSink:
                 # replica that died after storing the events, before their progress rows, leaves those
                 # missing. The block the view would have made, sent here, is stored if missing and
                 # dropped as a repeat if not (same rows, same block).
-                self._conn.insert(self._sql.insert_progress, [events[i] for i in _PROGRESS_FROM_EVENTS])
+                self._conn.insert(self._sql.insert_progress,
+                                  [events[i] for i in _PROGRESS_FROM_EVENTS] + events[len(EVENT_COLUMNS) + 1:])
         self._retrying = None
         self.log.debug(
             "clickhouse.wrote",
@@ -231,37 +245,31 @@ class ClickHouseSink:
         self._retrying = (batch, stamp)
         return stamp
 
-    def _event_columns(self, batch: Batch, layout: Layout, inserted_at: int) -> list[list[Any]] | None:
-        if len(batch.columns) != len(EVENT_COLUMNS):
-            raise ValueError(f"batch {batch.seq} has {len(batch.columns)} columns, not {len(EVENT_COLUMNS)}")
-        rows = batch.rows
-        if rows == 0:
-            return None
-        if any(len(column) != rows for column in batch.columns):
-            raise ValueError(f"batch {batch.seq} has columns of different lengths")
-        # A new outer list; the batch's own column lists go to the driver as they
-        # are (it sends slices of them), and from_micros never changes them, so a
-        # retried batch sends the same values.
-        columns = list(batch.columns)
-        columns[_OCCURRED_AT] = layout.occurred_at.from_micros(columns[_OCCURRED_AT], "occurred_at")
-        columns[_COMMITTED_AT] = layout.committed_at.from_micros(columns[_COMMITTED_AT], "committed_at")
-        columns.append([inserted_at] * rows)
-        return columns
+    # -- streams ------------------------------------------------------------
 
-    def _dead_letter_columns(self, batch: Batch, layout: Layout, inserted_at: int) -> list[list[Any]] | None:
-        letters = batch.dead_letters
-        if not letters:
-            return None
-        committed_at = [letter.committed_at for letter in letters]
-        return [
-            [letter.commit_lsn for letter in letters],
-            [letter.commit_seq for letter in letters],
-            layout.dead_letter_committed_at.to_ticks(committed_at, "dead letter committed_at"),
-            [letter.relation for letter in letters],
-            [letter.reason for letter in letters],
-            [letter.row_json for letter in letters],
-            [inserted_at] * len(letters),
-        ]
+    def _stream_queries(self) -> StreamQueries:
+        return self._streams.queries(self._current_layout(required=False).streams)
+
+    def ensure_streams(self) -> list[str]:
+        """Give tables made before sharding the stream column (see streams.py); the statements run.
+
+        Call only while nothing writes to the tables: the view is recreated.
+        """
+        if self.cluster is not None:
+            raise SinkConfigError("the tables of a ClickHouse cluster are made with the stream column; these "
+                                  "predate it: recreate them (docs/ha.md) before sharding")
+        plain = self.names.plain
+        tables = (plain.events, plain.dead_letter, plain.progress, plain.progress_mv)
+        columns = self._inspector.columns(self._conn.query, tables)
+        view = dict(render_schema(self.names, self.capabilities))["progress_mv"]
+        statements = upgrade_statements(self.names, columns, view)
+        for statement in statements:
+            self._conn.setup_query(statement)
+        if statements:
+            self._layout = None
+            self._streams.forget()
+            self.log.info("clickhouse.streams_added", statements=len(statements))
+        return statements
 
     def mark_position(self, commit_lsn: int, commit_seq: int) -> None:
         """Record a position with no event behind it (unique_id ''), so high_water_mark() moves past it.
@@ -271,10 +279,9 @@ class ClickHouseSink:
         """
         now = datetime.now(timezone.utc)
         layout = self._current_layout()
-        self._conn.insert(
-            f"INSERT INTO {self.names.progress} (unique_id, commit_lsn, commit_seq, committed_at, inserted_at) VALUES",
-            [[""], [commit_lsn], [commit_seq], layout.committed_at.to_ticks([now], "committed_at"), [int(now.timestamp())]],
-        )
+        self._conn.insert(self._sql.insert_progress, self._streams.add(layout.streams, [
+            [""], [commit_lsn], [commit_seq], layout.committed_at.to_ticks([now], "committed_at"),
+            [int(now.timestamp())]]))
 
     # -- reading ------------------------------------------------------------
 
@@ -294,7 +301,7 @@ class ClickHouseSink:
     def high_water_mark(self) -> tuple[int, int] | None:
         """(commit_lsn, commit_seq) of the newest stored event, or None when there is none."""
         self.sync_progress()
-        rows = self._conn.query(self._sql.high_water)
+        rows = self._conn.query(self._stream_queries().high_water)
         return (int(rows[0][0]), int(rows[0][1])) if rows else None
 
     def recent_unique_ids(self, max_count: int, max_age_seconds: float, *, held: bool = False) -> list[str]:
@@ -309,7 +316,8 @@ class ClickHouseSink:
             return []
         since = int(time.time() - max_age_seconds)
         self.sync_progress()
-        query = self._sql.held if held else self._sql.recent
+        queries = self._stream_queries()
+        query = queries.held if held else queries.recent
         rows = self._conn.query(query, {"since": max(since, 0), "limit": int(max_count)})
         return list(dict.fromkeys(str(row[0]) for row in reversed(rows)))
 
@@ -321,7 +329,7 @@ class ClickHouseSink:
 
     def latest(self) -> LatestCommit | None:
         """The newest stored event's commit LSN and commit time, or None when there is none."""
-        rows = self._conn.query(self._sql.latest)
+        rows = self._conn.query(self._stream_queries().latest)
         return LatestCommit(int(rows[0][0]), rows[0][1]) if rows else None
 
     def count_events(self, *, final: bool = False) -> int:
@@ -355,9 +363,8 @@ class ClickHouseSink:
         if len(hours) <= 1:
             return 0
         keep = {hours[-1]}
-        newest = self._conn.query(self._sql.newest_hour)
-        if newest:
-            keep.add(int(newest[0][0]))
+        for by_position, by_time in self._conn.query(self._stream_queries().kept_hours):
+            keep.update((int(by_position), int(by_time)))
         doomed = [hour for hour in hours if hour + _HOUR <= cutoff and hour not in keep]
         for hour in doomed:
             # The id is our own int, formatted back: no foreign text reaches the SQL.
