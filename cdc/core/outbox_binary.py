@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
 from .outbox import (
-    REQUIRED_COLUMNS, EventRow, OutboxSchemaError, Rejected, RowRejected, dead_letter, to_micros,
+    REQUIRED_COLUMNS, EventRow, OutboxSchemaError, Rejected, RowRejected, SharedText, dead_letter, to_micros,
 )
 from ..pgoutput.messages import Relation, TupleData
 from .events import DeadLetter
@@ -109,7 +109,7 @@ class BinaryRowConverter:
         self._bounds_text: Final = (bounds[0].isoformat(), bounds[1].isoformat())
         self._max_payload: Final = max_payload_bytes
         self._width: Final = len(names)
-        self._strings: dict[bytes, str] = {}
+        self._shared: Final = SharedText().text
         # The usual outbox (migrations/0001_outbox.sql) in one go; other types the careful way.
         self._fast: Final = (
             types["occurred_at"] == TIMESTAMPTZ and types["payload"] == JSONB and types["unique_id"] != UUID
@@ -150,14 +150,6 @@ class BinaryRowConverter:
                     continue
             rows.append(row)
         return rows, rejected
-
-    def _shared(self, value: bytes) -> str:
-        text = self._strings.get(value)
-        if text is None:
-            if len(self._strings) >= 4096:
-                self._strings.clear()
-            text = self._strings[value] = value.decode()
-        return text
 
     def _checked_convert(self, values: TupleData, seq: int) -> EventRow:
         if len(values) != self._width:
