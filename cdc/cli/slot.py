@@ -110,6 +110,10 @@ def create(settings: Settings, name: str | None, temporary: bool, yes: bool, as_
         confirm(f"Create {'temporary ' if temporary else ''}logical replication slot {name} in database "
                 f"{conn.info.dbname}? It keeps WAL on the server until a client consumes it.",
                 yes=yes, refusal=f"creating replication slot {name}")
+        # Installed before the slot exists (and after the prompt, which Ctrl-C must still abort): the slot is
+        # visible the moment it is made, so a signal from then on ends the hold cleanly instead of killing
+        # the process between the creation and the hold.
+        stop = _stop_on_signal() if temporary else None
         created = admin.create_slot(conn, name, temporary=temporary, failover=failover)
         has_rows = (not temporary and name == settings.slot
                     and admin.outbox_has_rows(conn, settings.outbox_schema, settings.outbox_table))
@@ -123,11 +127,11 @@ def create(settings: Settings, name: str | None, temporary: bool, yes: bool, as_
                        f"{' (temporary)' if temporary else ''}{' (failover)' if failover else ''}")
             if note:
                 click.echo(f"note: {note}")
-        if temporary:
-            _hold(conn, created.name, as_json)
+        if stop is not None:
+            _hold(conn, created.name, as_json, stop)
 
 
-def _hold(conn: Any, name: str, as_json: bool) -> None:
+def _stop_on_signal() -> threading.Event:
     stop = threading.Event()
 
     def handle(_signum: int, _frame: FrameType | None) -> None:
@@ -135,6 +139,10 @@ def _hold(conn: Any, name: str, as_json: bool) -> None:
 
     signal.signal(signal.SIGINT, handle)
     signal.signal(signal.SIGTERM, handle)
+    return stop
+
+
+def _hold(conn: Any, name: str, as_json: bool, stop: threading.Event) -> None:
     if not as_json:
         click.echo(f"holding temporary slot {name}; it is dropped when this command stops (Ctrl-C)")
     while not stop.wait(1.0):
