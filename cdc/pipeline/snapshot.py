@@ -25,7 +25,7 @@ from ..pg import snapshot
 from ..pg.connect import Conn, connect
 from ..pg.reconcile import OutboxSnapshot
 from ..pg.replication import ReplicationConnection
-from ..pg.slots import drop_inactive_slot
+from ..pg.slots import drop_inactive_slot, want_failover
 from ..pgoutput.messages import pg_now_micros
 from ..sink.base import StoredIds
 from .gap import Gap, describe
@@ -57,8 +57,11 @@ def create_slot_and_copy(p: Parts) -> None:
     s = p.settings
     repl = ReplicationConnection.connect(s.pg_dsn, application_name="cdc-create-slot")
     try:
-        new = snapshot.create_slot(repl, s.slot, export_snapshot=True)
-        p.log.info("slot created", slot=s.slot, consistent_point=format_lsn(new.consistent_point))
+        # The same default as `cdc migrate`: a slot made here (first run, or after a promotion on 16 and
+        # older) must survive the next promotion where the server can make it so.
+        failover = want_failover(repl.server_version, s.failover)
+        new = snapshot.create_slot(repl, s.slot, export_snapshot=True, failover=failover)
+        p.log.info("slot created", slot=s.slot, consistent_point=format_lsn(new.consistent_point), failover=failover)
         p.tracker.advance_idle(new.consistent_point)
         copied = 0
         if new.snapshot_name is not None:

@@ -6,6 +6,7 @@ import json
 import signal
 import threading
 
+from servers import PgServer
 from support import Target, checked, insert_events, stop, wait_until
 
 
@@ -90,3 +91,35 @@ def test_a_new_slot_after_a_lost_one_copies_only_what_clickhouse_lacks(pg_dsn: s
     assert len(delivered) == len(kept) + 302  # the ledger: every insert, the first run's and the copy's
     assert set(delivered) == kept | gap
     assert ch.execute("SELECT count(), uniqExact(unique_id) FROM events") == [(3_300, 3_300)]
+
+
+def _slot_failover(t: Target) -> object:
+    with t.pg() as conn:
+        row = conn.execute("SELECT failover FROM pg_replication_slots WHERE slot_name = 'cdc_outbox'").fetchone()
+    assert row is not None, "no slot"
+    return row[0]
+
+
+def test_the_slot_run_creates_is_a_failover_slot_like_migrates(
+    pg_dsn: str, clickhouse_url: str, pg_server: PgServer
+) -> None:
+    """`cdc run --create-slot` is the runbook's step after a promotion on 16 and older, and the first run
+    where migrate left the slot to it: the slot it makes must follow migrate's default."""
+    t = Target(pg_dsn, clickhouse_url)
+    checked(t.cdc("migrate"))
+    _drop_slot_and_fill(t, 10)
+    if pg_server.major < 17:
+        refused = t.cdc("run", "--create-slot", "--failover", "--until-lsn", "current")
+        assert refused.returncode == 1
+        assert refused.stderr.strip().splitlines()[-1].startswith("cdc: error: failover slots need PostgreSQL 17")
+        assert t.confirmed_lsn() is None
+        checked(t.cdc("run", "--create-slot", "--until-lsn", "current"))
+        assert t.delivered_ids().count("old-3") == 1
+        return
+    checked(t.cdc("run", "--create-slot", "--until-lsn", "current"))
+    assert _slot_failover(t) is True
+    with t.pg() as conn:
+        conn.execute("SELECT pg_drop_replication_slot('cdc_outbox')")
+    checked(t.cdc("run", "--create-slot", "--no-failover", "--until-lsn", "current"))
+    assert _slot_failover(t) is False
+    assert t.delivered_ids().count("old-3") == 1  # the second copy found every row already stored
