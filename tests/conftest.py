@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -56,6 +57,14 @@ def _strict() -> bool:
 
 
 STRICT = _strict()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Started in the background of a script (`cmd &`, as a CI runner may), this process inherits SIGINT
+    ignored, and so does every cdc it starts: a test that presses Ctrl-C on `cdc top` or `cdc demo` would
+    press nothing. The tests play a user at a terminal, where Ctrl-C reaches the foreground command."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 pytest_plugins = ("servers.fixtures",)
 
