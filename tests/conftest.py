@@ -190,14 +190,18 @@ def pg_dsn(pg_server: PgServer) -> Iterator[str]:
 SINK_KINDS = ("clickhouse", "chdb")
 
 
-# Tests whose subject no PostgreSQL version changes (what the application inserts, the demo, what
-# ClickHouse holds, the exporter): they run on the newest kind only, which keeps CI well under its
-# time budget. Everything that reads the catalogs, decodes the stream or injects faults (pipeline/,
-# faults/, replication/, pgoutput/, the slot and doctor commands, heartbeats) runs on every kind.
+# Tests whose subject no PostgreSQL version changes run on the newest kind only, which keeps CI well
+# under its time budget: what the application inserts, the demo, what ClickHouse holds (verify, replay,
+# the cluster sink), the exporter, and the crash, kill and acknowledgement tests, whose subject is the
+# order of cdc's own steps (the stream they read is the one test_streaming, the catalog readers and the
+# PostgreSQL faults check on every kind). Everything that reads the catalogs, decodes the stream or
+# faults PostgreSQL itself runs on every kind. CDC_TEST_ALL_KINDS=1 runs these on every kind too.
 ONE_KIND = (
     "tests/app/", "tests/demo/", "tests/admin/test_verify.py", "tests/admin/test_verify_accidents.py",
     "tests/admin/test_secrets_and_names.py", "tests/admin/test_backfill.py", "tests/metrics/test_metrics_live.py",
     "tests/metrics/test_metrics_docs.py", "tests/metrics/test_metrics_exporter.py", "tests/metrics/test_metrics_top.py",
+    "tests/pipeline/test_crash.py", "tests/pipeline/test_replay.py", "tests/pipeline/test_acknowledgement.py",
+    "tests/faults/test_fault_kill_loop.py", "tests/sink/test_clickhouse_cluster_sink.py",
 )
 
 
