@@ -189,6 +189,7 @@ ONE_KIND = (
     "tests/app/", "tests/demo/", "tests/admin/test_verify.py", "tests/admin/test_verify_accidents.py",
     "tests/admin/test_secrets_and_names.py", "tests/admin/test_backfill.py", "tests/metrics/test_metrics_live.py",
     "tests/metrics/test_metrics_docs.py", "tests/metrics/test_metrics_exporter.py", "tests/metrics/test_metrics_top.py",
+    "tests/metrics/test_metrics_sharded.py",
 )
 
 
