@@ -28,7 +28,6 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from structlog.typing import FilteringBoundLogger
@@ -83,9 +82,9 @@ class ForkRunner:
         sys.stdout.flush()
         sys.stderr.flush()
         parent = os.getpid()
-        # A stop may come at once: until the child has its own handlers, it would
-        # run the worker's (on the child's copy of the worker), and never stop.
-        # Held back across the fork, the signal reaches the child's handler.
+        # A stop may come at once: unblocked, it would run the worker's handler (on
+        # the child's copy of the worker), and never stop. Held back across the
+        # fork, and in the child for good, it waits for the child's relay thread.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
         report = None if self._metrics is None else self._metrics.open(shard.slot)
         try:
@@ -106,14 +105,12 @@ class ForkRunner:
             if os.getppid() != parent:
                 os._exit(1)  # the worker died between fork and prctl
             stop, abort = threading.Event(), threading.Event()
-
-            def handle(_signum: int, _frame: FrameType | None) -> None:
-                (abort if stop.is_set() else stop).set()
-
-            signal.signal(signal.SIGTERM, handle)
             # Ctrl-C reaches the whole process group: the worker decides what its shards do.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
+            # SIGTERM stays blocked in every thread (they inherit the mask) and one thread of its own
+            # takes it with sigwait. A handler would set the event in whatever the main thread was
+            # doing: inside that event's own wait, holding its lock, it deadlocks (seen: a stop lost).
+            threading.Thread(target=_relay_stops, args=(stop, abort), name="cdc-stop-relay", daemon=True).start()
             hub = None if self._metrics is None or report is None else self._metrics.in_child(report)
             code = self._target(shard, stop, abort, hub)
         except BaseException as exc:  # noqa: BLE001 - a child must end here, whatever happened
@@ -151,6 +148,13 @@ class ForkRunner:
 
     def running(self) -> list[Shard]:
         return [c.shard for c in self._children.values()]
+
+
+def _relay_stops(stop: threading.Event, abort: threading.Event) -> None:  # pragma: no cover - child side
+    """A shard child's SIGTERMs: the first sets ``stop``, the next ``abort``."""
+    while True:
+        signal.sigwait({signal.SIGTERM})
+        (abort if stop.is_set() else stop).set()
 
 
 def _signal(pid: int, sig: int) -> None:
