@@ -21,6 +21,8 @@ Environment:
   CDC_TEST_PG_KINDS=pg18,pg15               restrict the local PostgreSQL kinds
   CDC_TEST_DOCKER=1                         prefer Docker over local binaries
   CDC_TEST_ALL_KINDS=1                      also run ONE_KIND's tests on every PostgreSQL kind
+  CDC_TEST_SHARDS=4                         every `cdc migrate` of the tests splits the outbox into 4
+                                            shards (tests/support.py): the suite run sharded, where it applies
   CI=true, or CDC_REQUIRE_SERVERS=1         strict: every local server kind (PostgreSQL 18 and 15,
                                             ClickHouse) must be found, and any skipped test fails;
                                             CDC_REQUIRE_SERVERS=0 turns it off under CI
@@ -202,6 +204,7 @@ ONE_KIND = (
     "tests/metrics/test_metrics_docs.py", "tests/metrics/test_metrics_exporter.py", "tests/metrics/test_metrics_top.py",
     "tests/pipeline/test_crash.py", "tests/pipeline/test_replay.py", "tests/pipeline/test_acknowledgement.py",
     "tests/faults/test_fault_kill_loop.py", "tests/sink/test_clickhouse_cluster_sink.py",
+    "tests/metrics/test_metrics_sharded.py",
 )
 
 

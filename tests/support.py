@@ -18,6 +18,19 @@ from clickhouse_driver import Client
 
 CDC = [sys.executable, "-m", "cdc"]
 
+# CDC_TEST_SHARDS=N (N > 1): every `cdc migrate` the tests run splits the outbox into N shards (CDC_SHARDS),
+# and the slot helpers below read slot S as its shards' slots S_0..S_{N-1} when S itself does not exist: the
+# existing suite run sharded, where it applies (issue 11).
+TEST_SHARDS = int(os.environ.get("CDC_TEST_SHARDS") or "1")
+
+# The slot named, or (sharded) its shards' slots: pg_replication_slots rows a helper reads.
+_SLOTS = ("FROM pg_replication_slots WHERE slot_name = %(slot)s OR (%(sharded)s AND slot_name ~ ('^' || %(slot)s || "
+          "'_[0-9]+$') AND NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = %(slot)s))")
+
+
+def _slot_args(slot: str, **more: object) -> dict[str, object]:
+    return {"slot": slot, "sharded": TEST_SHARDS > 1, **more}
+
 
 @dataclass(frozen=True)
 class Target:
@@ -27,6 +40,8 @@ class Target:
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CDC_")}
         env.update(CDC_PG_DSN=self.pg_dsn, CDC_CLICKHOUSE_URL=self.clickhouse_url, CDC_LOG_FORMAT="json")
+        if TEST_SHARDS > 1:
+            env.update(CDC_SHARDS=str(TEST_SHARDS))
         env.update(extra)
         return env
 
@@ -53,22 +68,21 @@ class Target:
             return str(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])  # type: ignore[index]
 
     def confirmed_lsn(self, slot: str = "cdc_outbox") -> str | None:
+        """The slot's confirmed position (sharded: the least of its shards')."""
         with self.pg() as conn:
-            row = conn.execute(
-                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s", (slot,)
-            ).fetchone()
+            row = conn.execute(f"SELECT min(confirmed_flush_lsn)::text {_SLOTS}", _slot_args(slot)).fetchone()
             return None if row is None else row[0]  # type: ignore[return-value]
 
     def slot_reached(self, lsn: str, slot: str = "cdc_outbox") -> bool:
         with self.pg() as conn:
-            row = conn.execute(
-                "SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots WHERE slot_name = %s", (lsn, slot)
-            ).fetchone()
+            row = conn.execute(f"SELECT bool_and(confirmed_flush_lsn >= %(lsn)s::pg_lsn) {_SLOTS}",
+                               _slot_args(slot, lsn=lsn)).fetchone()
             return bool(row and row[0])
 
     def slot_active(self, slot: str = "cdc_outbox") -> bool:
+        """Sharded: any of its shards' slots."""
         with self.pg() as conn:
-            row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+            row = conn.execute(f"SELECT bool_or(active) {_SLOTS}", _slot_args(slot)).fetchone()
             return bool(row and row[0])
 
     def delivered_ids(self, table: str = "events") -> list[str]:
@@ -210,7 +224,7 @@ def slot_released(t: Target, slot: str = "cdc_outbox", timeout: float = 30) -> N
 
     def released() -> bool:
         with t.pg() as conn:
-            row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+            row = conn.execute(f"SELECT bool_or(active) {_SLOTS}", _slot_args(slot)).fetchone()
         return row is None or not row[0]
 
     wait_until(released, timeout, "the killed run's walsender to release the slot", 0.05)

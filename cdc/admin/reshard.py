@@ -40,6 +40,7 @@ from ..pg import shards as catalog
 from ..pg.connect import Conn, connect
 from ..pg.shard_setup import create_publication, drop_quietly, ensure_shard_column, require_row_filters, slot_exists
 from ..pg.shards import Generation
+from ..pg.slots import want_failover
 from ..pipeline.shard import run_shard
 from ..settings import Settings
 from ..shards import ShardError
@@ -80,11 +81,15 @@ class Resharder:
         self._timeout = handover_timeout
         self._poll = poll
         self._schema = settings.outbox_schema
+        self._failover = False
 
     def run(self, count: int) -> ReshardReport:
         check_count(count)
         with connect(self._s.pg_dsn, application_name="cdc-reshard") as conn:
             require_row_filters(conn.info.server_version)
+            # As `cdc migrate` makes slots: failover slots where the server has them, unless told otherwise;
+            # an impossible --failover is refused before anything changes.
+            self._failover = want_failover(conn.info.server_version, self._s.failover)
             if not catalog.try_lock(conn, reshard_key(self._s.slot)):
                 raise ShardError(f"another `cdc shards reshard` is running for slot {self._s.slot}: wait for it")
             return self._run(conn, count)
@@ -189,7 +194,7 @@ class Resharder:
         for shard in shards:
             create_publication(conn, shard, self._schema, s.outbox_table)
         for shard in shards:
-            points.append(catalog.create_plain_slot(conn, shard.slot))
+            points.append(catalog.create_plain_slot(conn, shard.slot, failover=self._failover))
         start = max(points)
         catalog.switch_generation(conn, self._schema, s.slot, number, start)
         self._log.info("new generation streams from here", generation=number, shards=len(shards),

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from ..core.missing import MissingRows
-from ..core.positions import is_synthetic
 from ..core.reconcile import BUCKETS, Missing, StoredScope, Unexpected, chunks, differing, id_hash, merge
 from ..errors import ReconcileError
 from ..lsn import format_lsn, parse_lsn
@@ -37,10 +36,13 @@ from ..pg.connect import Conn, connect
 from ..pg.outbox_range import timestamp
 from ..pg.pending import Pending, read_pending
 from ..pg.reconcile import OutboxSnapshot, OutboxSums, current_unique_ids
-from ..pg.slots import SlotRow, get_slot
+from ..pg.shards import read_sharding
+from ..pg.slots import get_slot
 from ..settings import Settings
+from ..shards.layout import Shard, shard_settings
 from ..sink import open_sink
 from ..sink.base import Sink, StoredIds
+from .verify_delivery import Delivery, ShardedDelivery
 from .verify_report import Report
 
 _RECHECK_LIMIT: Final = 100_000
@@ -70,52 +72,6 @@ class VerifyOptions:
     keep_missing: bool = False    # remember every missing row (for --repair)
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """How far ``cdc run`` has handled the stream: the slot's confirmed position and ClickHouse's high-water mark."""
-
-    slot_name: str
-    slot: SlotRow | None
-    high_water: tuple[int, int] | None
-    wal_now: int  # the server's WAL position, read after the high-water mark
-
-    @property
-    def slot_holds_rows(self) -> bool:
-        return self.slot is not None and not self.slot.invalidated
-
-    @property
-    def impossible(self) -> bool:
-        """A high-water mark past the server's WAL position: set by a row no transaction wrote."""
-        return self.high_water is not None and self.high_water[0] > self.wal_now
-
-    @property
-    def streamed(self) -> tuple[int, int] | None:
-        hwm = self.high_water
-        return None if hwm is None or is_synthetic(hwm[0]) or self.impossible else hwm
-
-    def reached(self, lsn: int) -> bool:
-        confirmed = self.slot.confirmed_flush_lsn if self.slot is not None else None
-        if confirmed is not None and parse_lsn(confirmed) >= lsn:
-            return True
-        return self.streamed is not None and self.streamed[0] >= lsn
-
-    def describe(self, lsn: int) -> str:
-        if self.slot is None:
-            where = f"slot {self.slot_name} does not exist: rows not in ClickHouse will not arrive by themselves"
-        elif self.slot.invalidated:
-            where = f"slot {self.slot_name} is invalidated: rows not in ClickHouse will not arrive by themselves"
-        else:
-            state = "in use" if self.slot.active else "idle"
-            where = f"slot {self.slot_name} ({state}) confirmed {self.slot.confirmed_flush_lsn}"
-        if self.streamed is not None:
-            where += f"; ClickHouse's newest streamed event {format_lsn(self.streamed[0])} #{self.streamed[1]}"
-        if self.impossible and self.high_water is not None:
-            where += (f"; ClickHouse's high-water mark {format_lsn(self.high_water[0])} is past the server's WAL "
-                      "position, so `cdc run` skips every row: an unexpected row set it")
-        reached = "has passed" if self.reached(lsn) else "has not reached"
-        return f"{where}; delivery {reached} the snapshot"
-
-
 @dataclass(slots=True)
 class _Drill:
     missing_rows: MissingRows = field(default_factory=MissingRows)  # when asked for (--repair)
@@ -141,6 +97,9 @@ class Verification:
         self._pg: Conn | None = None
         self._stored: StoredIds | None = None
         self.sink: Sink | None = None
+        # A sharded outbox: every shard of every generation it has, and a sink bound to each one's stream.
+        self.shards: list[Shard] | None = None
+        self.shard_sinks: dict[str, Sink] = {}
 
     def __enter__(self) -> Verification:
         s = self.s
@@ -148,6 +107,12 @@ class Verification:
             self.sink = open_sink(s.sink_url, s, log=self.log)
             self._stored = self.sink.stored_ids(f"{s.outbox_schema}.{s.outbox_table}")
             self._pg = connect(s.pg_dsn, application_name="cdc-verify")
+            sharding = read_sharding(self._pg, s.outbox_schema, s.slot)
+            if sharding is not None:
+                self.shards = sharding.all_shards()
+                for shard in self.shards:
+                    bound = shard_settings(s, shard)
+                    self.shard_sinks[shard.slot] = open_sink(bound.sink_url, bound, log=self.log)
             self.snapshot = OutboxSnapshot(self._pg, s.outbox_schema, s.outbox_table)
         except BaseException:
             self.__exit__()
@@ -155,10 +120,11 @@ class Verification:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for closing in (self._pg, self._stored, self.sink):
+        for closing in (self._pg, self._stored, self.sink, *self.shard_sinks.values()):
             if closing is not None:
                 closing.close()
         self._pg = self._stored = self.sink = None
+        self.shard_sinks = {}
 
     @property
     def pg(self) -> Conn:
@@ -197,6 +163,8 @@ class Verification:
         report.outbox_rows, report.outbox_ids = pg.rows, sum(b.count for b in pg.buckets.values())
         delivery = self._wait(delivery, w)
         report.delivered = delivery.describe(w)
+        if isinstance(delivery, ShardedDelivery):
+            report.shards = delivery.per_shard(w)
         self.since_seconds = None if since is None else int(since.timestamp())
         # A row stored in ClickHouse was committed before it was stored: one claiming a position past the
         # server's, read now, was written by no transaction, and is in scope. (A row committed after this
@@ -225,8 +193,16 @@ class Verification:
         report.seconds = round(time.monotonic() - started, 3)
         return report
 
-    def _delivery(self) -> Delivery:
+    def _delivery(self) -> Delivery | ShardedDelivery:
         assert self.sink is not None
+        if self.shards is not None:
+            # Each shard's high-water mark first, then the slots: a mark read before the slot never claims more.
+            hwms = {shard.slot: self.shard_sinks[shard.slot].high_water_mark() for shard in self.shards}
+            with connect(self.s.pg_dsn, application_name="cdc-verify") as conn:
+                slots = {shard.slot: get_slot(conn, shard.slot) for shard in self.shards}
+                wal_now = _wal_insert_lsn(conn)
+            return ShardedDelivery(tuple((shard, Delivery(shard.slot, slots[shard.slot], hwms[shard.slot], wal_now))
+                                         for shard in self.shards))
         hwm = self.sink.high_water_mark()
         with connect(self.s.pg_dsn, application_name="cdc-verify") as conn:
             slot = get_slot(conn, self.s.slot)
@@ -241,19 +217,21 @@ class Verification:
         with connect(self.s.pg_dsn, application_name="cdc-verify") as conn:
             return _wal_insert_lsn(conn)
 
-    def _wait(self, delivery: Delivery, w: int) -> Delivery:
+    def _wait(self, delivery: Delivery | ShardedDelivery, w: int) -> Delivery | ShardedDelivery:
         deadline = time.monotonic() + self.options.wait
-        if not delivery.reached(w) and delivery.slot is not None and delivery.slot.active:
+        if delivery.waiting(w):
             self.progress.phase("waiting for delivery to pass the snapshot")
-        while (not delivery.reached(w) and delivery.slot is not None and delivery.slot.active
-               and not delivery.slot.invalidated and time.monotonic() < deadline):
+        while delivery.waiting(w) and time.monotonic() < deadline:
             time.sleep(_POLL)
             delivery = self._delivery()
         return delivery
 
-    def _from_lsn(self, delivery: Delivery, w: int) -> Pending:
+    def _from_lsn(self, delivery: Delivery | ShardedDelivery, w: int) -> Pending:
         lsn = self.options.from_lsn
         assert lsn is not None
+        if isinstance(delivery, ShardedDelivery):
+            raise ReconcileError(f"--from-lsn reads one slot, and this outbox is split over {len(delivery.parts)} "
+                                 "shard slots: use --since instead")
         slot = delivery.slot
         name = self.s.slot
         if slot is None or slot.invalidated or slot.confirmed_flush_lsn is None:
@@ -273,14 +251,17 @@ class Verification:
                                  f"({pending.reason}); use --since instead")
         return pending
 
-    def _pending(self, delivery: Delivery, w: int, from_lsn: int | None) -> Pending:
+    def _pending(self, delivery: Delivery | ShardedDelivery, w: int, from_lsn: int | None) -> Pending:
         s = self.s
+        if isinstance(delivery, ShardedDelivery):
+            return delivery.pending(s.pg_dsn, (s.outbox_schema, s.outbox_table), w, max(self.options.wait, 10.0))
         return read_pending(s.pg_dsn, slot=s.slot, publication=s.publication, outbox=(s.outbox_schema, s.outbox_table),
                             upto_lsn=w, stored=delivery.high_water, from_lsn=from_lsn,
                             timeout=max(self.options.wait, 10.0))
 
     def _drill(
-        self, diff: list[int], pg: OutboxSums, ch: dict[int, Any], scope: StoredScope, delivery: Delivery,
+        self, diff: list[int], pg: OutboxSums, ch: dict[int, Any], scope: StoredScope,
+        delivery: Delivery | ShardedDelivery,
         pending: Pending | None, report: Report, read: dict[str, int],
     ) -> _Drill:
         drill = _Drill(samples={"missing": [], "in_flight": [], "undetermined": []})
@@ -314,7 +295,7 @@ class Verification:
         return drill
 
     def _classifier(
-        self, delivery: Delivery, pending: Pending | None, w: int, report: Report,
+        self, delivery: Delivery | ShardedDelivery, pending: Pending | None, w: int, report: Report,
     ) -> Callable[[Missing], str]:
         if not delivery.slot_holds_rows or delivery.reached(w):
             return lambda found: "missing"

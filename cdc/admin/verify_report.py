@@ -51,6 +51,7 @@ class Report:
     read: dict[str, dict[str, int]] = field(default_factory=dict)
     seconds: float = 0.0
     repair: dict[str, Any] | None = None
+    shards: list[dict[str, Any]] | None = None  # a sharded outbox: each shard's slot, stream and delivery
 
     @property
     def exit_code(self) -> int:
@@ -76,7 +77,7 @@ class Report:
             "missing": self.missing.as_dict(), "unexpected": self.unexpected.as_dict(),
             "in_flight": self.in_flight.as_dict(),
             "undetermined": self.undetermined.as_dict() | {"reason": self.undetermined_reason},
-            "read": self.read, "seconds": self.seconds, "repair": self.repair,
+            "read": self.read, "seconds": self.seconds, "repair": self.repair, "shards": self.shards,
         }
 
     def lines(self) -> list[str]:
@@ -108,6 +109,8 @@ class Report:
             r = self.repair
             out.append(f"repair       {r['delivered']} rows delivered ({r['events_stored']} events, "
                        f"{r['dead_letters_stored']} dead letters), {r['deleted']} unexpected deleted")
+            if r.get("shards"):
+                out.append("             by shard: " + ", ".join(f"{slot} {n}" for slot, n in r["shards"].items()))
         headline = {AGREE: "AGREE", DIFFER: "DIFFER", UNKNOWN: "CANNOT TELL"}[self.exit_code]
         if self.repair is not None and (self.missing.count or self.unexpected.count) and self.exit_code == AGREE:
             headline = "REPAIRED"

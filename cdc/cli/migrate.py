@@ -50,7 +50,7 @@ def migrate(settings: Settings, as_json: bool, shards: int | None) -> None:
         return
     click.echo(f"migrations applied: {', '.join(report.applied) or 'none (up to date)'}")
     if report.shards is not None:
-        _echo_shards(settings, report.shards)
+        _echo_shards(settings, report.shards, report.slot_failover)
         click.echo(f"ClickHouse table: {clickhouse or 'skipped (no --clickhouse-url)'}")
         return
     click.echo(f"publication {settings.publication}: {'created' if report.publication_created else 'exists'}")
@@ -62,9 +62,10 @@ def migrate(settings: Settings, as_json: bool, shards: int | None) -> None:
     click.echo(f"ClickHouse table: {clickhouse or 'skipped (no --clickhouse-url)'}")
 
 
-def _echo_shards(settings: Settings, shards: ShardSetup) -> None:
+def _echo_shards(settings: Settings, shards: ShardSetup, failover: bool) -> None:
     click.echo(f"shards: {shards.shards} (generation {shards.generation})"
                + ("; shard_hash column added to the outbox" if shards.column_added else ""))
     made = len(shards.publications_created), len(shards.slots_created)
     click.echo(f"publications {settings.publication}_*: {made[0]} created, {shards.shards - made[0]} existed")
-    click.echo(f"slots {settings.slot}_*: {made[1]} created, {shards.shards - made[1]} existed")
+    kind = " (failover)" if failover and made[1] else ""
+    click.echo(f"slots {settings.slot}_*: {made[1]} created{kind}, {shards.shards - made[1]} existed")

@@ -89,17 +89,16 @@ def run(
         if create_slot:
             raise click.UsageError("--create-slot is not for a sharded outbox: `cdc migrate --shards N` creates the "
                                    "slots, `cdc backfill` delivers what they miss")
-        if address is not None:
-            # Each shard streams in a child process of its own: one endpoint here would see none of them.
-            raise click.UsageError("--metrics-addr is not served for a sharded outbox yet: run without it "
-                                   "(`cdc status` reports each shard)")
         replay: int | dict[str, int] | None = replay_from
         if from_checkpoint is not None:
             from ..admin import checkpoint
 
             replay = checkpoint.load_shard_positions(from_checkpoint) or replay_from
-        run_worker(settings, log=log, failpoints=failpoints, retention=retention, until=until_lsn,
-                   max_shards=max_shards, threads=shard_threads, replay=replay)
+        with ExitStack() as serving:
+            # One endpoint for the process: every shard it streams, whether in a thread or a child process.
+            server = None if address is None else serving.enter_context(_serve_metrics(address, log))
+            run_worker(settings, log=log, failpoints=failpoints, retention=retention, until=until_lsn,
+                       max_shards=max_shards, threads=shard_threads, replay=replay, metrics=server)
         return
     sink = open_sink(require_sink(settings), settings, log=log)
     with ExitStack() as cleanup:

@@ -58,7 +58,7 @@ def show(settings: Settings, timeout: float, as_json: bool) -> None:
 @cdc_option("--handover-timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
             help="Seconds to wait for the workers to hand the current shards over.")
 @settings_options("batch_rows", "flush_interval", "dedup_window", "dedup_max_age", "binary", "retry_initial",
-                  "retry_max")
+                  "retry_max", "failover")
 @yes_option
 @json_option
 def reshard(settings: Settings, count: int, handover_timeout: float, yes: bool, as_json: bool) -> None:

@@ -8,6 +8,6 @@ from __future__ import annotations
 
 from .heartbeat import HeartbeatLatency
 from .histogram import Histogram
-from .pipeline import OUTCOMES, PipelineMetrics, Sources
+from .pipeline import OUTCOMES, MetricsHub, PipelineMetrics, Sources
 
-__all__ = ["OUTCOMES", "HeartbeatLatency", "Histogram", "PipelineMetrics", "Sources"]
+__all__ = ["OUTCOMES", "HeartbeatLatency", "Histogram", "MetricsHub", "PipelineMetrics", "Sources"]

@@ -47,8 +47,8 @@ class Address:
         return f"{host}:{self.port}"
 
 
-class _Pipelines:
-    """The registry's one cdc collector: every pipeline's samples, family by family."""
+class PipelineCollector:
+    """A registry's one cdc collector: every pipeline's samples, family by family."""
 
     def __init__(self) -> None:
         self.pipelines: list[PipelineMetrics] = []
@@ -77,7 +77,7 @@ class MetricsServer:
     def __init__(self, address: Address) -> None:
         self.address = address
         self.registry: Final = CollectorRegistry(auto_describe=False)
-        self._pipelines = _Pipelines()
+        self._pipelines = PipelineCollector()
         self.registry.register(self._pipelines)
         # Memory, CPU and open files of this process, read from /proc at scrape time.
         ProcessCollector(registry=self.registry)
@@ -89,6 +89,10 @@ class MetricsServer:
 
     def remove(self, metrics: PipelineMetrics) -> None:
         self._pipelines.remove(metrics)
+
+    def fileno(self) -> int | None:
+        """The listening socket, which a forked child closes (it serves nothing)."""
+        return None if self._server is None else self._server.fileno()
 
     @property
     def port(self) -> int:

@@ -6,7 +6,8 @@ Prometheus scrapes; the flusher reports each stored batch once; the reader
 reports an acknowledgement when the position it sends moves; the monitor
 thread reports the slot's lag. Every sample carries the pipeline's ``slot``
 label, so that one process running several pipelines (one per slot) exports
-them side by side from one registry.
+them side by side from one registry; a shard's also carries ``shard``, its
+number (0..63).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from .. import __version__
 from .heartbeat import HeartbeatLatency
@@ -37,10 +38,25 @@ class Sources:
     dedup_ids: Callable[[], int]             # unique_ids the dedup window remembers
 
 
+class MetricsHub(Protocol):
+    """Where a running pipeline's metrics are served from while it runs: the process's endpoint
+    (cdc/metrics/exporter.py), or a shard child's report to its worker (cdc/metrics/children.py)."""
+
+    def add(self, metrics: PipelineMetrics) -> None: ...
+    def remove(self, metrics: PipelineMetrics) -> None: ...
+
+
 class PipelineMetrics:
-    def __init__(self, *, slot: str, publication: str, sink: str, version: str = __version__) -> None:
+    def __init__(self, *, slot: str, publication: str, sink: str, version: str = __version__,
+                 shard: str | None = None) -> None:
         self.slot: Final = slot
+        # A shard's pipeline also carries its shard's number (0..63): few values, and the
+        # same across workers, so a shard's series can be followed from one worker to the next.
+        self.key: Final = ("slot",) if shard is None else ("slot", "shard")
+        self.values: Final = (slot,) if shard is None else (slot, shard)
         self.info: Final = {"version": version, "slot": slot, "publication": publication, "sink": sink}
+        if shard is not None:
+            self.info["shard"] = shard
         self.sources: Sources | None = None
         self.flush_seconds: Final = Histogram(FLUSH_BOUNDS)
         self.batch_rows: Final = Histogram(ROW_BOUNDS)
@@ -88,51 +104,59 @@ class PipelineMetrics:
     # -- scrape --------------------------------------------------------------------------------
 
     def collect(self, families: Families) -> None:
-        slot = self.slot
-        families.gauge("cdc_info", "The pipeline: version, slot, publication and sink (always 1).",
+        key, values = self.key, self.values
+
+        def gauge(name: str, doc: str) -> GaugeMetricFamily:
+            return families.gauge(name, doc, key)
+
+        def counter(name: str, doc: str) -> CounterMetricFamily:
+            return families.counter(name, doc, key)
+
+        families.gauge("cdc_info", "The pipeline: version, slot, publication, sink and shard if sharded (always 1).",
                        tuple(self.info)).add_metric(tuple(self.info.values()), 1)
         sources = self.sources
         if sources is not None:
             events = sources.events()
-            counter = families.counter("cdc_events", "Rows read from the slot, by what became of them.",
-                                       ("slot", "outcome"))
+            by_outcome = families.counter("cdc_events", "Rows read from the slot, by what became of them.",
+                                          (*key, "outcome"))
             for outcome in OUTCOMES:
-                counter.add_metric((slot, outcome), events.get(outcome, 0))
-            families.gauge("cdc_buffer_rows", "Rows read from the slot and not yet stored.").add_metric(
-                (slot,), sources.buffer_rows())
-            families.gauge("cdc_dedup_window_ids", "unique_ids the dedup window remembers.").add_metric(
-                (slot,), sources.dedup_ids())
-        families.counter("cdc_batches", "Batches stored.").add_metric((slot,), self.batches)
-        families.counter("cdc_clickhouse_errors", "Failed inserts (each one retried).").add_metric(
-            (slot,), self.insert_errors)
-        families.histogram("cdc_flush_seconds", "Seconds to store a batch, retries included.", self.flush_seconds, slot)
-        families.histogram("cdc_batch_rows", "Events per stored batch.", self.batch_rows, slot)
+                by_outcome.add_metric((*values, outcome), events.get(outcome, 0))
+            gauge("cdc_buffer_rows", "Rows read from the slot and not yet stored.").add_metric(
+                values, sources.buffer_rows())
+            gauge("cdc_dedup_window_ids", "unique_ids the dedup window remembers.").add_metric(
+                values, sources.dedup_ids())
+        counter("cdc_batches", "Batches stored.").add_metric(values, self.batches)
+        counter("cdc_clickhouse_errors", "Failed inserts (each one retried).").add_metric(
+            values, self.insert_errors)
+        families.histogram("cdc_flush_seconds", "Seconds to store a batch, retries included.",
+                           self.flush_seconds, key, values)
+        families.histogram("cdc_batch_rows", "Events per stored batch.", self.batch_rows, key, values)
         families.histogram("cdc_commit_to_stored_seconds",
                            "From a row's commit in PostgreSQL to the moment its batch is stored.",
-                           self.commit_to_stored, slot)
+                           self.commit_to_stored, key, values)
         families.histogram("cdc_heartbeat_latency_seconds",
                            "From a heartbeat's emission to the moment the batch holding its point is stored.",
-                           self.heartbeat.histogram, slot)
-        families.gauge("cdc_heartbeat_interval_seconds", "Seconds between heartbeats (0: off).").add_metric(
-            (slot,), self.heartbeat.interval)
+                           self.heartbeat.histogram, key, values)
+        gauge("cdc_heartbeat_interval_seconds", "Seconds between heartbeats (0: off).").add_metric(
+            values, self.heartbeat.interval)
         if self.heartbeat.last_stored is not None:
-            families.gauge("cdc_last_heartbeat_timestamp_seconds",
+            gauge("cdc_last_heartbeat_timestamp_seconds",
                            "Emit time of the newest heartbeat whose point is stored (before the first: when "
-                           "heartbeats started).").add_metric((slot,), self.heartbeat.last_stored)
+                           "heartbeats started).").add_metric(values, self.heartbeat.last_stored)
         if self.slot_lag_bytes is not None:
-            families.gauge("cdc_slot_lag_bytes", "The server's current WAL position minus the slot's confirmed "
-                           "position.").add_metric((slot,), self.slot_lag_bytes)
+            gauge("cdc_slot_lag_bytes", "The server's current WAL position minus the slot's confirmed "
+                           "position.").add_metric(values, self.slot_lag_bytes)
         if self.slot_safe_wal_bytes is not None:
-            families.gauge("cdc_slot_safe_wal_bytes", "WAL the server may still write before max_slot_wal_keep_size "
-                           "invalidates the slot (absent: no such limit).").add_metric((slot,), self.slot_safe_wal_bytes)
+            gauge("cdc_slot_safe_wal_bytes", "WAL the server may still write before max_slot_wal_keep_size "
+                           "invalidates the slot (absent: no such limit).").add_metric(values, self.slot_safe_wal_bytes)
         if self.confirmed_lsn is not None:
-            families.gauge("cdc_confirmed_lsn", "The position last acknowledged to the server, as a number.").add_metric(
-                (slot,), self.confirmed_lsn)
-        families.gauge("cdc_last_ack_timestamp_seconds", "When the acknowledged position last moved (before the "
-                       "first: when the run started).").add_metric((slot,), self.last_ack or self.started)
+            gauge("cdc_confirmed_lsn", "The position last acknowledged to the server, as a number.").add_metric(
+                values, self.confirmed_lsn)
+        gauge("cdc_last_ack_timestamp_seconds", "When the acknowledged position last moved (before the "
+                       "first: when the run started).").add_metric(values, self.last_ack or self.started)
         if self.last_flush is not None:
-            families.gauge("cdc_last_flush_timestamp_seconds", "When the last batch was stored.").add_metric(
-                (slot,), self.last_flush)
+            gauge("cdc_last_flush_timestamp_seconds", "When the last batch was stored.").add_metric(
+                values, self.last_flush)
 
 
 class Families:
@@ -161,14 +185,14 @@ class Families:
         assert isinstance(family, CounterMetricFamily)
         return family
 
-    def histogram(self, name: str, doc: str, histogram: Histogram, slot: str) -> None:
+    def histogram(self, name: str, doc: str, histogram: Histogram, labels: Sequence[str], values: Sequence[str]) -> None:
         from prometheus_client.core import HistogramMetricFamily
 
-        family = self._get(name, lambda: HistogramMetricFamily(name, doc, labels=["slot"]))
+        family = self._get(name, lambda: HistogramMetricFamily(name, doc, labels=list(labels)))
         assert isinstance(family, HistogramMetricFamily)
         cumulative, total = histogram.snapshot()
         les = [repr(b) for b in histogram.bounds] + ["+Inf"]  # as prometheus_client writes them: 1.0, 0.25
-        family.add_metric([slot], buckets=list(zip(les, cumulative)), sum_value=total)
+        family.add_metric(list(values), buckets=list(zip(les, cumulative)), sum_value=total)
 
     def __iter__(self) -> Iterator[Metric]:
         return iter(self._families.values())

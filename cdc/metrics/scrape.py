@@ -76,6 +76,7 @@ class SlotSample:
     endpoint: str
     slot: str
     at: float  # Unix time of the scrape
+    shard: str | None = None  # a shard's number, on a sharded outbox
     events: dict[str, float] = field(default_factory=dict)
     batches: float = 0.0
     errors: float = 0.0
@@ -111,7 +112,7 @@ def parse(text: str, endpoint: str, at: float) -> list[SlotSample]:
         if slot is None:
             return None
         if slot not in slots:
-            slots[slot] = SlotSample(endpoint, slot, at)
+            slots[slot] = SlotSample(endpoint, slot, at, labels.get("shard"))
         return slots[slot]
 
     try:
@@ -158,6 +159,7 @@ class Row:
 
     endpoint: str
     slot: str
+    shard: str | None                     # on a sharded outbox: the shard's number
     rates: dict[str, float | None]        # outcome -> rows/s over the interval
     dead_letters: float                   # stored so far
     lag_bytes: float | None
@@ -183,7 +185,7 @@ def row(now: SlotSample, before: SlotSample | None) -> Row:
     flushed = _recent(now.batch_rows, None if before is None else before.batch_rows)
     heartbeats = _recent(now.heartbeat_latency, None if before is None else before.heartbeat_latency)
     return Row(
-        endpoint=now.endpoint, slot=now.slot, rates=rates, dead_letters=now.events.get("dead_letter", 0.0),
+        endpoint=now.endpoint, slot=now.slot, shard=now.shard, rates=rates, dead_letters=now.events.get("dead_letter", 0.0),
         lag_bytes=now.lag_bytes,
         lag_seconds=None if not now.heartbeat_interval or now.last_heartbeat is None else max(0.0, now.at - now.last_heartbeat),
         last_flush_ago=None if now.last_flush is None else max(0.0, now.at - now.last_flush),

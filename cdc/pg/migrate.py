@@ -97,7 +97,8 @@ def migrate(s: Settings, shards: int | None = None) -> MigrateReport:
         if sharding is not None or (shards is not None and shards > 1):
             # Sharded stays sharded (a new count goes through `cdc shards reshard`, which setup says).
             count = shards if shards is not None else sharding.current.shards  # type: ignore[union-attr]
-            report.shards = setup_shards(conn, s, count)
+            report.shards = setup_shards(conn, s, count, failover=wanted)
+            report.slot_failover = wanted
             return report
         report.publication_created = ensure_publication(conn, s)
         report.slot_created, report.slot_skipped_reason = ensure_slot(conn, s, wanted)

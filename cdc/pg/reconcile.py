@@ -133,9 +133,12 @@ class OutboxSnapshot:
         query = sql.SQL("SELECT id, unique_id FROM {} WHERE id = ANY(%(ids)s)").format(self._table)
         return {int(i): str(u) for i, u in self._run(query, {"ids": list(ids)}).fetchall()}
 
-    def rows(self, low: int, high: int, ids: Sequence[int]) -> Iterator[tuple[tuple[bytes | None, ...], int, datetime]]:
+    def rows(
+        self, low: int, high: int, ids: Sequence[int], row_filter: str | None = None,
+    ) -> Iterator[tuple[tuple[bytes | None, ...], int, datetime]]:
         """The rows with these ids, created between ``low`` and ``high`` (Unix microseconds), in id order: as text
         like pgoutput sends, their id and their created_at (what ``cdc.pg.outbox_range`` gives backfill).
+        ``row_filter``: only one shard's (``Shard.row_filter``, SQL of ours).
 
         Read through the outbox itself (a role may read only it, not its
         partitions); the created_at range lets the planner skip the partitions
@@ -144,12 +147,13 @@ class OutboxSnapshot:
         if not ids:
             return
         query = sql.SQL(
-            "COPY (SELECT {}, created_at FROM {} WHERE created_at BETWEEN {} AND {} AND id = ANY({}) ORDER BY id) "
+            "COPY (SELECT {}, created_at FROM {} WHERE created_at BETWEEN {} AND {} AND id = ANY({}){} ORDER BY id) "
             "TO STDOUT"
         ).format(
             sql.SQL(", ").join(sql.Identifier(c) for c in REQUIRED_COLUMNS), self._table,
             # Our own values, adapted by psycopg: no foreign text reaches the statement.
             sql.Literal(_from_micros(low)), sql.Literal(_from_micros(high)), sql.Literal([int(i) for i in ids]),
+            sql.SQL("") if row_filter is None else sql.SQL(" AND {}").format(sql.SQL(row_filter)),
         )
         n = len(REQUIRED_COLUMNS)
         try:

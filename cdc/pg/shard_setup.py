@@ -85,11 +85,12 @@ def create_publication(conn: Conn, shard: Shard, schema: str, table: str) -> boo
     return True
 
 
-def create_empty_slot(dsn: str, shard: Shard, schema: str, table: str) -> tuple[int, bool]:
-    """Create the shard's slot: (its consistent point, whether the outbox already held rows of its shard then)."""
+def create_empty_slot(dsn: str, shard: Shard, schema: str, table: str, *, failover: bool = False) -> tuple[int, bool]:
+    """Create the shard's slot (a failover slot if asked: PostgreSQL 17+, checked by the caller): (its consistent
+    point, whether the outbox already held rows of its shard then)."""
     repl = ReplicationConnection.connect(dsn, application_name="cdc-shards")
     try:
-        new = create_slot(repl, shard.slot, export_snapshot=True)
+        new = create_slot(repl, shard.slot, export_snapshot=True, failover=failover)
         assert new.snapshot_name is not None
         with connect(dsn) as check:
             check.autocommit = False
@@ -120,8 +121,9 @@ def drop_quietly(conn: Conn, shards: list[Shard], *, wait: float = 15.0) -> None
             conn.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(shard.publication)))
 
 
-def setup(conn: Conn, s: Settings, count: int) -> ShardSetup:
-    """Shard the outbox ``count`` ways (``count`` > 1), or check that it already is; see the module docstring."""
+def setup(conn: Conn, s: Settings, count: int, *, failover: bool = False) -> ShardSetup:
+    """Shard the outbox ``count`` ways (``count`` > 1), or check that it already is; see the module docstring.
+    ``failover``: its slots are failover slots (as ``cdc migrate`` makes the single slot on PostgreSQL 17+)."""
     require_row_filters(conn.info.server_version)
     schema, outbox = s.outbox_schema, s.outbox_table
     existing = catalog.read_sharding(conn, schema, s.slot)
@@ -159,7 +161,7 @@ def setup(conn: Conn, s: Settings, count: int) -> ShardSetup:
     for shard in shards:
         if slot_exists(conn, shard.slot):
             continue
-        _point, has_rows = create_empty_slot(s.pg_dsn, shard, schema, outbox)
+        _point, has_rows = create_empty_slot(s.pg_dsn, shard, schema, outbox, failover=failover)
         report.slots_created.append(shard.slot)
         if has_rows:
             drop_quietly(conn, shards)

@@ -257,9 +257,15 @@ def slots_confirmed(conn: Conn, slots: list[str], lsn: int) -> bool:
     return bool(row and row[0] == len(slots))
 
 
-def create_plain_slot(conn: Conn, name: str) -> int:
-    """A pgoutput slot, no snapshot; its consistent point (every commit from there on is sent)."""
-    row = conn.execute("SELECT lsn::text FROM pg_create_logical_replication_slot(%s, 'pgoutput')", (name,)).fetchone()
+def create_plain_slot(conn: Conn, name: str, *, failover: bool = False) -> int:
+    """A pgoutput slot, no snapshot; its consistent point (every commit from there on is sent).
+    ``failover`` (PostgreSQL 17+, checked by the caller): standbys keep it, synchronised."""
+    if failover:
+        row = conn.execute("SELECT lsn::text FROM pg_create_logical_replication_slot(%s, 'pgoutput', false, false, "
+                           "true)", (name,)).fetchone()
+    else:
+        row = conn.execute("SELECT lsn::text FROM pg_create_logical_replication_slot(%s, 'pgoutput')",
+                           (name,)).fetchone()
     assert row is not None
     return parse_lsn(str(row[0]))
 

@@ -24,6 +24,7 @@ from ..core.transactions import TransactionAssembler
 from ..failpoints import Failpoints
 from ..metrics import PipelineMetrics, Sources
 from ..settings import Settings
+from ..shards.layout import shard_number
 from ..sink.base import Sink
 from .acknowledge import Acknowledger
 from .parts import Parts
@@ -41,7 +42,8 @@ def build(
     bounds = sink.timestamp_bounds()
     backoff = Backoff(s.retry_initial, s.retry_max)
     # Kept whether served or not: nothing of it runs per row (see cdc/metrics/pipeline.py).
-    metrics = PipelineMetrics(slot=s.slot, publication=s.publication, sink=urlsplit(s.sink_url).scheme)
+    metrics = PipelineMetrics(slot=s.slot, publication=s.publication, sink=urlsplit(s.sink_url).scheme,
+                              shard=shard_number(s.stream))
     tracker = AckTracker(0, on_stored=metrics.heartbeat.stored)
     builder = BatchBuilder(max_rows=s.batch_rows, max_bytes=s.batch_bytes, max_age=s.flush_interval)
     dedup = DedupWindow(capacity=s.dedup_window, max_age=s.dedup_max_age)

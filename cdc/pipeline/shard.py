@@ -16,6 +16,7 @@ from structlog.typing import FilteringBoundLogger
 
 from ..failpoints import Failpoints
 from ..lsn import format_lsn
+from ..metrics import MetricsHub
 from ..pg import preflight
 from ..pg.connect import connect
 from ..settings import Settings
@@ -46,9 +47,10 @@ def wait_for_slot(settings: Settings, stop: threading.Event, log: FilteringBound
 def run_shard(
     settings: Settings, shard: Shard, stop: threading.Event, abort: threading.Event, *, log: FilteringBoundLogger,
     failpoints: Failpoints | None = None, retention: Retention | None = None, until: int | None = None,
-    stop_before: int | None = None, from_lsn: int | None = None,
+    stop_before: int | None = None, from_lsn: int | None = None, metrics: MetricsHub | None = None,
 ) -> RunSummary | None:
-    """Stream ``shard`` until ``stop`` (or ``until``); None when stopped before it started."""
+    """Stream ``shard`` until ``stop`` (or ``until``); None when stopped before it started. Its metrics
+    are served through ``metrics`` while it streams."""
     s = shard_settings(settings, shard)
     if not wait_for_slot(s, stop, log):
         return None
@@ -59,8 +61,14 @@ def run_shard(
         pipeline = build(s, sink, log=log, stop=stop, failpoints=failpoints, retention=retention)
         threading.Thread(target=_abort_when, args=(abort, done, pipeline.abort), daemon=True,
                          name=f"cdc-abort-{shard.slot}").start()
-        return pipeline.run(until=None if until is None else format_lsn(until), from_lsn=from_lsn,
-                            floor=shard.skip_before, stop_before=stop_before)
+        if metrics is not None:
+            metrics.add(pipeline.parts.metrics)
+        try:
+            return pipeline.run(until=None if until is None else format_lsn(until), from_lsn=from_lsn,
+                                floor=shard.skip_before, stop_before=stop_before)
+        finally:
+            if metrics is not None:
+                metrics.remove(pipeline.parts.metrics)
     finally:
         done.set()
         sink.close()

@@ -86,6 +86,11 @@ class Shard:
         return "unsharded" if self.generation == 0 else f"{self.index}/{self.count}"
 
 
+def shard_number(stream: int) -> str | None:
+    """The shard's number within its generation, as the ``shard`` label of its metrics; None unsharded."""
+    return None if stream == UNSHARDED_STREAM else str(stream % _STREAMS_PER_GENERATION)
+
+
 def unsharded(slot: str, publication: str) -> Shard:
     """Today's layout: the one slot and publication, stream 0."""
     return Shard(generation=0, index=0, count=1, slot=slot, publication=publication, stream=UNSHARDED_STREAM)

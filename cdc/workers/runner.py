@@ -2,7 +2,10 @@
 
 A ``ShardTarget`` streams one shard until ``stop`` is set (store what it holds,
 acknowledge, return 0) or ``abort`` is set (give up what is unstored: the next
-owner re-reads it from the slot), and returns its exit status.
+owner re-reads it from the slot), and returns its exit status. Its pipeline's
+metrics go to the ``MetricsHub`` it is given, if any: with ``--metrics-addr``,
+the worker's endpoint itself (threads) or the child's report to the worker
+(child processes: cdc/metrics/children.py).
 
 - ``ForkRunner``: each shard in its own process, forked from the worker (no
   interpreter start-up, no re-reading of settings), so shards use every CPU
@@ -25,14 +28,19 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import FrameType
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from structlog.typing import FilteringBoundLogger
 
+from ..metrics import MetricsHub
 from ..shards.layout import Shard
 
-ShardTarget = Callable[[Shard, threading.Event, threading.Event], int]
+if TYPE_CHECKING:  # prometheus_client loads only when metrics are served
+    from multiprocessing.connection import Connection
+
+    from ..metrics.children import ChildMetrics
+
+ShardTarget = Callable[[Shard, threading.Event, threading.Event, MetricsHub | None], int]
 _PR_SET_PDEATHSIG = 1
 _STOPS = {signal.SIGTERM, signal.SIGINT}
 
@@ -62,9 +70,10 @@ class _Child:
 
 
 class ForkRunner:
-    def __init__(self, target: ShardTarget, log: FilteringBoundLogger) -> None:
+    def __init__(self, target: ShardTarget, log: FilteringBoundLogger, metrics: ChildMetrics | None = None) -> None:
         self._target = target
         self._log = log
+        self._metrics = metrics
         self._children: dict[str, _Child] = {}
 
     def start(self, shard: Shard) -> None:
@@ -73,19 +82,22 @@ class ForkRunner:
         sys.stdout.flush()
         sys.stderr.flush()
         parent = os.getpid()
-        # A stop may come at once: until the child has its own handlers, it would
-        # run the worker's (on the child's copy of the worker), and never stop.
-        # Held back across the fork, the signal reaches the child's handler.
+        # A stop may come at once: unblocked, it would run the worker's handler (on
+        # the child's copy of the worker), and never stop. Held back across the
+        # fork, and in the child for good, it waits for the child's relay thread.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+        report = None if self._metrics is None else self._metrics.open(shard.slot)
         try:
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child, which never returns
-                self._child(shard, parent)
+                self._child(shard, parent, report)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            if report is not None:
+                report.close()  # the child's end: the worker keeps its own
         self._children[shard.slot] = _Child(shard, pid)
 
-    def _child(self, shard: Shard, parent: int) -> None:  # pragma: no cover - child side
+    def _child(self, shard: Shard, parent: int, report: Connection[Any, Any] | None) -> None:  # pragma: no cover - child side
         code = 1
         try:
             if sys.platform.startswith("linux"):
@@ -93,15 +105,14 @@ class ForkRunner:
             if os.getppid() != parent:
                 os._exit(1)  # the worker died between fork and prctl
             stop, abort = threading.Event(), threading.Event()
-
-            def handle(_signum: int, _frame: FrameType | None) -> None:
-                (abort if stop.is_set() else stop).set()
-
-            signal.signal(signal.SIGTERM, handle)
             # Ctrl-C reaches the whole process group: the worker decides what its shards do.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
-            code = self._target(shard, stop, abort)
+            # SIGTERM stays blocked in every thread (they inherit the mask) and one thread of its own
+            # takes it with sigwait. A handler would set the event in whatever the main thread was
+            # doing: inside that event's own wait, holding its lock, it deadlocks (seen: a stop lost).
+            threading.Thread(target=_relay_stops, args=(stop, abort), name="cdc-stop-relay", daemon=True).start()
+            hub = None if self._metrics is None or report is None else self._metrics.in_child(report)
+            code = self._target(shard, stop, abort, hub)
         except BaseException as exc:  # noqa: BLE001 - a child must end here, whatever happened
             self._log.error("shard streamer failed", slot=shard.slot, error=f"{type(exc).__name__}: {exc}")
         finally:
@@ -130,11 +141,20 @@ class ForkRunner:
             if pid == 0:
                 continue
             del self._children[slot]
+            if self._metrics is not None:
+                self._metrics.forget(slot)
             out.append(Exited(child.shard, os.waitstatus_to_exitcode(status)))
         return out
 
     def running(self) -> list[Shard]:
         return [c.shard for c in self._children.values()]
+
+
+def _relay_stops(stop: threading.Event, abort: threading.Event) -> None:  # pragma: no cover - child side
+    """A shard child's SIGTERMs: the first sets ``stop``, the next ``abort``."""
+    while True:
+        signal.sigwait({signal.SIGTERM})
+        (abort if stop.is_set() else stop).set()
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -154,9 +174,10 @@ class _Thread:
 
 
 class ThreadRunner:
-    def __init__(self, target: ShardTarget, log: FilteringBoundLogger) -> None:
+    def __init__(self, target: ShardTarget, log: FilteringBoundLogger, metrics: MetricsHub | None = None) -> None:
         self._target = target
         self._log = log
+        self._metrics = metrics
         self._threads: dict[str, _Thread] = {}
 
     def start(self, shard: Shard) -> None:
@@ -169,7 +190,7 @@ class ThreadRunner:
 
     def _run(self, entry: _Thread) -> None:
         try:
-            entry.code[0] = self._target(entry.shard, entry.stop, entry.abort)
+            entry.code[0] = self._target(entry.shard, entry.stop, entry.abort, self._metrics)
         except BaseException as exc:  # noqa: BLE001 - reported as the shard's exit status
             self._log.error("shard streamer failed", slot=entry.shard.slot, error=f"{type(exc).__name__}: {exc}")
             entry.code[0] = 1

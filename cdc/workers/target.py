@@ -8,6 +8,7 @@ from structlog.typing import FilteringBoundLogger
 
 from ..failpoints import Failpoints
 from ..lsn import format_lsn
+from ..metrics import MetricsHub
 from ..pipeline.retain import Retention
 from ..pipeline.shard import run_shard
 from ..settings import Settings
@@ -21,10 +22,10 @@ def shard_target(
 ) -> ShardTarget:
     """What a worker runs for each shard it owns."""
 
-    def target(shard: Shard, stop: threading.Event, abort: threading.Event) -> int:
+    def target(shard: Shard, stop: threading.Event, abort: threading.Event, metrics: MetricsHub | None) -> int:
         shard_log = log.bind(slot=shard.slot)
         summary = run_shard(settings, shard, stop, abort, log=shard_log, failpoints=failpoints, retention=retention,
-                            until=until, from_lsn=shard.replay_from)
+                            until=until, from_lsn=shard.replay_from, metrics=metrics)
         if summary is not None:
             shard_log.info("shard stopped", ack_lsn=format_lsn(summary.acknowledged_lsn),
                            rows_stored=summary.rows_stored, dead_letters=summary.dead_letters_stored)

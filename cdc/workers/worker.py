@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from structlog.typing import FilteringBoundLogger
 
@@ -21,6 +22,9 @@ from .group import WorkerGroup
 from .runner import ForkRunner, Runner, ThreadRunner
 from .target import shard_target
 
+if TYPE_CHECKING:  # prometheus_client loads only when metrics are served
+    from ..metrics.exporter import MetricsServer
+
 
 def is_sharded(settings: Settings) -> bool:
     with connect(settings.pg_dsn, application_name="cdc-worker") as conn:
@@ -30,12 +34,16 @@ def is_sharded(settings: Settings) -> bool:
 def run_worker(
     settings: Settings, *, log: FilteringBoundLogger, failpoints: Failpoints | None, retention: Retention,
     until: str | None, max_shards: int | None, threads: bool = False, replay: int | dict[str, int] | None = None,
+    metrics: MetricsServer | None = None,
 ) -> None:
     """Take part in the group until SIGINT/SIGTERM (hand every shard over, then leave; a second signal: give
     up what is unstored) or, with ``until``, until every shard has acknowledged it.
 
     ``replay`` (one LSN for every shard, or one per slot from a checkpoint) replays every shard: this worker
-    must be the only one, and takes them all."""
+    must be the only one, and takes them all.
+
+    ``metrics``: the process's endpoint, serving every shard this worker streams (each labelled with its
+    slot and shard number)."""
     until_lsn = None
     positions: dict[str, int] = {}
     with connect(settings.pg_dsn, application_name="cdc-worker") as conn:
@@ -45,7 +53,18 @@ def run_worker(
         if replay is not None:
             positions = _replay_positions(conn, settings, replay, max_shards)
     target = shard_target(settings, log=log, failpoints=failpoints, retention=retention, until=until_lsn)
-    runner: Runner = ThreadRunner(target, log) if threads else ForkRunner(target, log)
+    runner: Runner
+    if threads:
+        runner = ThreadRunner(target, log, metrics)
+    else:
+        children = None
+        if metrics is not None:
+            from ..metrics.children import ChildMetrics
+
+            fd = metrics.fileno()
+            children = ChildMetrics(close_in_child=() if fd is None else (fd,))
+            metrics.registry.register(children)
+        runner = ForkRunner(target, log, children)
     group = WorkerGroup(dsn=settings.pg_dsn, schema=settings.outbox_schema, slot=settings.slot, runner=runner,
                         log=log, backoff=Backoff(settings.retry_initial, settings.retry_max), max_shards=max_shards,
                         until=until_lsn, replay=positions)

@@ -48,11 +48,13 @@ def everything_exported() -> set[str]:
     return sample_names(generate_latest(server.registry).decode())
 
 
-def test_labels_stay_few_and_bounded() -> None:
-    """Only labels with a handful of values: a slot per pipeline (per shard), an outcome, a bucket bound."""
+@pytest.mark.parametrize("sharded", [False, True], ids=["unsharded", "sharded"])
+def test_labels_stay_few_and_bounded(sharded: bool) -> None:
+    """Only labels with a handful of values: a slot per pipeline (per shard), a shard's number (0..63), an
+    outcome, a bucket bound."""
     server = MetricsServer(Address("127.0.0.1", 0))
-    for slot in ("a", "b"):
-        m = PipelineMetrics(slot=slot, publication="p", sink="clickhouse")
+    for n, slot in enumerate(("a", "b")):
+        m = PipelineMetrics(slot=slot, publication="p", sink="clickhouse", shard=str(n) if sharded else None)
         m.attach(Sources(events=dict, buffer_rows=lambda: 0, dedup_ids=lambda: 0))
         m.batch_stored(1, [0], 0.1)
         m.acknowledged(1)
@@ -64,9 +66,10 @@ def test_labels_stay_few_and_bounded() -> None:
         if family.name.startswith("cdc_"):
             for sample in family.samples:
                 labels.setdefault(family.name, set()).update(sample.labels)
-    assert labels.pop("cdc_info") == {"version", "slot", "publication", "sink"}
-    assert labels.pop("cdc_events") == {"slot", "outcome"}
-    assert {name: names - {"le"} for name, names in labels.items()} == {name: {"slot"} for name in labels}
+    key = {"slot", "shard"} if sharded else {"slot"}
+    assert labels.pop("cdc_info") == {"version", "publication", "sink"} | key
+    assert labels.pop("cdc_events") == {"outcome"} | key
+    assert {name: names - {"le"} for name, names in labels.items()} == dict.fromkeys(labels, key)
 
 
 @pytest.mark.parametrize("path", [ALERTS, DASHBOARD], ids=lambda p: p.name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import psycopg
 import pytest
+from servers import PgServer
 from support import Target, checked, insert_events
 
 from cdc.pgoutput import decode
@@ -148,3 +149,31 @@ def test_one_shard_is_exactly_todays_layout_and_names(t: Target) -> None:
     assert "worker joined" not in run.stderr  # one slot: the plain pipeline, no worker group
     assert sorted(t.delivered_ids()) == sorted(ids)
     assert {s for (s,) in t.ch().execute("SELECT DISTINCT stream FROM events_cdc_progress")} == {0}
+
+
+def failover_of(t: Target) -> dict[str, bool]:
+    with t.pg() as conn:
+        return {str(n): bool(f) for n, f in conn.execute(
+            "SELECT slot_name, failover FROM pg_replication_slots ORDER BY 1").fetchall()}
+
+
+def test_shard_slots_are_failover_slots_where_the_server_has_them_like_the_single_slot(
+    t: Target, pg_server: PgServer,
+) -> None:
+    if pg_server.major < 17:
+        refused = t.cdc("migrate", "--shards", "2", "--failover")
+        assert refused.returncode == 1
+        assert "failover slots need PostgreSQL 17" in refused.stderr.strip().splitlines()[-1]
+        with t.pg() as conn:
+            assert slots(conn) == {}
+        out = orjson.loads(checked(t.cdc("migrate", "--shards", "2", "--json")).stdout)
+        assert out["slot_failover"] is False
+        return
+    out = orjson.loads(checked(t.cdc("migrate", "--shards", "2", "--json")).stdout)
+    assert out["slot_failover"] is True
+    assert failover_of(t) == {"cdc_outbox_0": True, "cdc_outbox_1": True}
+    # A reshard makes its slots the same way, and --no-failover opts out there too.
+    checked(t.cdc("shards", "reshard", "3", "--no-failover", "--yes"))
+    assert failover_of(t) == {f"cdc_outbox_g2_{k}": False for k in range(3)}
+    checked(t.cdc("shards", "reshard", "2", "--yes"))
+    assert failover_of(t) == {"cdc_outbox_g3_0": True, "cdc_outbox_g3_1": True}

@@ -25,7 +25,7 @@ from cdc.workers.runner import ForkRunner, ThreadRunner
 def holder(dsn: str, name: str) -> object:
     log = get_logger(worker_name=name)
 
-    def target(shard: Shard, stop: threading.Event, abort: threading.Event) -> int:
+    def target(shard: Shard, stop: threading.Event, abort: threading.Event, _metrics: object) -> int:
         said = False
         while not stop.is_set():
             repl = ReplicationConnection.connect(dsn, application_name=f"holder {name}")

@@ -15,7 +15,7 @@ from cdc.workers.runner import Exited, ForkRunner, ThreadRunner
 SHARD = shards_of("s", "p", 1, 2)[1]
 
 
-def waits_for_stop(shard: object, stop: threading.Event, abort: threading.Event) -> int:
+def waits_for_stop(shard: object, stop: threading.Event, abort: threading.Event, _metrics: object) -> int:
     stop.wait(30)
     return 3 if abort.is_set() else 0
 
@@ -41,7 +41,7 @@ def test_a_streamer_asked_to_stop_the_moment_it_starts_still_stops_cleanly(kind:
 
 
 def test_a_second_stop_gives_up_and_kill_ends_a_child_at_once() -> None:
-    def ignores_stop(shard: object, stop: threading.Event, abort: threading.Event) -> int:
+    def ignores_stop(shard: object, stop: threading.Event, abort: threading.Event, _metrics: object) -> int:
         abort.wait(30)
         return 3 if abort.is_set() else 0
 
