@@ -7,6 +7,7 @@ share the tuple decoding.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from struct import error as StructError
 
 from . import _struct
@@ -137,6 +138,26 @@ def decode_insert_at(buf: bytes, offset: int) -> tuple[int, TupleData]:
         pass
     insert = _insert_message(buf[offset:])  # the message alone: exact errors and offsets
     return insert.relation_id, insert.new
+
+
+def insert_runs(frames: Iterable[bytes | memoryview], offset: int) -> list[tuple[int, list[TupleData]]]:
+    """The Insert message at ``offset`` of each frame, consecutive ones of one relation grouped.
+
+    ``[(relation OID, [new tuple, ...]), ...]`` in frame order: the reader's
+    runs of Inserts, decoded in one call. A frame that does not decode raises
+    what ``decode_insert_at(bytes(frame), offset)`` raises.
+    """
+    runs: list[tuple[int, list[TupleData]]] = []
+    run: list[TupleData] = []
+    current = -1
+    for frame in frames:
+        relation_id, values = decode_insert_at(bytes(frame), offset)
+        if relation_id != current:
+            run = []
+            runs.append((relation_id, run))
+            current = relation_id
+        run.append(values)
+    return runs
 
 
 def _insert_message(buf: bytes) -> Insert:

@@ -1,0 +1,14 @@
+# Types of the compiled accelerator (cdc/_accel.c); cdc.accel decides whether it is used.
+from collections.abc import Callable, Iterable
+
+from .pgoutput.messages import TupleData
+
+class InsertDecoder:
+    def __init__(
+        self,
+        unchanged: object,
+        decode_insert_at: Callable[[bytes, int], tuple[int, TupleData]],
+        insert_runs: Callable[[Iterable[bytes | memoryview], int], list[tuple[int, list[TupleData]]]],
+    ) -> None: ...
+    def decode_insert_at(self, buf: bytes, offset: int) -> tuple[int, TupleData]: ...
+    def insert_runs(self, frames: Iterable[bytes | memoryview], offset: int) -> list[tuple[int, list[TupleData]]]: ...

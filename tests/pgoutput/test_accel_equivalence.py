@@ -1,0 +1,227 @@
+"""The compiled Insert decoding gives what the pure-Python reference gives: the same rows, the same errors.
+
+Every comparison is of outcomes: the result with the type of every value, or
+the exception's type, message, offset, reason and message type. Inputs are
+the captured messages, every truncation of them at every offset, and
+hypothesis' tuples, corruptions and odd calls (wrong types, negative offsets).
+"""
+
+from __future__ import annotations
+
+from struct import pack
+from typing import Any
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from cdc.pgoutput import UNCHANGED, PgOutputError
+from implementations import InsertDecoding, insert_decoding
+
+from .captures import all_messages
+
+HEADER = b"w" + bytes(range(24))
+MESSAGES = [raw for raw, in_stream, _ in all_messages() if not in_stream]
+INSERTS = [raw for raw in MESSAGES if raw[:1] == b"I"]
+
+
+@pytest.fixture(scope="module")
+def both() -> tuple[InsertDecoding, InsertDecoding]:
+    return insert_decoding("python"), insert_decoding("compiled")
+
+
+def _value(value: object) -> object:
+    return ("UNCHANGED",) if value is UNCHANGED else (type(value).__name__, value)
+
+
+def _shape(result: Any) -> object:
+    """A result with the type of everything in it: b"1" and "1", 1 and True must not compare equal."""
+    if isinstance(result, list):
+        return [(type(rid).__name__, rid, [tuple(map(_value, values)) for values in run]) for rid, run in result]
+    rid, values = result
+    return (type(rid).__name__, rid, type(values).__name__, tuple(map(_value, values)))
+
+
+def outcome(call: Any, *args: object) -> object:
+    try:
+        return ("ok", _shape(call(*args)))
+    except PgOutputError as error:
+        return ("PgOutputError", str(error), error.offset, error.reason, error.message_type)
+    except Exception as error:  # noqa: BLE001 - the point is that both raise the same
+        return (type(error).__name__, str(error))
+
+
+def assert_same_at(both: tuple[InsertDecoding, InsertDecoding], buf: object, offset: object) -> object:
+    python, compiled = both
+    expected = outcome(python.decode_insert_at, buf, offset)
+    assert outcome(compiled.decode_insert_at, buf, offset) == expected
+    return expected
+
+
+def assert_same_runs(both: tuple[InsertDecoding, InsertDecoding], frames: object, offset: object) -> object:
+    """``frames`` may be a function that makes them: an iterator is used up by the first call."""
+    python, compiled = both
+    make = frames if callable(frames) else lambda: frames
+    expected = outcome(python.insert_runs, make(), offset)
+    assert outcome(compiled.insert_runs, make(), offset) == expected
+    return expected
+
+
+def insert(relation_id: int, values: list[tuple[bytes, bytes | None]]) -> bytes:
+    """An Insert message; each value is (kind byte, its bytes for 't'/'b' or None)."""
+    body = b"".join(kind + (b"" if data is None else pack(">I", len(data)) + data) for kind, data in values)
+    return b"I" + pack(">I", relation_id) + b"N" + pack(">H", len(values)) + body
+
+
+# -- captured messages --------------------------------------------------------------------------
+
+
+def test_every_captured_message_in_its_frame_decodes_alike(both: tuple[InsertDecoding, InsertDecoding]) -> None:
+    results = [assert_same_at(both, HEADER + raw, len(HEADER)) for raw in MESSAGES]
+    assert sum(1 for r in results if r[0] == "ok") == len(INSERTS) > 10  # type: ignore[index]
+    assert sum(1 for r in results if r[0] == "PgOutputError") == len(MESSAGES) - len(INSERTS) > 0  # type: ignore[index]
+
+
+def test_every_truncation_of_every_captured_insert_fails_alike(both: tuple[InsertDecoding, InsertDecoding]) -> None:
+    # Each cut is a buffer that really ends there: a read past the end would see
+    # other memory, not a neighbouring byte of the same bytes object.
+    for raw in INSERTS:
+        for cut in range(len(raw)):
+            result = assert_same_at(both, HEADER + raw[:cut], len(HEADER))
+            assert result[0] == "PgOutputError"  # type: ignore[index]
+            assert_same_at(both, raw[:cut], 0)
+
+
+def test_every_extension_of_a_captured_insert_fails_alike(both: tuple[InsertDecoding, InsertDecoding]) -> None:
+    for raw in INSERTS:
+        for junk in (b"\x00", b"n", b"t\x00\x00\x00\x00", raw):
+            assert assert_same_at(both, HEADER + raw + junk, len(HEADER))[0] == "PgOutputError"  # type: ignore[index]
+
+
+def test_a_run_of_every_captured_message_decodes_alike(both: tuple[InsertDecoding, InsertDecoding]) -> None:
+    frames = [HEADER + raw for raw in INSERTS]
+    assert assert_same_runs(both, frames, len(HEADER))[0] == "ok"  # type: ignore[index]
+    assert assert_same_runs(both, [memoryview(f) for f in frames], len(HEADER))[0] == "ok"  # type: ignore[index]
+    for raw in MESSAGES:
+        if raw[:1] != b"I":  # one bad frame in the middle of a run fails the run alike
+            assert assert_same_runs(both, frames[:3] + [HEADER + raw] + frames[3:], len(HEADER))[0] == "PgOutputError"  # type: ignore[index]
+
+
+# -- edge cases the fast path must get exactly right --------------------------------------------
+
+
+@pytest.mark.parametrize("values", [
+    [],
+    [(b"t", b"")],
+    [(b"b", b"\x00\x01")],
+    [(b"n", None), (b"u", None), (b"t", b"x" * 70_000)],
+    [(b"t", bytes(range(256)))] * 40,
+])
+def test_well_formed_tuples_decode_alike(both: tuple[InsertDecoding, InsertDecoding], values: list[tuple[bytes, bytes | None]]) -> None:
+    raw = insert(16384, values)
+    assert assert_same_at(both, HEADER + raw, len(HEADER))[0] == "ok"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("tail", [
+    b"t\xff\xff\xff\xff",  # length -1
+    b"t\x80\x00\x00\x00",  # the most negative length
+    b"t\x7f\xff\xff\xff",  # the largest positive length, far past the end
+    b"t\x00\x00\x00\x02x",  # one byte short
+    b"t\x00\x00",  # the length cut short
+    b"x",  # an unknown kind
+    b"",  # the column missing
+])
+def test_broken_last_columns_fail_alike(both: tuple[InsertDecoding, InsertDecoding], tail: bytes) -> None:
+    raw = b"I" + pack(">I", 7) + b"N" + pack(">H", 2) + b"n" + tail
+    assert assert_same_at(both, HEADER + raw, len(HEADER))[0] == "PgOutputError"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("buf", "offset"), [
+    (HEADER + b"I", len(HEADER)),
+    (b"", 0),
+    (b"I\x00\x00\x00\x01N\x00\x00", -8),  # negative offsets count from the end in the reference
+    (b"xxI\x00\x00\x00\x01N\x00\x00", -8),
+    (b"I\x00\x00\x00\x01N\x00\x00", 9),  # past the end
+    (b"I\x00\x00\x00\x01N\x00\x00", 1 << 70),
+    (b"I\x00\x00\x00\x01N\x00\x00", True),
+    (b"I\x00\x00\x00\x01N\x00\x00", 0.0),
+    (b"I\x00\x00\x00\x01N\x00\x00", "0"),
+    (bytearray(b"I\x00\x00\x00\x01N\x00\x01t\x00\x00\x00\x01a"), 0),  # not bytes: the reference's business
+    (memoryview(b"I\x00\x00\x00\x01N\x00\x00"), 0),
+    ("I\x00\x00\x00\x01N\x00\x00", 0),
+    (None, 0),
+])
+def test_odd_calls_behave_alike(both: tuple[InsertDecoding, InsertDecoding], buf: object, offset: object) -> None:
+    assert_same_at(both, buf, offset)
+
+
+@pytest.mark.parametrize(("frames", "offset"), [
+    ([], 0),
+    ((b"I\x00\x00\x00\x01N\x00\x00",), 0),  # a tuple, not a list
+    (lambda: iter([b"I\x00\x00\x00\x01N\x00\x00"]), 0),
+    ([b"I\x00\x00\x00\x01N\x00\x00", bytearray(b"I\x00\x00\x00\x01N\x00\x00")], 0),
+    ([b"I\x00\x00\x00\x01N\x00\x00", "I"], 0),
+    ([b"I\x00\x00\x00\x01N\x00\x00", 3], 0),  # bytes(3) is three zero bytes: an error either way
+    ([b"xI\x00\x00\x00\x01N\x00\x00"], -8),
+    ([b"I\x00\x00\x00\x01N\x00\x00"], 1 << 70),
+    ([b"I\x00\x00\x00\x01N\x00\x00"], None),
+    ([memoryview(b"xxI\x00\x00\x00\x01N\x00\x00")[::2]], 0),  # not contiguous
+    (None, 0),
+])
+def test_odd_runs_behave_alike(both: tuple[InsertDecoding, InsertDecoding], frames: object, offset: object) -> None:
+    assert_same_runs(both, frames, offset)
+
+
+# -- hypothesis ---------------------------------------------------------------------------------
+
+column = st.one_of(
+    st.tuples(st.sampled_from([b"t", b"b"]), st.binary(max_size=40)),
+    st.tuples(st.sampled_from([b"n", b"u"]), st.none()),
+)
+relation_ids = st.integers(min_value=0, max_value=2**32 - 1)
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> bytes:
+    """A well-formed Insert, or a captured one, then perhaps cut, overwritten, grown or shrunk somewhere."""
+    raw = draw(st.one_of(st.sampled_from(INSERTS), st.builds(insert, relation_ids, st.lists(column, max_size=12))))
+    how = draw(st.sampled_from(["none", "cut", "overwrite", "insert", "delete", "append"]))
+    at = draw(st.integers(min_value=0, max_value=len(raw)))
+    junk = draw(st.binary(min_size=1, max_size=6))
+    if how == "cut":
+        return raw[:at]
+    if how == "overwrite":
+        return raw[:at] + junk + raw[at + len(junk):]
+    if how == "insert":
+        return raw[:at] + junk + raw[at:]
+    if how == "delete":
+        return raw[:at] + raw[at + len(junk):]
+    if how == "append":
+        return raw + junk
+    return raw
+
+
+@settings(max_examples=400)
+@given(mutated())
+@example(b"I\x00\x00\x00\x01N\x00\x01t\xff\xff\xff\xff")
+def test_mutated_inserts_decode_alike(raw: bytes) -> None:
+    both = insert_decoding("python"), insert_decoding("compiled")
+    assert_same_at(both, HEADER + raw, len(HEADER))
+    assert_same_at(both, raw, 0)
+
+
+@settings(max_examples=100)
+@given(st.lists(st.tuples(mutated(), st.booleans()), max_size=20), st.integers(min_value=0, max_value=30))
+def test_mutated_runs_decode_alike(frames: list[tuple[bytes, bool]], offset: int) -> None:
+    both = insert_decoding("python"), insert_decoding("compiled")
+    prefix = HEADER[:offset] + bytes(max(0, offset - len(HEADER)))
+    run = [memoryview(prefix + raw) if as_view else prefix + raw for raw, as_view in frames]
+    assert_same_runs(both, run, offset)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=64), st.integers(min_value=-70, max_value=70))
+def test_arbitrary_bytes_at_any_offset_decode_alike(raw: bytes, offset: int) -> None:
+    both = insert_decoding("python"), insert_decoding("compiled")
+    assert_same_at(both, raw, offset)
+    assert_same_at(both, b"I" + raw, offset)
