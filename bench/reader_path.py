@@ -13,9 +13,10 @@ both sides share the machine's state in one sitting.
     python -m bench.reader_path capture              # once, ~30 s: starts PG18, writes bench/out/reader_frames.bin
     python -m bench.reader_path compare --runs 5     # side by side, alternating, with the spread
     python -m bench.reader_path once                 # one measurement in this process (JSON); honours CDC_NO_ACCEL
+    python -m bench.reader_path rss                  # RSS over a million decodes (and a failing one per read): must stay flat
 
 ``once --stages`` also times each stage on its own over the same workload:
-``decode`` (``decode_insert_at`` per Insert frame, as the assembler calls it),
+``decode`` (``insert_runs`` over the Insert frames of each read, as the assembler calls it),
 ``convert`` (``RowConverter.convert_many`` per run of tuples), ``dedup``
 (``DedupWindow.admit_many`` per run of ids). The whole path is more than their
 sum (frame classification, runs, the batch's columns).
@@ -74,7 +75,7 @@ def capture(out: Path, events: int, txn_rows: int) -> None:
             apply_migrations(conn, s)
             ensure_publication(conn, s)
             ensure_slot(conn, s)
-            load_backlog(conn, events, txn_rows=txn_rows)  # type: ignore[arg-type]
+            load_backlog(conn, events, txn_rows=txn_rows)
             end = preflight.current_wal_lsn(conn)
         repl = ReplicationConnection.connect(s.pg_dsn)
         try:
@@ -229,11 +230,10 @@ def _stages(frames: list[bytes], events: int) -> dict[str, float]:
     """Each stage timed alone over the workload's runs (a run: the Insert frames of one read)."""
     from cdc.dedup import DedupWindow
     from cdc.outbox import RowConverter
-    from cdc.pgoutput import Relation, decode, decode_insert_at
+    from cdc.pgoutput import Relation, decode, insert_runs
 
     relation = next(m for f in frames if f[0] == ord("w") and isinstance(m := decode(f[25:], in_stream=False), Relation))
     runs = [[f for f in chunk if f[0] == ord("w") and f[25] == ord("I")] for chunk in reads(frames)]
-    runs = [[bytes(f) for f in run] for run in runs if run]
     converter = RowConverter(relation, bounds=_BOUNDS, max_payload_bytes=1 << 20)
     window = DedupWindow(1_000_000)
     clock = time.thread_time
@@ -242,7 +242,7 @@ def _stages(frames: list[bytes], events: int) -> dict[str, float]:
     # make the collector's full passes the biggest cost.
     for run in runs:
         t0 = clock()
-        tuples = [decode_insert_at(f, 25)[1] for f in run]
+        tuples = [values for _, group in insert_runs(run, 25) for values in group]
         t1 = clock()
         rows = converter.convert_many(tuples, 0)[0]
         t2 = clock()
@@ -253,6 +253,47 @@ def _stages(frames: list[bytes], events: int) -> dict[str, float]:
         spent["dedup"] += t3 - t2
     out = {stage: seconds / events * 1e6 for stage, seconds in spent.items()}
     return out
+
+
+# -- memory over many decodes --------------------------------------------------------------------
+
+
+def _rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return -1
+
+
+def rss(path: Path, decodes: int) -> dict[str, Any]:
+    """Decode the captured Inserts (and as many broken ones) until ``decodes``; RSS after each tenth.
+
+    A reference or a buffer kept per call would grow the process by at least
+    the frames' size per pass: flat RSS after the first pass means none is.
+    """
+    from cdc.accel import accelerator_status
+    from cdc.pgoutput import PgOutputError, insert_runs
+
+    frames = load(path)
+    runs = [[f for f in chunk if f[0] == ord("w") and f[25] == ord("I")] for chunk in reads(frames)]
+    runs = [run for run in runs if run]
+    broken = [memoryview(bytes(run[0][:-1])) for run in runs]  # the last byte of a value missing
+    samples: list[tuple[int, int]] = []
+    done, errors, step = 0, 0, decodes // 10
+    while done < decodes:
+        for run, bad in zip(runs, broken):
+            insert_runs(run, 25)
+            try:
+                insert_runs([*run[:10], bad], 25)
+            except PgOutputError:
+                errors += 1
+            done += len(run) + 10
+            if done // step > len(samples):
+                samples.append((done, _rss_kib()))
+            if done >= decodes:
+                break
+    return {"implementation": accelerator_status(), "decodes": done, "errors": errors,
+            "rss_kib": samples, "growth_after_first_tenth_kib": samples[-1][1] - samples[0][1]}
 
 
 # -- side by side ---------------------------------------------------------------------------------
@@ -296,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     o.add_argument("--frames", type=Path, default=DEFAULT_FRAMES)
     o.add_argument("--stages", action="store_true", help="also time decode, convert and dedup alone")
     o.add_argument("--repeat", type=int, default=1, help="run the reader path this many times (for a profiler)")
+    r = sub.add_parser("rss", help="RSS while decoding a million captured Inserts (and broken ones)")
+    r.add_argument("--frames", type=Path, default=DEFAULT_FRAMES)
+    r.add_argument("--decodes", type=int, default=1_000_000)
     p = sub.add_parser("compare", help="pure against compiled, alternating, each run a fresh process")
     p.add_argument("--frames", type=Path, default=DEFAULT_FRAMES)
     p.add_argument("--runs", type=int, default=5)
@@ -307,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeat - 1):
             measure_once(args.frames, False)
         print(json.dumps(measure_once(args.frames, args.stages)))
+    elif args.command == "rss":
+        print(json.dumps(rss(args.frames, args.decodes)))
     else:
         print(json.dumps(compare(args.frames, args.runs, args.stages), indent=2))
     return 0
