@@ -7,4 +7,9 @@ and does the same work, slower. ``cdc doctor`` says which one runs.
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("cdc._accel", sources=["cdc/_accel.c"], optional=True)])
+setup(ext_modules=[Extension(
+    "cdc._accel",
+    sources=["cdc/_accel.c", "cdc/_accel_convert.c"],
+    depends=["cdc/_accel.h"],
+    optional=True,
+)])

@@ -1,5 +1,7 @@
 /*
  * cdc._accel: the optional compiled accelerator for the reader's hot loops.
+ * This file: the module, and InsertDecoder (cdc/pgoutput/_tuples.py's Insert
+ * decoding); _accel_convert.c: Converter (cdc/outbox.py's RowConverter).
  *
  * The pure-Python modules are the reference and the fallback (cdc.accel decides
  * which runs). Everything here does the common, well-formed case only, and
@@ -11,8 +13,8 @@
  * Every read is bounds-checked against the buffer's length before it happens;
  * nothing here trusts a length read off the wire.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_accel.h"
+
 #include <stdint.h>
 
 /* -- reading big-endian fields ------------------------------------------------------------- */
@@ -366,13 +368,19 @@ static PyTypeObject InsertDecoder_Type = {
 
 /* -- the module ------------------------------------------------------------------------------ */
 
-static int
-accel_exec(PyObject *module)
+int
+cdc_accel_add_decoder(PyObject *module)
 {
     if (PyType_Ready(&InsertDecoder_Type) < 0) {
         return -1;
     }
-    if (PyModule_AddObjectRef(module, "InsertDecoder", (PyObject *)&InsertDecoder_Type) < 0) {
+    return PyModule_AddObjectRef(module, "InsertDecoder", (PyObject *)&InsertDecoder_Type);
+}
+
+static int
+accel_exec(PyObject *module)
+{
+    if (cdc_accel_add_decoder(module) < 0 || cdc_accel_add_converter(module) < 0) {
         return -1;
     }
     return 0;

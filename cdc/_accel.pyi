@@ -1,5 +1,6 @@
 # Types of the compiled accelerator (cdc/_accel.c); cdc.accel decides whether it is used.
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from .pgoutput.messages import TupleData
 
@@ -12,3 +13,18 @@ class InsertDecoder:
     ) -> None: ...
     def decode_insert_at(self, buf: bytes, offset: int) -> tuple[int, TupleData]: ...
     def insert_runs(self, frames: Iterable[bytes | memoryview], offset: int) -> list[tuple[int, list[TupleData]]]: ...
+
+class Converter:
+    def __init__(
+        self,
+        index: tuple[int, ...],
+        width: int,
+        low: int,
+        high: int,
+        max_payload: int,
+        strings: dict[bytes, str],
+        convert_many: Callable[[Sequence[TupleData], int], tuple[list[tuple[Any, ...]], list[tuple[int, TupleData, str]]]],
+    ) -> None: ...
+    def convert_many(
+        self, tuples: Sequence[TupleData], first_seq: int
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[int, TupleData, str]]]: ...

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import cdc.accel
 from cdc.pgoutput import UNCHANGED, _tuples
 
 IMPLEMENTATIONS = ("python", "compiled")
@@ -45,3 +46,10 @@ def insert_decoding(name: str) -> InsertDecoding:
         return InsertDecoding(name, _tuples.decode_insert_at, _tuples.insert_runs)
     decoder = compiled_module().InsertDecoder(UNCHANGED, _tuples.decode_insert_at, _tuples.insert_runs)
     return InsertDecoding(name, decoder.decode_insert_at, decoder.insert_runs)
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The implementation that objects built during the test use (RowConverter reads ``cdc.accel.native``)."""
+    monkeypatch.setattr(cdc.accel, "native", None if request.param == "python" else compiled_module())
+    return str(request.param)
