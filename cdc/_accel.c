@@ -1,7 +1,8 @@
 /*
  * cdc._accel: the optional compiled accelerator for the reader's hot loops.
  * This file: the module, and InsertDecoder (cdc/pgoutput/_tuples.py's Insert
- * decoding); _accel_convert.c: Converter (cdc/outbox.py's RowConverter).
+ * decoding); _accel_convert.c: Converter (cdc/outbox.py's RowConverter);
+ * _accel_dedup.c: insert_ids (cdc/_dedup_table.py's fingerprints and probe loop).
  *
  * The pure-Python modules are the reference and the fallback (cdc.accel decides
  * which runs). Everything here does the common, well-formed case only, and
@@ -380,7 +381,7 @@ cdc_accel_add_decoder(PyObject *module)
 static int
 accel_exec(PyObject *module)
 {
-    if (cdc_accel_add_decoder(module) < 0 || cdc_accel_add_converter(module) < 0) {
+    if (cdc_accel_add_decoder(module) < 0 || cdc_accel_add_converter(module) < 0 || cdc_accel_add_dedup(module) < 0) {
         return -1;
     }
     return 0;

@@ -7,5 +7,6 @@
 
 int cdc_accel_add_decoder(PyObject *module);    /* _accel.c: InsertDecoder */
 int cdc_accel_add_converter(PyObject *module);  /* _accel_convert.c: Converter */
+int cdc_accel_add_dedup(PyObject *module);      /* _accel_dedup.c: insert_ids */
 
 #endif

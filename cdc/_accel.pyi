@@ -28,3 +28,8 @@ class Converter:
     def convert_many(
         self, tuples: Sequence[TupleData], first_seq: int
     ) -> tuple[list[tuple[Any, ...]], list[tuple[int, TupleData, str]]]: ...
+
+def insert_ids(
+    ids: list[str | bytes], salt: bytes, now: float, index: Any, hi: Any, lo: Any, ts: Any,
+    mask: int, capacity: int, head: int, count: int,
+) -> tuple[list[bool], int, int] | None: ...

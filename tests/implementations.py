@@ -11,6 +11,7 @@ the accelerator is not built they skip the compiled case, except under CI
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -48,8 +49,10 @@ def insert_decoding(name: str) -> InsertDecoding:
     return InsertDecoding(name, decoder.decode_insert_at, decoder.insert_runs)
 
 
-@pytest.fixture(params=IMPLEMENTATIONS)
-def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The implementation that objects built during the test use (RowConverter reads ``cdc.accel.native``)."""
-    monkeypatch.setattr(cdc.accel, "native", None if request.param == "python" else compiled_module())
-    return str(request.param)
+@pytest.fixture(scope="module", params=IMPLEMENTATIONS)
+def implementation(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The implementation that objects built during a test use (RowConverter and DedupWindow read
+    ``cdc.accel.native`` when built). Module-scoped, so that hypothesis tests may use it too."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(cdc.accel, "native", None if request.param == "python" else compiled_module())
+        yield str(request.param)
