@@ -213,6 +213,7 @@ def test_plainly_fine_rows_never_reach_the_reference() -> None:
 
 def test_converting_keeps_no_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     import gc
+    import sys
     import tracemalloc
 
     _, compiled = converters(monkeypatch)
@@ -230,3 +231,8 @@ def test_converting_keeps_no_memory(monkeypatch: pytest.MonkeyPatch) -> None:
         assert tracemalloc.get_traced_memory()[0] - before < 4096
     finally:
         tracemalloc.stop()
+    shared = compiled._strings[b"prod"]
+    counts = [sys.getrefcount(o) for o in (shared, None, *good)]
+    for _ in range(2000):
+        compiled.convert_many(run, 0)
+    assert [sys.getrefcount(o) for o in (shared, None, *good)] == counts

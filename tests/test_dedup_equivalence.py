@@ -10,6 +10,7 @@ and position of the two tables must be equal.
 from __future__ import annotations
 
 import gc
+import sys
 import tracemalloc
 from typing import Any
 
@@ -88,7 +89,7 @@ def test_a_window_rebuilt_from_200k_str_ids_is_the_same_either_way() -> None:
 
 def test_inserting_keeps_no_memory() -> None:
     _, compiled = windows(100, 1e9, 0.25)
-    batch = [f"id-{i}".encode() for i in range(150)] + ["str-id", b"y" * 300]
+    batch = [f"id-{i}".encode() for i in range(150)] + ["str-id", b"y" * 300, b"id-149"]  # evicting, and a repeat
     for _ in range(20):
         compiled.admit_many(batch, 1.0)
     gc.collect()
@@ -101,3 +102,7 @@ def test_inserting_keeps_no_memory() -> None:
         assert tracemalloc.get_traced_memory()[0] - before < 4096
     finally:
         tracemalloc.stop()
+    counts = sys.getrefcount(True), sys.getrefcount(False), sys.getrefcount(batch[0])
+    for _ in range(2000):
+        compiled.admit_many(batch, 1.0)
+    assert (sys.getrefcount(True), sys.getrefcount(False), sys.getrefcount(batch[0])) == counts
