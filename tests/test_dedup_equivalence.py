@@ -89,7 +89,8 @@ def test_a_window_rebuilt_from_200k_str_ids_is_the_same_either_way() -> None:
 
 def test_inserting_keeps_no_memory() -> None:
     _, compiled = windows(100, 1e9, 0.25)
-    batch = [f"id-{i}".encode() for i in range(150)] + ["str-id", b"y" * 300, b"id-149"]  # evicting, and a repeat
+    batch: list[str | bytes] = [f"id-{i}".encode() for i in range(150)]
+    batch += ["str-id", b"y" * 300, b"id-149"]  # evicting, and a repeat
     for _ in range(20):
         compiled.admit_many(batch, 1.0)
     gc.collect()

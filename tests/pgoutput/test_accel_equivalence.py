@@ -42,7 +42,7 @@ def _shape(result: Any) -> object:
     return (type(rid).__name__, rid, type(values).__name__, tuple(map(_value, values)))
 
 
-def outcome(call: Any, *args: object) -> object:
+def outcome(call: Any, *args: object) -> tuple[Any, ...]:
     try:
         return ("ok", _shape(call(*args)))
     except PgOutputError as error:
@@ -51,14 +51,14 @@ def outcome(call: Any, *args: object) -> object:
         return (type(error).__name__, str(error))
 
 
-def assert_same_at(both: tuple[InsertDecoding, InsertDecoding], buf: object, offset: object) -> object:
+def assert_same_at(both: tuple[InsertDecoding, InsertDecoding], buf: object, offset: object) -> tuple[Any, ...]:
     python, compiled = both
     expected = outcome(python.decode_insert_at, buf, offset)
     assert outcome(compiled.decode_insert_at, buf, offset) == expected
     return expected
 
 
-def assert_same_runs(both: tuple[InsertDecoding, InsertDecoding], frames: object, offset: object) -> object:
+def assert_same_runs(both: tuple[InsertDecoding, InsertDecoding], frames: object, offset: object) -> tuple[Any, ...]:
     """``frames`` may be a function that makes them: an iterator is used up by the first call."""
     python, compiled = both
     make = frames if callable(frames) else lambda: frames
@@ -78,8 +78,8 @@ def insert(relation_id: int, values: list[tuple[bytes, bytes | None]]) -> bytes:
 
 def test_every_captured_message_in_its_frame_decodes_alike(both: tuple[InsertDecoding, InsertDecoding]) -> None:
     results = [assert_same_at(both, HEADER + raw, len(HEADER)) for raw in MESSAGES]
-    assert sum(1 for r in results if r[0] == "ok") == len(INSERTS) > 10  # type: ignore[index]
-    assert sum(1 for r in results if r[0] == "PgOutputError") == len(MESSAGES) - len(INSERTS) > 0  # type: ignore[index]
+    assert sum(1 for r in results if r[0] == "ok") == len(INSERTS) > 10
+    assert sum(1 for r in results if r[0] == "PgOutputError") == len(MESSAGES) - len(INSERTS) > 0
 
 
 def test_every_truncation_of_every_captured_insert_fails_alike(both: tuple[InsertDecoding, InsertDecoding]) -> None:
@@ -88,23 +88,23 @@ def test_every_truncation_of_every_captured_insert_fails_alike(both: tuple[Inser
     for raw in INSERTS:
         for cut in range(len(raw)):
             result = assert_same_at(both, HEADER + raw[:cut], len(HEADER))
-            assert result[0] == "PgOutputError"  # type: ignore[index]
+            assert result[0] == "PgOutputError"
             assert_same_at(both, raw[:cut], 0)
 
 
 def test_every_extension_of_a_captured_insert_fails_alike(both: tuple[InsertDecoding, InsertDecoding]) -> None:
     for raw in INSERTS:
         for junk in (b"\x00", b"n", b"t\x00\x00\x00\x00", raw):
-            assert assert_same_at(both, HEADER + raw + junk, len(HEADER))[0] == "PgOutputError"  # type: ignore[index]
+            assert assert_same_at(both, HEADER + raw + junk, len(HEADER))[0] == "PgOutputError"
 
 
 def test_a_run_of_every_captured_message_decodes_alike(both: tuple[InsertDecoding, InsertDecoding]) -> None:
     frames = [HEADER + raw for raw in INSERTS]
-    assert assert_same_runs(both, frames, len(HEADER))[0] == "ok"  # type: ignore[index]
-    assert assert_same_runs(both, [memoryview(f) for f in frames], len(HEADER))[0] == "ok"  # type: ignore[index]
+    assert assert_same_runs(both, frames, len(HEADER))[0] == "ok"
+    assert assert_same_runs(both, [memoryview(f) for f in frames], len(HEADER))[0] == "ok"
     for raw in MESSAGES:
         if raw[:1] != b"I":  # one bad frame in the middle of a run fails the run alike
-            assert assert_same_runs(both, frames[:3] + [HEADER + raw] + frames[3:], len(HEADER))[0] == "PgOutputError"  # type: ignore[index]
+            assert assert_same_runs(both, frames[:3] + [HEADER + raw] + frames[3:], len(HEADER))[0] == "PgOutputError"
 
 
 # -- edge cases the fast path must get exactly right --------------------------------------------
@@ -119,7 +119,7 @@ def test_a_run_of_every_captured_message_decodes_alike(both: tuple[InsertDecodin
 ])
 def test_well_formed_tuples_decode_alike(both: tuple[InsertDecoding, InsertDecoding], values: list[tuple[bytes, bytes | None]]) -> None:
     raw = insert(16384, values)
-    assert assert_same_at(both, HEADER + raw, len(HEADER))[0] == "ok"  # type: ignore[index]
+    assert assert_same_at(both, HEADER + raw, len(HEADER))[0] == "ok"
 
 
 @pytest.mark.parametrize("tail", [
@@ -133,7 +133,7 @@ def test_well_formed_tuples_decode_alike(both: tuple[InsertDecoding, InsertDecod
 ])
 def test_broken_last_columns_fail_alike(both: tuple[InsertDecoding, InsertDecoding], tail: bytes) -> None:
     raw = b"I" + pack(">I", 7) + b"N" + pack(">H", 2) + b"n" + tail
-    assert assert_same_at(both, HEADER + raw, len(HEADER))[0] == "PgOutputError"  # type: ignore[index]
+    assert assert_same_at(both, HEADER + raw, len(HEADER))[0] == "PgOutputError"
 
 
 @pytest.mark.parametrize(("buf", "offset"), [
