@@ -17,6 +17,7 @@
 #include "_accel.h"
 
 #include <stdint.h>
+#include <string.h>
 
 /* -- reading big-endian fields ------------------------------------------------------------- */
 
@@ -142,20 +143,20 @@ typedef struct {
     PyObject_HEAD
     PyObject *unchanged;     /* the UNCHANGED marker of cdc.pgoutput.messages */
     PyObject *fallback;      /* the reference decode_insert_at(buf, offset) */
-    PyObject *fallback_runs; /* the reference insert_runs(frames, offset) */
+    PyObject *fallback_runs; /* the reference insert_run_at(frames, start, offset) */
 } InsertDecoder;
 
 static int
 InsertDecoder_init(InsertDecoder *self, PyObject *args, PyObject *kwargs)
 {
-    static char *names[] = {"unchanged", "decode_insert_at", "insert_runs", NULL};
+    static char *names[] = {"unchanged", "decode_insert_at", "insert_run_at", NULL};
     PyObject *unchanged, *fallback, *fallback_runs;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO:InsertDecoder", names, &unchanged, &fallback,
                                      &fallback_runs)) {
         return -1;
     }
     if (!PyCallable_Check(fallback) || !PyCallable_Check(fallback_runs)) {
-        PyErr_SetString(PyExc_TypeError, "InsertDecoder: decode_insert_at and insert_runs must be callable");
+        PyErr_SetString(PyExc_TypeError, "InsertDecoder: decode_insert_at and insert_run_at must be callable");
         return -1;
     }
     Py_XSETREF(self->unchanged, Py_NewRef(unchanged));
@@ -232,123 +233,165 @@ InsertDecoder_decode_insert_at(InsertDecoder *self, PyObject *const *args, Py_ss
 }
 
 /*
- * One frame of a run: (relation OID, new tuple), fast when the frame's buffer
- * holds a well-formed Insert, else the reference decode_insert_at(bytes(frame), offset).
+ * A frame's bytes, when it is bytes or a plain memoryview of bytes (one
+ * dimension, one-byte items, contiguous): 1, with *view to release when held;
+ * 0 when it is anything else (the reference decides what that means).
  */
-static PyObject *
-insert_of_frame(InsertDecoder *self, PyObject *frame, PyObject *offset_obj, Py_ssize_t offset)
+static int
+frame_bytes(PyObject *frame, Py_buffer *view, int *held, const unsigned char **data, Py_ssize_t *size)
 {
-    if (PyObject_CheckBuffer(frame)) {
-        Py_buffer view;
-        if (PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE) == 0) {
-            PyObject *result;
-            int found = fast_insert((const unsigned char *)view.buf, offset, view.len, self->unchanged, &result);
-            PyBuffer_Release(&view);
-            if (found < 0) {
-                return NULL;
-            }
-            if (found) {
-                return result;
-            }
-        }
-        else {
-            PyErr_Clear();  /* not contiguous: the slow way copes */
-        }
+    *held = 0;
+    if (PyBytes_CheckExact(frame)) {
+        *data = (const unsigned char *)PyBytes_AS_STRING(frame);
+        *size = PyBytes_GET_SIZE(frame);
+        return 1;
     }
-    PyObject *copy = PyObject_CallOneArg((PyObject *)&PyBytes_Type, frame);
-    if (copy == NULL) {
-        return NULL;
+    if (!PyMemoryView_Check(frame)) {
+        return 0;
     }
-    PyObject *result = PyObject_CallFunctionObjArgs(self->fallback, copy, offset_obj, NULL);
-    Py_DECREF(copy);
-    return result;
+    if (PyObject_GetBuffer(frame, view, PyBUF_FULL_RO) < 0) {
+        PyErr_Clear();  /* released, say: the reference raises what it raises */
+        return 0;
+    }
+    if (view->ndim != 1 || view->itemsize != 1 || (view->format != NULL && strcmp(view->format, "B") != 0) ||
+        (view->strides != NULL && view->strides[0] != 1) || view->suboffsets != NULL) {
+        PyBuffer_Release(view);
+        return 0;
+    }
+    *held = 1;
+    *data = view->buf;
+    *size = view->len;
+    return 1;
 }
 
-PyDoc_STRVAR(insert_runs_doc,
-"insert_runs(frames, offset) -> [(relation OID, [new tuple, ...]), ...]\n\n"
-"The Insert message at ``offset`` of each frame, consecutive ones of one relation\n"
-"grouped, as the reference insert_runs returns them.");
+PyDoc_STRVAR(insert_run_at_doc,
+"insert_run_at(frames, start, offset) -> (relation OID, [new tuple, ...], next index)\n\n"
+"The reference insert_run_at, compiled for frames that are bytes or plain memoryviews\n"
+"holding well-formed Inserts; anything else is the reference's to decode or to reject.");
 
 static PyObject *
-InsertDecoder_insert_runs(InsertDecoder *self, PyObject *const *args, Py_ssize_t nargs)
+InsertDecoder_insert_run_at(InsertDecoder *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (!ready(self)) {
         return NULL;
     }
-    Py_ssize_t offset = -1;
-    if (nargs == 2 && PyList_CheckExact(args[0]) && PyLong_CheckExact(args[1])) {
-        offset = PyLong_AsSsize_t(args[1]);
-        if (offset == -1 && PyErr_Occurred()) {
+    Py_ssize_t start = -1, offset = -1, n = 0;
+    if (nargs == 3 && PyList_CheckExact(args[0]) && PyLong_CheckExact(args[1]) && PyLong_CheckExact(args[2])) {
+        n = PyList_GET_SIZE(args[0]);
+        start = PyLong_AsSsize_t(args[1]);
+        offset = PyLong_AsSsize_t(args[2]);
+        if (PyErr_Occurred()) {
             PyErr_Clear();
+            start = -1;
         }
     }
-    if (offset < 0) {  /* not a list of frames and an offset into them: the reference copes, or says why */
-        return PyObject_Vectorcall(self->fallback_runs, args, (size_t)nargs, NULL);
+    if (start < 0 || start >= n || offset < 0) {
+        goto reference;
     }
-    PyObject *frames = args[0], *offset_obj = args[1];
-    PyObject *runs = PyList_New(0);
-    if (runs == NULL) {
+    /* No Python code runs below until the result is built: the list cannot change under us. */
+    PyObject *frames = args[0];
+    Py_buffer view;
+    int held;
+    const unsigned char *data;
+    Py_ssize_t size;
+    PyObject *first;
+    if (!frame_bytes(PyList_GET_ITEM(frames, start), &view, &held, &data, &size)) {
+        goto reference;
+    }
+    int found = fast_insert(data, offset, size, self->unchanged, &first);
+    if (held) {
+        PyBuffer_Release(&view);
+    }
+    if (found <= 0) {
+        if (found < 0) {
+            return NULL;
+        }
+        goto reference;
+    }
+    PyObject *relation_id = Py_NewRef(PyTuple_GET_ITEM(first, 0));
+    PyObject *run = PyList_New(1);
+    if (run == NULL) {
+        Py_DECREF(first);
+        Py_DECREF(relation_id);
         return NULL;
     }
-    PyObject *run = NULL;          /* borrowed from runs: the open run's list of tuples */
-    PyObject *relation_id = NULL;  /* borrowed: the open run's relation OID */
-    /* The list is read by index each time: a fallback runs Python code, which could change it. */
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(frames); i++) {
-        PyObject *frame = Py_NewRef(PyList_GET_ITEM(frames, i));
-        PyObject *pair = insert_of_frame(self, frame, offset_obj, offset);
-        Py_DECREF(frame);
-        if (pair == NULL) {
-            goto fail;
+    PyList_SET_ITEM(run, 0, Py_NewRef(PyTuple_GET_ITEM(first, 1)));
+    Py_DECREF(first);
+    uint32_t rid = (uint32_t)PyLong_AsUnsignedLong(relation_id);  /* it came from a uint32 */
+    Py_ssize_t i = start + 1;
+    for (; i < n; i++) {
+        if (!frame_bytes(PyList_GET_ITEM(frames, i), &view, &held, &data, &size) || size == 0) {
+            if (held) {
+                PyBuffer_Release(&view);
+            }
+            goto drop;
         }
-        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2) {
+        if (data[0] != 'w' || size <= offset || data[offset] != 'I') {
+            if (held) {
+                PyBuffer_Release(&view);
+            }
+            break;
+        }
+        PyObject *pair;
+        found = fast_insert(data, offset, size, self->unchanged, &pair);
+        uint32_t next_id = found > 0 ? read_u32(data + offset + 1) : 0;
+        if (held) {
+            PyBuffer_Release(&view);
+        }
+        if (found <= 0) {
+            if (found < 0) {
+                Py_DECREF(run);
+                Py_DECREF(relation_id);
+                return NULL;
+            }
+            goto drop;
+        }
+        if (next_id != rid) {
             Py_DECREF(pair);
-            PyErr_SetString(PyExc_TypeError, "decode_insert_at must return a (relation OID, tuple) pair");
-            goto fail;
-        }
-        PyObject *rid = PyTuple_GET_ITEM(pair, 0);
-        int same = 0;
-        if (relation_id != NULL) {
-            same = PyObject_RichCompareBool(rid, relation_id, Py_EQ);
-            if (same < 0) {
-                Py_DECREF(pair);
-                goto fail;
-            }
-        }
-        if (!same) {
-            PyObject *fresh = PyList_New(0);
-            PyObject *entry = fresh == NULL ? NULL : PyTuple_Pack(2, rid, fresh);
-            Py_XDECREF(fresh);
-            if (entry == NULL || PyList_Append(runs, entry) < 0) {
-                Py_XDECREF(entry);
-                Py_DECREF(pair);
-                goto fail;
-            }
-            Py_DECREF(entry);  /* runs holds it, and through it the run and the OID */
-            run = fresh;
-            relation_id = rid;
+            break;
         }
         int appended = PyList_Append(run, PyTuple_GET_ITEM(pair, 1));
         Py_DECREF(pair);
         if (appended < 0) {
-            goto fail;
+            Py_DECREF(run);
+            Py_DECREF(relation_id);
+            return NULL;
         }
     }
-    return runs;
+    PyObject *next = PyLong_FromSsize_t(i);
+    if (next == NULL) {
+        Py_DECREF(run);
+        Py_DECREF(relation_id);
+        return NULL;
+    }
+    PyObject *result = PyTuple_New(3);
+    if (result == NULL) {
+        Py_DECREF(run);
+        Py_DECREF(relation_id);
+        Py_DECREF(next);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(result, 0, relation_id);
+    PyTuple_SET_ITEM(result, 1, run);
+    PyTuple_SET_ITEM(result, 2, next);
+    return result;
 
-fail:
-    Py_DECREF(runs);
-    return NULL;
+drop:  /* a frame the fast path does not take: the reference does the whole run, and says why if it fails */
+    Py_DECREF(run);
+    Py_DECREF(relation_id);
+reference:
+    return PyObject_Vectorcall(self->fallback_runs, args, (size_t)nargs, NULL);
 }
 
 static PyMethodDef InsertDecoder_methods[] = {
     {"decode_insert_at", (PyCFunction)(void (*)(void))InsertDecoder_decode_insert_at, METH_FASTCALL,
      decode_insert_at_doc},
-    {"insert_runs", (PyCFunction)(void (*)(void))InsertDecoder_insert_runs, METH_FASTCALL, insert_runs_doc},
+    {"insert_run_at", (PyCFunction)(void (*)(void))InsertDecoder_insert_run_at, METH_FASTCALL, insert_run_at_doc},
     {NULL, NULL, 0, NULL},
 };
 
 PyDoc_STRVAR(InsertDecoder_doc,
-"InsertDecoder(unchanged, decode_insert_at, insert_runs)\n\n"
+"InsertDecoder(unchanged, decode_insert_at, insert_run_at)\n\n"
 "Compiled Insert decoding. ``unchanged`` is the marker for an unchanged TOAST\n"
 "value; the two functions are the reference implementations, which decode (or\n"
 "reject, with their own errors) anything this does not take on the fast path.");

@@ -1,5 +1,5 @@
 # Types of the compiled accelerator (cdc/_accel.c); cdc.accel decides whether it is used.
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .pgoutput.messages import TupleData
@@ -9,10 +9,12 @@ class InsertDecoder:
         self,
         unchanged: object,
         decode_insert_at: Callable[[bytes, int], tuple[int, TupleData]],
-        insert_runs: Callable[[Iterable[bytes | memoryview], int], list[tuple[int, list[TupleData]]]],
+        insert_run_at: Callable[[Sequence[bytes | memoryview], int, int], tuple[int, list[TupleData], int]],
     ) -> None: ...
     def decode_insert_at(self, buf: bytes, offset: int) -> tuple[int, TupleData]: ...
-    def insert_runs(self, frames: Iterable[bytes | memoryview], offset: int) -> list[tuple[int, list[TupleData]]]: ...
+    def insert_run_at(
+        self, frames: Sequence[bytes | memoryview], start: int, offset: int
+    ) -> tuple[int, list[TupleData], int]: ...
 
 class Converter:
     def __init__(

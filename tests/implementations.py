@@ -39,14 +39,14 @@ def compiled_module() -> ModuleType:
 class InsertDecoding:
     name: str
     decode_insert_at: Any
-    insert_runs: Any
+    insert_run_at: Any
 
 
 def insert_decoding(name: str) -> InsertDecoding:
     if name == "python":
-        return InsertDecoding(name, _tuples.decode_insert_at, _tuples.insert_runs)
-    decoder = compiled_module().InsertDecoder(UNCHANGED, _tuples.decode_insert_at, _tuples.insert_runs)
-    return InsertDecoding(name, decoder.decode_insert_at, decoder.insert_runs)
+        return InsertDecoding(name, _tuples.decode_insert_at, _tuples.insert_run_at)
+    decoder = compiled_module().InsertDecoder(UNCHANGED, _tuples.decode_insert_at, _tuples.insert_run_at)
+    return InsertDecoding(name, decoder.decode_insert_at, decoder.insert_run_at)
 
 
 @pytest.fixture(scope="module", params=IMPLEMENTATIONS)

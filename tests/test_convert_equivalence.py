@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cdc.accel
-from cdc.outbox import REQUIRED_COLUMNS, RowConverter
+from cdc.core.outbox import RowConverter
 from cdc.pgoutput.messages import UNCHANGED, Column, Relation, TupleData
 from implementations import compiled_module
 

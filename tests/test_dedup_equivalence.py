@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cdc.accel
-from cdc.dedup import DedupWindow
+from cdc.core.dedup import DedupWindow
 from implementations import compiled_module
 
 KEY = b"equivalence-key!"

@@ -11,6 +11,7 @@ from cdc.core.spill import SpillBudget
 from cdc.core.transactions import TransactionAssembler, TransactionError
 from cdc.pgoutput import messages as m
 from cdc.pgoutput.framing import FrameDecoder
+from implementations import IMPLEMENTATIONS, insert_decoding
 
 from pgoutput.encoder import encode
 
@@ -169,6 +170,13 @@ def _inserts(asm: TransactionAssembler, frames: list[memoryview]) -> None:
     FrameDecoder(asm, keepalive=lambda frame: None).decode(frames)
 
 
+@pytest.fixture(params=IMPLEMENTATIONS)
+def insert_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The frames' runs decoded by each implementation (the process uses the one cdc.accel picked)."""
+    monkeypatch.setattr("cdc.pgoutput.framing.insert_run_at", insert_decoding(request.param).insert_run_at)
+
+
+@pytest.mark.usefixtures("insert_path")
 def test_a_run_of_insert_frames_gives_the_rows_feeding_each_insert_would_give() -> None:
     inserts = [_insert(str(i).encode()) for i in range(5)]
     fed, fed_rec = _assembler()
@@ -185,6 +193,7 @@ def test_a_run_of_insert_frames_gives_the_rows_feeding_each_insert_would_give() 
     assert run_rec.runs == [("outbox", 2), ("outbox", 3)]
 
 
+@pytest.mark.usefixtures("insert_path")
 def test_a_run_is_split_where_the_relation_changes() -> None:
     asm, rec = _assembler()
     for message in (m.Begin(1000, 5, 700), REL, OTHER):
@@ -196,6 +205,7 @@ def test_a_run_is_split_where_the_relation_changes() -> None:
     assert [r[3] for r in rec.got] == [0, 1, 2, 3]
 
 
+@pytest.mark.usefixtures("insert_path")
 def test_a_run_outside_a_transaction_or_of_an_unknown_relation_is_a_protocol_error() -> None:
     asm, _ = _assembler()
     asm.feed(REL)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from ..accel import native
@@ -10,16 +10,16 @@ from . import _tuples
 from .messages import UNCHANGED, TupleData
 
 DecodeInsertAt = Callable[[bytes, int], tuple[int, TupleData]]
-InsertRuns = Callable[[Iterable[bytes | memoryview], int], list[tuple[int, list[TupleData]]]]
+InsertRunAt = Callable[[Sequence[bytes | memoryview], int, int], tuple[int, list[TupleData], int]]
 
 
-def _select() -> tuple[DecodeInsertAt, InsertRuns]:
+def _select() -> tuple[DecodeInsertAt, InsertRunAt]:
     if native is None:
-        return _tuples.decode_insert_at, _tuples.insert_runs
-    decoder = native.InsertDecoder(UNCHANGED, _tuples.decode_insert_at, _tuples.insert_runs)
-    return decoder.decode_insert_at, decoder.insert_runs
+        return _tuples.decode_insert_at, _tuples.insert_run_at
+    decoder = native.InsertDecoder(UNCHANGED, _tuples.decode_insert_at, _tuples.insert_run_at)
+    return decoder.decode_insert_at, decoder.insert_run_at
 
 
 _SELECTED: Final = _select()
 decode_insert_at: Final = _SELECTED[0]
-insert_runs: Final = _SELECTED[1]
+insert_run_at: Final = _SELECTED[1]

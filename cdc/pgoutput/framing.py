@@ -14,12 +14,12 @@ whole, and keepalives.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
 # The package's, not _tuples' own: whichever implementation the package exports.
-from . import decode, decode_insert_at
+from . import decode, insert_run_at
 from .messages import Message, StreamStart, StreamStop, TupleData, pg_now_micros
 
 _XLOGDATA: Final = struct.Struct("!QQq")       # wal_start, wal_end, send_time
@@ -99,27 +99,20 @@ class FrameDecoder:
         self._insert_run = receiver.insert_run
         self._keepalive = keepalive
 
-    def decode(self, frames: Iterable[memoryview]) -> None:
+    def decode(self, frames: Sequence[memoryview]) -> None:
         """Hand on what one read's frames carry; a frame that does not decode raises where it stands."""
-        feed, insert_run, decode_at = self._feed, self._insert_run, decode_insert_at
+        feed, insert_run, run_at = self._feed, self._insert_run, insert_run_at
         xlogdata, insert, offset = _XLOGDATA_TYPE, _INSERT_TYPE, XLOGDATA_HEADER_SIZE
         in_stream = self.in_stream
-        run: list[TupleData] = []
-        relation_id = -1
-        for data in frames:
+        i, n = 0, len(frames)
+        while i < n:
+            data = frames[i]
             if data[0] == xlogdata:
                 if not in_stream and len(data) > offset and data[offset] == insert:
-                    rid, values = decode_at(bytes(data), offset)
-                    if rid != relation_id:
-                        if run:
-                            insert_run(relation_id, run)
-                            run = []
-                        relation_id = rid
-                    run.append(values)
-                    continue
-                if run:
+                    # The hot path: the Inserts of one relation from here on, in one call.
+                    relation_id, run, i = run_at(frames, i, offset)
                     insert_run(relation_id, run)
-                    run, relation_id = [], -1
+                    continue
                 # (A frame too short to hold a message type decodes as an empty message: an error.)
                 message = decode(data[offset:], in_stream=in_stream)
                 if type(message) is StreamStart:
@@ -127,12 +120,8 @@ class FrameDecoder:
                 elif type(message) is StreamStop:
                     in_stream = self.in_stream = False
                 feed(message)
-                continue
-            if run:
-                insert_run(relation_id, run)
-                run, relation_id = [], -1
-            frame = parse_copy_data(data)
-            if type(frame) is Keepalive:
-                self._keepalive(frame)
-        if run:
-            insert_run(relation_id, run)
+            else:
+                frame = parse_copy_data(data)
+                if type(frame) is Keepalive:
+                    self._keepalive(frame)
+            i += 1

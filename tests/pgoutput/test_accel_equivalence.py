@@ -36,8 +36,9 @@ def _value(value: object) -> object:
 
 def _shape(result: Any) -> object:
     """A result with the type of everything in it: b"1" and "1", 1 and True must not compare equal."""
-    if isinstance(result, list):
-        return [(type(rid).__name__, rid, [tuple(map(_value, values)) for values in run]) for rid, run in result]
+    if len(result) == 3:  # insert_run_at: (relation OID, tuples, next index)
+        rid, run, after = result
+        return (type(rid).__name__, rid, [tuple(map(_value, values)) for values in run], type(after).__name__, after)
     rid, values = result
     return (type(rid).__name__, rid, type(values).__name__, tuple(map(_value, values)))
 
@@ -58,12 +59,14 @@ def assert_same_at(both: tuple[InsertDecoding, InsertDecoding], buf: object, off
     return expected
 
 
-def assert_same_runs(both: tuple[InsertDecoding, InsertDecoding], frames: object, offset: object) -> tuple[Any, ...]:
-    """``frames`` may be a function that makes them: an iterator is used up by the first call."""
+def assert_same_runs(
+    both: tuple[InsertDecoding, InsertDecoding], frames: object, start: object, offset: object
+) -> tuple[Any, ...]:
+    """``frames`` may be a function that makes them (a released memoryview cannot be made twice)."""
     python, compiled = both
     make = frames if callable(frames) else lambda: frames
-    expected = outcome(python.insert_runs, make(), offset)
-    assert outcome(compiled.insert_runs, make(), offset) == expected
+    expected = outcome(python.insert_run_at, make(), start, offset)
+    assert outcome(compiled.insert_run_at, make(), start, offset) == expected
     return expected
 
 
@@ -98,13 +101,31 @@ def test_every_extension_of_a_captured_insert_fails_alike(both: tuple[InsertDeco
             assert assert_same_at(both, HEADER + raw + junk, len(HEADER))[0] == "PgOutputError"
 
 
-def test_a_run_of_every_captured_message_decodes_alike(both: tuple[InsertDecoding, InsertDecoding]) -> None:
-    frames = [HEADER + raw for raw in INSERTS]
-    assert assert_same_runs(both, frames, len(HEADER))[0] == "ok"
-    assert assert_same_runs(both, [memoryview(f) for f in frames], len(HEADER))[0] == "ok"
+def test_runs_through_every_captured_message_decode_alike(both: tuple[InsertDecoding, InsertDecoding]) -> None:
+    # Every message of every capture in its frame, a keepalive now and then: a run from every Insert.
+    frames: list[bytes | memoryview] = []
+    for i, raw in enumerate(MESSAGES):
+        frames.append(HEADER + raw if i % 3 else memoryview(HEADER + raw))
+        if i % 7 == 0:
+            frames.append(b"k" + bytes(17))
+    starts = [i for i, f in enumerate(frames) if f[0] == HEADER[0] and f[len(HEADER)] == ord("I")]
+    assert len(starts) == len(INSERTS)
+    for start in starts:
+        assert assert_same_runs(both, frames, start, len(HEADER))[0] == "ok"
+    inserts = [HEADER + raw for raw in INSERTS]
+    assert assert_same_runs(both, inserts, 0, len(HEADER))[0] == "ok"
+    inserts = [HEADER + INSERTS[0]] * 5  # one relation's: the run reaches whatever comes fourth
+    failed = 0
     for raw in MESSAGES:
-        if raw[:1] != b"I":  # one bad frame in the middle of a run fails the run alike
-            assert assert_same_runs(both, frames[:3] + [HEADER + raw] + frames[3:], len(HEADER))[0] == "PgOutputError"
+        if raw[:1] == b"I":
+            continue
+        # Another message ends a run; relabelled as an Insert it fails the run alike (an
+        # Update without an old tuple is laid out as an Insert, and reads as one).
+        ended = assert_same_runs(both, [*inserts[:3], HEADER + raw, *inserts[3:]], 0, len(HEADER))
+        assert ended[0] == "ok" and ended[1][-1] == 3
+        relabelled = assert_same_runs(both, [*inserts[:3], HEADER + b"I" + raw[1:], *inserts[3:]], 0, len(HEADER))
+        failed += relabelled[0] == "PgOutputError"
+    assert failed > 10
 
 
 # -- edge cases the fast path must get exactly right --------------------------------------------
@@ -117,7 +138,9 @@ def test_a_run_of_every_captured_message_decodes_alike(both: tuple[InsertDecodin
     [(b"n", None), (b"u", None), (b"t", b"x" * 70_000)],
     [(b"t", bytes(range(256)))] * 40,
 ])
-def test_well_formed_tuples_decode_alike(both: tuple[InsertDecoding, InsertDecoding], values: list[tuple[bytes, bytes | None]]) -> None:
+def test_well_formed_tuples_decode_alike(
+    both: tuple[InsertDecoding, InsertDecoding], values: list[tuple[bytes, bytes | None]]
+) -> None:
     raw = insert(16384, values)
     assert assert_same_at(both, HEADER + raw, len(HEADER))[0] == "ok"
 
@@ -155,21 +178,48 @@ def test_odd_calls_behave_alike(both: tuple[InsertDecoding, InsertDecoding], buf
     assert_same_at(both, buf, offset)
 
 
-@pytest.mark.parametrize(("frames", "offset"), [
-    ([], 0),
-    ((b"I\x00\x00\x00\x01N\x00\x00",), 0),  # a tuple, not a list
-    (lambda: iter([b"I\x00\x00\x00\x01N\x00\x00"]), 0),
-    ([b"I\x00\x00\x00\x01N\x00\x00", bytearray(b"I\x00\x00\x00\x01N\x00\x00")], 0),
-    ([b"I\x00\x00\x00\x01N\x00\x00", "I"], 0),
-    ([b"I\x00\x00\x00\x01N\x00\x00", 3], 0),  # bytes(3) is three zero bytes: an error either way
-    ([b"xI\x00\x00\x00\x01N\x00\x00"], -8),
-    ([b"I\x00\x00\x00\x01N\x00\x00"], 1 << 70),
-    ([b"I\x00\x00\x00\x01N\x00\x00"], None),
-    ([memoryview(b"xxI\x00\x00\x00\x01N\x00\x00")[::2]], 0),  # not contiguous
-    (None, 0),
+GOOD = HEADER + b"I\x00\x00\x00\x01N\x00\x00"
+ANOTHER = HEADER + b"I\x00\x00\x00\x02N\x00\x00"
+
+
+def _released() -> list[object]:
+    view = memoryview(GOOD)
+    view.release()
+    return [GOOD, view]
+
+
+@pytest.mark.parametrize(("frames", "start", "offset"), [
+    ([], 0, 25),
+    ([GOOD], 1, 25),
+    ([GOOD], -1, 25),  # a negative start counts from the end in the reference
+    ([GOOD, GOOD], 1 << 70, 25),
+    ([GOOD], 0, 1 << 70),
+    ([GOOD], 0, -1),
+    ([GOOD], 0, None),
+    ([GOOD], True, 25),
+    ((GOOD, GOOD), 0, 25),  # a tuple, not a list
+    ([GOOD, b""], 0, 25),  # an empty frame: the reference's IndexError
+    ([GOOD, bytearray(GOOD)], 0, 25),
+    ([bytearray(GOOD), GOOD], 0, 25),
+    ([GOOD, "w" * 40], 0, 25),
+    ([GOOD, 3], 0, 25),
+    ([GOOD, None], 0, 25),
+    ([GOOD, memoryview(b"xx" + GOOD)[2:]], 0, 25),
+    ([GOOD, memoryview(GOOD + GOOD)[::2]], 0, 25),  # not contiguous
+    ([GOOD, memoryview(GOOD + bytes(3)).cast("I")], 0, 25),  # four-byte items
+    ([GOOD, memoryview(GOOD).cast("b")], 0, 25),  # signed bytes
+    (_released, 0, 25),
+    ([GOOD, GOOD[:26]], 0, 25),  # cut after the type byte
+    ([GOOD, GOOD[:25]], 0, 25),  # no message at all
+    ([GOOD, ANOTHER, GOOD], 0, 25),
+    ([GOOD, HEADER + b"I\x00\x00\x00\x02", GOOD], 0, 25),  # the next relation's Insert is broken
+    ([HEADER + b"U\x00\x00\x00\x01N\x00\x00"], 0, 25),  # not an Insert at the start
+    (None, 0, 25),
 ])
-def test_odd_runs_behave_alike(both: tuple[InsertDecoding, InsertDecoding], frames: object, offset: object) -> None:
-    assert_same_runs(both, frames, offset)
+def test_odd_runs_behave_alike(
+    both: tuple[InsertDecoding, InsertDecoding], frames: object, start: object, offset: object
+) -> None:
+    assert_same_runs(both, frames, start, offset)
 
 
 # -- hypothesis ---------------------------------------------------------------------------------
@@ -210,13 +260,18 @@ def test_mutated_inserts_decode_alike(raw: bytes) -> None:
     assert_same_at(both, raw, 0)
 
 
-@settings(max_examples=100)
-@given(st.lists(st.tuples(mutated(), st.booleans()), max_size=20), st.integers(min_value=0, max_value=30))
-def test_mutated_runs_decode_alike(frames: list[tuple[bytes, bool]], offset: int) -> None:
+others = st.sampled_from([b"k" + bytes(17), HEADER + b"C" + bytes(25), HEADER + b"B" + bytes(20), b"", b"w"])
+
+
+@settings(max_examples=150)
+@given(st.lists(st.one_of(st.tuples(mutated(), st.booleans()), st.tuples(others, st.just(False))), min_size=1,
+                max_size=20),
+       st.integers(min_value=0, max_value=19), st.sampled_from([0, 1, 25, 26, 40]))
+def test_mutated_runs_decode_alike(frames: list[tuple[bytes, bool]], start: int, offset: int) -> None:
     both = insert_decoding("python"), insert_decoding("compiled")
     prefix = HEADER[:offset] + bytes(max(0, offset - len(HEADER)))
     run = [memoryview(prefix + raw) if as_view else prefix + raw for raw, as_view in frames]
-    assert_same_runs(both, run, offset)
+    assert_same_runs(both, run, min(start, len(run) - 1), offset)
 
 
 @settings(max_examples=300)

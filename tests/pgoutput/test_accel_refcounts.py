@@ -65,28 +65,30 @@ def test_decoding_good_and_broken_inserts_leaks_nothing(compiled: object) -> Non
 
 
 def test_decoding_runs_leaks_nothing_and_lets_go_of_every_frame(compiled: object) -> None:
-    runs = compiled.insert_runs  # type: ignore[attr-defined]
+    run_at = compiled.insert_run_at  # type: ignore[attr-defined]
     frames: list[bytes | memoryview] = [HEADER + GOOD, memoryview(HEADER + GOOD), HEADER + OTHER, memoryview(HEADER + GOOD)]
-    assert [(rid, len(run)) for rid, run in runs(frames, len(HEADER))] == [(16384, 2), (16385, 1), (16384, 1)]
-    assert _leaked(lambda: runs(frames, len(HEADER))) < 4096
-    assert _leaked(_swallow(lambda: runs([*frames, memoryview(HEADER + BROKEN)], len(HEADER))), 5_000) < 4096
+    assert [(rid, len(run), i) for rid, run, i in (run_at(frames, k, len(HEADER)) for k in (0, 2, 3))] == [
+        (16384, 2, 2), (16385, 1, 3), (16384, 1, 4)]
+    assert _leaked(lambda: run_at(frames, 0, len(HEADER))) < 4096
+    broken = [*frames[:2], memoryview(HEADER + BROKEN)]
+    assert _leaked(_swallow(lambda: run_at(broken, 0, len(HEADER))), 5_000) < 4096
     for frame in frames:
         if isinstance(frame, memoryview):
             frame.release()  # BufferError if a buffer taken from it was never released
 
 
 def test_shared_objects_keep_their_reference_counts(compiled: object) -> None:
-    at, runs = compiled.decode_insert_at, compiled.insert_runs  # type: ignore[attr-defined]
+    at, run_at = compiled.decode_insert_at, compiled.insert_run_at  # type: ignore[attr-defined]
     good, broken = HEADER + GOOD, HEADER + BROKEN
     watched = (None, UNCHANGED, good, broken)
 
     def calls() -> None:
         for _ in range(1000):
             at(good, len(HEADER))
-            runs([good, memoryview(good)], len(HEADER))
+            run_at([good, memoryview(good)], 0, len(HEADER))
             for frames in ([broken], [good, broken]):
                 try:
-                    runs(frames, len(HEADER)) if len(frames) > 1 else at(frames[0], len(HEADER))
+                    run_at(frames, 0, len(HEADER)) if len(frames) > 1 else at(frames[0], len(HEADER))
                 except PgOutputError:
                     pass
 

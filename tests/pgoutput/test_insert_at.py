@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -63,9 +65,17 @@ def test_a_corrupted_insert_reads_the_same_in_place_as_alone(implementation: str
     assert outcome(decode_insert_at, HEADER + broken, len(HEADER)) == via_decode(broken)
 
 
-def test_a_run_of_frames_is_grouped_by_relation_and_reads_as_each_frame_alone(inserts: InsertDecoding) -> None:
-    frames = [HEADER + raw for raw in INSERTS]
-    runs = inserts.insert_runs([memoryview(f) for f in frames[:5]] + frames[5:], len(HEADER))
-    flat = [(relation_id, values) for relation_id, run in runs for values in run]
-    assert flat == [via_decode(raw) for raw in INSERTS]
-    assert all(a[0] != b[0] for a, b in zip(runs, runs[1:]))  # a new run only where the relation changes
+def test_runs_end_where_the_relation_changes_or_a_frame_is_not_an_insert(inserts: InsertDecoding) -> None:
+    frames: list[bytes | memoryview] = [HEADER + raw for raw in INSERTS]
+    frames[3:3] = [b"k" + bytes(17), HEADER + b"C" + bytes(25)]  # a keepalive and a Commit in between
+    frames[:5] = [memoryview(f) for f in frames[:5]]
+    runs, i = [], 0
+    while i < len(frames):
+        if frames[i][0] != HEADER[0] or frames[i][len(HEADER)] != ord("I"):
+            i += 1
+            continue
+        relation_id, run, i = inserts.insert_run_at(frames, i, len(HEADER))
+        runs.append((relation_id, run))
+    assert [(rid, values) for rid, run in runs for values in run] == [via_decode(raw) for raw in INSERTS]
+    assert sum(len(run) for _, run in runs[:1]) == 3  # the keepalive ended the first run
+    assert all(a[0] != b[0] for a, b in itertools.pairwise(runs[1:]))  # after it, a new run only for a new relation
