@@ -176,3 +176,53 @@ def slot_released(t: Target, slot: str = "cdc_outbox", timeout: float = 30) -> N
         return row is None or not row[0]
 
     wait_until(released, timeout, "the killed run's walsender to release the slot", 0.05)
+
+
+class CommitReferee:
+    """PostgreSQL's own account of which transactions committed where: a test_decoding slot, nothing of cdc.
+
+    Create it before the transactions it is to see. ``commits()`` gives each
+    committed transaction's xid and the end of its commit record; the outbox
+    rows' ``xmin`` says which transaction wrote them.
+    """
+
+    SLOT = "cdc_test_referee"
+
+    def __init__(self, t: Target) -> None:
+        self.t = t
+        with t.pg() as conn:
+            conn.execute("SELECT pg_create_logical_replication_slot(%s, 'test_decoding')", (self.SLOT,))
+
+    def commits(self) -> dict[str, int]:
+        with self.t.pg() as conn:
+            rows = conn.execute(
+                "SELECT xid::text, lsn::text FROM pg_logical_slot_peek_changes(%s, NULL, NULL, "
+                "'include-xids', '1', 'skip-empty-xacts', '1') WHERE data LIKE 'COMMIT%%'",
+                (self.SLOT,),
+            ).fetchall()
+        return {str(xid): parse_lsn_text(str(lsn)) for xid, lsn in rows}
+
+    def outbox_ids_by_xid(self) -> dict[str, set[str]]:
+        by_xid: dict[str, set[str]] = {}
+        with self.t.pg() as conn:
+            for uid, xid in conn.execute("SELECT unique_id, xmin::text FROM outbox").fetchall():
+                by_xid.setdefault(str(xid), set()).add(str(uid))
+        return by_xid
+
+    def acknowledged_unstored(self, confirmed: int, stored: set[str]) -> list[str]:
+        """Committed transactions the slot confirmed (their commit ends at or before ``confirmed``) that
+        ClickHouse did not hold whole: the server will never send them again."""
+        commits = self.commits()
+        return [
+            f"transaction {xid} (commit ends at {commits[xid]:X}, {len(ids - stored)} of {len(ids)} rows unstored)"
+            f" confirmed by {confirmed:X}"
+            for xid, ids in self.outbox_ids_by_xid().items()
+            if xid in commits and commits[xid] <= confirmed and not ids <= stored
+        ]
+
+    def drop(self) -> None:
+        with self.t.pg() as conn:
+            conn.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
+                (self.SLOT,),
+            )

@@ -53,11 +53,15 @@ def run(
         raise click.UsageError(f"CDC_FAILPOINTS: {exc}") from None
     log = get_logger(slot=settings.slot)
     stop = threading.Event()
+    # Before anything connects: a SIGTERM during start-up must end the run
+    # cleanly (exit 0, nothing acknowledged), not kill it with -15.
+    started: list[Pipeline] = []
+    _install_signal_handlers(stop, started)
     sink = open_sink(require_sink(settings), settings, log=log)
     try:
         sink.ensure_schema()
         pipeline = build(settings, sink, log=log, stop=stop, failpoints=failpoints, retention=retention)
-        _install_signal_handlers(stop, pipeline)
+        started.append(pipeline)
         summary = pipeline.run(until=until_lsn, create_slot=create_slot, from_lsn=replay_from)
     finally:
         sink.close()
@@ -81,11 +85,19 @@ def _replay_position(settings: Settings, from_lsn: str | None, from_checkpoint: 
     return None if from_lsn is None else parse_lsn(from_lsn)
 
 
-def _install_signal_handlers(stop: threading.Event, pipeline: Pipeline) -> None:
+def _install_signal_handlers(stop: threading.Event, started: list[Pipeline]) -> None:
+    """First signal: flush, acknowledge, exit 0. Second: stop retrying (``started`` holds the pipeline once built)."""
+
     def handle(signum: int, _frame: FrameType | None) -> None:
+        if not started:
+            # Still starting (a connection may be blocked for its whole timeout):
+            # nothing has been read, so there is nothing to flush or acknowledge.
+            click.echo("cdc: stopped during start-up; nothing was read or acknowledged", err=True)
+            raise SystemExit(0)
         if stop.is_set():
             # Second signal: stop retrying; whatever is not stored is not acknowledged.
-            pipeline.abort()
+            for pipeline in started:
+                pipeline.abort()
             click.echo("cdc: stopping without flushing; unstored rows will be re-read from the slot", err=True)
             return
         stop.set()

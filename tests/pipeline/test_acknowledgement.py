@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import time
 
 from support import Target, checked, insert_events, stop, wait_until
@@ -30,6 +31,9 @@ def test_sigterm_flushes_the_buffer_acknowledges_and_exits_zero(pg_dsn: str, cli
     checked(t.cdc("migrate"))
     # A flush interval far away: only the shutdown can have flushed these rows.
     proc = t.start("run", "--flush-interval", "3600")
+    # Streaming, so past start-up: a signal during the interpreter's own
+    # start-up would end it before any handler exists.
+    wait_until(t.slot_active, 120, "cdc run to start streaming")
     with t.pg() as conn:
         insert_events(conn, [f"e{i}" for i in range(100)])
     lsn = t.current_lsn()
@@ -39,6 +43,21 @@ def test_sigterm_flushes_the_buffer_acknowledges_and_exits_zero(pg_dsn: str, cli
     assert code == 0, err[-2000:]
     assert sorted(t.delivered_ids()) == sorted(f"e{i}" for i in range(100))
     assert t.slot_reached(lsn)
+
+
+def test_sigterm_while_clickhouse_never_answers_at_start_up_exits_zero_at_once(pg_dsn: str) -> None:
+    # A server that accepts the connection and never says hello: cdc would
+    # wait out its whole receive timeout (minutes) unless the signal ends start-up.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        t = Target(pg_dsn, f"clickhouse://127.0.0.1:{port}/default")
+        proc = t.start("run")
+        silent.settimeout(120)
+        accepted, _ = silent.accept()  # cdc is now inside start-up, its handlers installed
+        with accepted:
+            code, err = stop(proc, signal.SIGTERM, timeout=30)
+    assert code == 0, err[-2000:]
+    assert "stopped during start-up; nothing was read or acknowledged" in err
 
 
 def test_retried_event_after_a_restart_is_still_recognised_as_a_duplicate(pg_dsn: str, clickhouse_url: str) -> None:
