@@ -6,6 +6,7 @@ A sink module implements both and registers its URL scheme in cdc/sink/__init__.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -46,6 +47,10 @@ class Sink(Protocol):
 
     def recent_unique_ids(self, max_count: int, max_age_seconds: float) -> list[str]:
         """unique_ids of the newest stored rows, oldest first, for rebuilding the dedup window."""
+        ...
+
+    def recent_unique_id_blocks(self, max_count: int, max_age_seconds: float) -> Iterator[list[str]]:
+        """The same ids streamed in blocks, oldest first (an id stored twice may come twice): bounded memory."""
         ...
 
     def timestamp_bounds(self) -> tuple[datetime, datetime]:

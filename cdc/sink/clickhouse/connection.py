@@ -12,7 +12,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 import structlog
@@ -168,6 +168,29 @@ class ClickHouseConnection:
             return self._run(query, params, None)
         except _TRANSPORT_ERRORS as exc:
             raise self.sink_error(exc) from None
+
+    def query_blocks(
+        self, query: str, params: dict[str, Any] | None = None, *, block_rows: int = 65536
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """A SELECT's rows ``block_rows`` at a time, streamed: memory holds one block, not the whole result.
+
+        The connection is held (locked) until the iterator is exhausted or
+        closed; one left unfinished is disconnected, since the rest of its
+        result would still be on the socket. A failure is a SinkError.
+        """
+        with self._lock:
+            done = False
+            try:
+                blocks = self._client.execute_iter(
+                    query, params, settings={"max_block_size": block_rows}, chunk_size=block_rows
+                )
+                yield from blocks
+                done = True
+            except _TRANSPORT_ERRORS as exc:
+                raise self.sink_error(exc) from None
+            finally:
+                if not done:
+                    self._disconnect()
 
     def insert(self, query: str, columns: Sequence[list[Any]]) -> None:
         """One columnar INSERT ... VALUES; a failure is a SinkError (the caller may retry).

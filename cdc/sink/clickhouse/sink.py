@@ -16,7 +16,7 @@ Timestamps are ``DateTime64(6, 'UTC')`` (microseconds) on ClickHouse >= 20.1 and
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, Final
@@ -36,6 +36,8 @@ __all__ = ["ClickHouseSink", "LatestCommit", "redact_url"]
 _OCCURRED_AT: Final = EVENT_COLUMNS.index("occurred_at")
 _COMMITTED_AT: Final = EVENT_COLUMNS.index("committed_at")
 _HOUR: Final = 3600
+# Rows per block of the window's rebuild: ~10 MB of row tuples and strings at a time.
+_ID_BLOCK: Final = 65536
 
 
 class ClickHouseSink:
@@ -94,9 +96,12 @@ class ClickHouseSink:
         self._high_water_sql = f"SELECT commit_lsn, commit_seq FROM {names.progress} {newest}"
         self._latest_sql = f"SELECT commit_lsn, committed_at FROM {names.progress} {newest}"
         self._newest_hour_sql = f"SELECT toUInt32(toStartOfHour(inserted_at)) FROM {names.progress} {newest}"
+        # The newest rows, handed over oldest first: the server sorts them twice
+        # so that the client can stream them straight into the window.
         self._recent_sql = (
-            f"SELECT unique_id FROM {names.progress} WHERE inserted_at >= toDateTime(%(since)s) AND unique_id != '' "
-            "ORDER BY commit_lsn DESC, commit_seq DESC LIMIT %(limit)s"
+            "SELECT unique_id FROM (SELECT unique_id, commit_lsn, commit_seq "
+            f"FROM {names.progress} WHERE inserted_at >= toDateTime(%(since)s) AND unique_id != '' "
+            "ORDER BY commit_lsn DESC, commit_seq DESC LIMIT %(limit)s) ORDER BY commit_lsn, commit_seq"
         )
         self._partitions_sql = (
             "SELECT DISTINCT partition_id FROM system.parts "
@@ -251,11 +256,21 @@ class ClickHouseSink:
         Age counts from when the sink inserted them, by this machine's clock
         (the clock that stamped them). An id stored twice is listed once.
         """
+        return list(dict.fromkeys(uid for block in self.recent_unique_id_blocks(max_count, max_age_seconds)
+                                  for uid in block))
+
+    def recent_unique_id_blocks(self, max_count: int, max_age_seconds: float) -> Iterator[list[str]]:
+        """``recent_unique_ids`` streamed a block at a time, oldest first; an id stored twice comes twice.
+
+        For rebuilding the window without holding a million ids (and their row
+        tuples) at once: the window counts a repeat as a duplicate anyway.
+        """
         if max_count <= 0:
-            return []
+            return
         since = int(time.time() - max_age_seconds)
-        rows = self._conn.query(self._recent_sql, {"since": max(since, 0), "limit": int(max_count)})
-        return list(dict.fromkeys(str(row[0]) for row in reversed(rows)))
+        params = {"since": max(since, 0), "limit": int(max_count)}
+        for rows in self._conn.query_blocks(self._recent_sql, params, block_rows=_ID_BLOCK):
+            yield [row[0] for row in rows]
 
     def latest(self) -> LatestCommit | None:
         """The newest stored event's commit LSN and commit time, or None when there is none."""
