@@ -187,9 +187,10 @@ def table(results: dict[str, Any]) -> str:
                     _ok(r["peak_rss_mb"], TARGETS["rss_mb"], at_most=True))
             for r in mem.get("restarts", []):
                 rebuilt = r["rebuild"]
-                per_m = (rebuilt["seconds"] / rebuilt["ids"] * 1e6) if rebuilt.get("ids") else None
-                cpu_m = (rebuilt["cpu_s"] / rebuilt["ids"] * 1e6) if rebuilt.get("ids") else None
-                text = "" if per_m is None else f"  rebuild {per_m:.2f} s ({cpu_m:.2f} CPU s) per 1M ids"
+                text = ""
+                if rebuilt.get("ids") and rebuilt.get("seconds") is not None:  # older cdc did not log them
+                    per_m, cpu_m = (rebuilt[k] / rebuilt["ids"] * 1e6 for k in ("seconds", "cpu_s"))
+                    text = f"  rebuild {per_m:.2f} s ({cpu_m:.2f} CPU s) per 1M ids"
                 row(f"   restart after {r['events']:,} ({rebuilt.get('ids') or 0:,} ids)",
                     f"{r['peak_rss_mb']:9.1f} MB{text}", f"<= {TARGETS['rss_mb']:.0f} MB",
                     _ok(r["peak_rss_mb"], TARGETS["rss_mb"], at_most=True))
