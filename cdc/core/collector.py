@@ -131,7 +131,7 @@ class Collector:
             self.counters.already_stored += start
         builder = self._builder
         while start < len(tuples):
-            end = start + max(1, builder.max_rows - builder.batch.rows)
+            end = start + max(1, builder.max_rows - builder.rows)
             self._buffer(converter, tuples[start:end], commit_lsn, first_seq + start, commit_time)
             start = end
             if builder.full():
