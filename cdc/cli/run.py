@@ -34,7 +34,7 @@ from .options import (
 @cdc_option("--retain", metavar="SIZE|TIME",
             help="Replay window: acknowledge this much WAL (512MB) or time (6h) behind what is stored.")
 @settings_options("batch_rows", "batch_bytes", "flush_interval", "dedup_window", "dedup_max_age", "max_payload_bytes",
-                  "streaming", "spill_bytes", "status_interval", "retry_max", "retry_initial")
+                  "streaming", "spill_bytes", "status_interval", "read_settle", "retry_max", "retry_initial")
 def run(
     settings: Settings, create_slot: bool, until_lsn: str | None, from_lsn: str | None,
     from_checkpoint: Path | None, retain: str | None,
