@@ -9,6 +9,7 @@ the sink, the first copy (cdc/pipeline/snapshot.py), then the stream
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from itertools import chain
 
@@ -77,8 +78,10 @@ class Pipeline:
         # Every id is stamped with the rebuild's start, which is after the sink
         # stored it (its one writer is this process, not yet streaming): the
         # stamp can only keep an id longer than its true age, never shorter.
-        blocks = p.sink.recent_unique_id_blocks(s.dedup_window, s.dedup_max_age)
-        ids = p.dedup.remember(chain.from_iterable(blocks), time.monotonic())
+        # closing(): the stream holds the sink's connection until it ends; a stop
+        # (SIGTERM) in the middle must release it before the sink is closed.
+        with closing(p.sink.recent_unique_id_blocks(s.dedup_window, s.dedup_max_age)) as blocks:
+            ids = p.dedup.remember(chain.from_iterable(blocks), time.monotonic())
         p.log.info("dedup window rebuilt", ids=ids, seconds=round(time.perf_counter() - started, 3),
                    cpu_s=round(time.process_time() - cpu, 3))
 

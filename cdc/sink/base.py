@@ -6,7 +6,7 @@ A sink module implements both and registers its URL scheme in cdc/sink/__init__.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -49,7 +49,7 @@ class Sink(Protocol):
         """unique_ids of the newest stored rows, oldest first, for rebuilding the dedup window."""
         ...
 
-    def recent_unique_id_blocks(self, max_count: int, max_age_seconds: float) -> Iterator[list[str]]:
+    def recent_unique_id_blocks(self, max_count: int, max_age_seconds: float) -> Generator[list[str], None, None]:
         """The same ids streamed in blocks, oldest first (an id stored twice may come twice): bounded memory."""
         ...
 

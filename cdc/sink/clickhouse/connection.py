@@ -12,7 +12,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from typing import Any, Final
 
 import structlog
@@ -171,7 +171,7 @@ class ClickHouseConnection:
 
     def query_blocks(
         self, query: str, params: dict[str, Any] | None = None, *, block_rows: int = 65536
-    ) -> Iterator[list[tuple[Any, ...]]]:
+    ) -> Generator[list[tuple[Any, ...]], None, None]:
         """A SELECT's rows ``block_rows`` at a time, streamed: memory holds one block, not the whole result.
 
         The connection is held (locked) until the iterator is exhausted or
@@ -181,10 +181,11 @@ class ClickHouseConnection:
         with self._lock:
             done = False
             try:
-                blocks = self._client.execute_iter(
+                rows = self._client.execute_iter(
                     query, params, settings={"max_block_size": block_rows}, chunk_size=block_rows
                 )
-                yield from blocks
+                # chunk_size=1 hands out bare rows, not lists of one.
+                yield from rows if block_rows > 1 else ([row] for row in rows)
                 done = True
             except _TRANSPORT_ERRORS as exc:
                 raise self.sink_error(exc) from None

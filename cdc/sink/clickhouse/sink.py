@@ -16,7 +16,8 @@ Timestamps are ``DateTime64(6, 'UTC')`` (microseconds) on ClickHouse >= 20.1 and
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Mapping
+from contextlib import closing
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, Final
@@ -259,7 +260,7 @@ class ClickHouseSink:
         return list(dict.fromkeys(uid for block in self.recent_unique_id_blocks(max_count, max_age_seconds)
                                   for uid in block))
 
-    def recent_unique_id_blocks(self, max_count: int, max_age_seconds: float) -> Iterator[list[str]]:
+    def recent_unique_id_blocks(self, max_count: int, max_age_seconds: float) -> Generator[list[str], None, None]:
         """``recent_unique_ids`` streamed a block at a time, oldest first; an id stored twice comes twice.
 
         For rebuilding the window without holding a million ids (and their row
@@ -269,8 +270,11 @@ class ClickHouseSink:
             return
         since = int(time.time() - max_age_seconds)
         params = {"since": max(since, 0), "limit": int(max_count)}
-        for rows in self._conn.query_blocks(self._recent_sql, params, block_rows=_ID_BLOCK):
-            yield [row[0] for row in rows]
+        # closing(): a caller that stops early must free the connection now, not when
+        # the inner generator happens to be collected.
+        with closing(self._conn.query_blocks(self._recent_sql, params, block_rows=_ID_BLOCK)) as blocks:
+            for rows in blocks:
+                yield [row[0] for row in rows]
 
     def latest(self) -> LatestCommit | None:
         """The newest stored event's commit LSN and commit time, or None when there is none."""
