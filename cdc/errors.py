@@ -30,3 +30,7 @@ class AdminError(UserError):
 
 class CheckpointError(AdminError):
     """A checkpoint file that cannot be used, or a server that cannot be identified: the message says why."""
+
+
+class ReconcileError(UserError):
+    """``cdc verify`` cannot compare (a missing table, a bad --since or LSN, a server refusal): it cannot tell."""

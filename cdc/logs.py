@@ -67,7 +67,9 @@ def configure(*, fmt: str = "auto", level: str = "info", secrets: Iterable[str |
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write per line (print() writes the newline apart): a sharded worker's
+        # children share its stderr, and their lines must never run together.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
     root = logging.getLogger()

@@ -19,13 +19,14 @@ _MiB = 1024 * 1024
 
 def option(
     default: Any, help: str, *, minimum: float | None = None, maximum: int | None = None,
-    flags: tuple[str, ...] = (), envvars: tuple[str, ...] = (), show_default: bool = True,
+    flags: tuple[str, ...] = (), envvars: tuple[str, ...] = (), show_default: bool = True, multiple: bool = False,
 ) -> Any:
     """A field that is a command-line option. ``flags`` and ``envvars`` default to --field-name and
-    CDC_FIELD_NAME; ``minimum`` and ``maximum`` bound a number (inclusive)."""
+    CDC_FIELD_NAME; ``minimum`` and ``maximum`` bound a number (inclusive). ``multiple``: the flag
+    repeats, and the variable holds one value per line (a key=value DSN has spaces in it)."""
     return field(default=default, metadata={
         "help": help, "minimum": minimum, "maximum": maximum, "flags": flags, "envvars": envvars,
-        "show_default": show_default,
+        "show_default": show_default, "multiple": multiple,
     })
 
 
@@ -33,7 +34,8 @@ def option(
 class Settings:
     pg_dsn: str = option("", "PostgreSQL connection string (libpq URI or key=value). "
                              "Put the password in PGPASSWORD or ~/.pgpass rather than here.", show_default=False)
-    sink_url: str = option("", "clickhouse://user@host:9000/database (?secure=1 for TLS).", show_default=False,
+    sink_url: str = option("", "clickhouse://user@host:9000/database (?secure=1 for TLS), or chdb:///path/to/dir.",
+                           show_default=False,
                            flags=("--sink-url", "--clickhouse-url"), envvars=("CDC_SINK_URL", "CDC_CLICKHOUSE_URL"))
     slot: str = option("cdc_outbox", "Replication slot.")
     publication: str = option("cdc_outbox", "Publication of the outbox table.")
@@ -52,6 +54,8 @@ class Settings:
     max_payload_bytes: int = option(_MiB, "Larger payloads go to the dead-letter table.", minimum=1)
     streaming: bool = option(False, "Receive large transactions while still in progress (PostgreSQL 14+).",
                              flags=("--streaming/--no-streaming",))
+    binary: str = option("auto", "pgoutput's binary format: on, off, or auto (on where the server, 14+, and the "
+                                 "outbox's column types allow; it costs both sides less CPU).")
     spill_bytes: int = option(64 * _MiB, "Memory for in-progress streamed transactions before they spill to a "
                                          "temporary file.", minimum=0)
     status_interval: float = option(10.0, "Seconds between status updates to the server.", minimum=0.1)
@@ -60,8 +64,26 @@ class Settings:
                                 minimum=0)
     retry_initial: float = option(0.5, "First wait between retries (seconds).", minimum=0.01)
     retry_max: float = option(30.0, "Longest wait between retries (seconds).", minimum=0.01)
+    heartbeat_interval: float = option(10.0, "Seconds between heartbeat messages through the slot, which measure "
+                                             "end-to-end latency when idle (0: off; PostgreSQL 14+).", minimum=0)
+    sink_cluster: str = option("", "ClickHouse cluster (<remote_servers>) the sink's tables are replicated on: "
+                                   "`cdc migrate` creates them ON CLUSTER as Replicated*MergeTree (docs/ha.md).",
+                               show_default=False, flags=("--sink-cluster", "--clickhouse-cluster"),
+                               envvars=("CDC_SINK_CLUSTER", "CDC_CLICKHOUSE_CLUSTER"))
+    failover: bool | None = option(None, "Make the slot a failover slot, kept on standbys with "
+                                         "sync_replication_slots [default: on for PostgreSQL 17+].",
+                                   show_default=False, flags=("--failover/--no-failover",))
+    standby_dsns: tuple[str, ...] = option((), "A physical standby of the primary (repeatable; in CDC_STANDBY_DSN "
+                                               "one per line): check it keeps our slot across a promotion.",
+                                           show_default=False, flags=("--standby-dsn",),
+                                           envvars=("CDC_STANDBY_DSN",), multiple=True)
     # Not an option of its own: --clickhouse-password-file or CDC_CLICKHOUSE_PASSWORD.
     sink_password: str | None = None
+    # Not options: set per shard by a sharded worker (cdc/workers/). The key of this
+    # slot's rows in the sink's progress ledger (0: the one slot of an unsharded
+    # outbox), and the other streams of its generation, whose ids never reach it.
+    stream: int = 0
+    sibling_streams: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         names.slot_name(self.slot)
@@ -69,12 +91,16 @@ class Settings:
         names.identifier(self.outbox_schema, "schema")
         names.identifier(self.outbox_table, "table")
         names.identifier(self.sink_table, "ClickHouse table")
+        if self.sink_cluster:
+            names.identifier(self.sink_cluster, "ClickHouse cluster")
         for name, value in (("batch_rows", self.batch_rows), ("batch_bytes", self.batch_bytes)):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
         if self.read_settle >= self.flush_interval:
             raise ValueError(f"read settle ({self.read_settle} s) must be shorter than the flush interval "
                              f"({self.flush_interval} s)")
+        if self.binary not in ("auto", "on", "off"):
+            raise ValueError(f"--binary must be auto, on or off, got {self.binary!r}")
         if self.flush_interval <= 0:
             raise ValueError(f"flush interval must be positive, got {self.flush_interval}")
 

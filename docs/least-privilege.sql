@@ -15,7 +15,8 @@
 -- tests/faults/test_fault_security.py runs exactly this file.
 
 -- LOGIN and REPLICATION: enough to create, read and advance a logical slot. No
--- superuser, no CREATE anywhere, no write access to any table.
+-- superuser, no CREATE anywhere, no write access to any table. (The slot's lag,
+-- for cdc's metrics, comes from pg_replication_slots, which every role may read.)
 CREATE ROLE cdc_replicator WITH LOGIN REPLICATION PASSWORD 'change-me';
 
 -- Read the outbox: the first copy (`--create-slot`) selects from it.
@@ -26,3 +27,18 @@ GRANT SELECT ON public.outbox TO cdc_replicator;
 -- (`cdc migrate` makes the same one when run by the owner.)
 CREATE PUBLICATION cdc_outbox FOR TABLE public.outbox
     WITH (publish = 'insert', publish_via_partition_root = true);
+
+-- Heartbeats (`cdc run --heartbeat-interval`, every 10 s by default): cdc writes a
+-- logical decoding message through pg_logical_emit_message and times it until
+-- the batch holding it is stored (end-to-end latency, even when the outbox is
+-- idle; acknowledging it also moves an idle slot's confirmed position). PUBLIC
+-- may execute the function unless a hardened database revoked that: grant it
+-- to the role in any case. Every overload, since PostgreSQL 17 added one with a
+-- `flush` argument. Without it cdc says so once and runs without heartbeats.
+DO $$
+DECLARE f regprocedure;
+BEGIN
+  FOR f IN SELECT oid::regprocedure FROM pg_proc WHERE proname = 'pg_logical_emit_message' LOOP
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO cdc_replicator', f);
+  END LOOP;
+END $$;

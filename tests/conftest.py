@@ -6,6 +6,7 @@ Fixtures:
   pg_dsn             function; superuser DSN of a fresh database t_<random>
   clickhouse_server  session; one ClickHouse
   clickhouse_url     function; URL of a fresh database t_<random>
+  sink_url           function; each sink kind in turn: clickhouse_url, then a fresh chdb:// directory
   zookeeper, clickhouse_cluster, cluster_database, pg_standby, prometheus_server,
   prometheus         see servers/fixtures.py (a plugin: HA and monitoring servers)
 
@@ -19,6 +20,7 @@ Environment:
   CDC_TEST_PG_DSN, CDC_TEST_CLICKHOUSE_URL  use these servers, start nothing
   CDC_TEST_PG_KINDS=pg18,pg15               restrict the local PostgreSQL kinds
   CDC_TEST_DOCKER=1                         prefer Docker over local binaries
+  CDC_TEST_ALL_KINDS=1                      also run ONE_KIND's tests on every PostgreSQL kind
   CI=true, or CDC_REQUIRE_SERVERS=1         strict: every local server kind (PostgreSQL 18 and 15,
                                             ClickHouse) must be found, and any skipped test fails;
                                             CDC_REQUIRE_SERVERS=0 turns it off under CI
@@ -174,6 +176,52 @@ def pg_dsn(pg_server: PgServer) -> Iterator[str]:
     yield pg_server.dsn(name)
     _heal(pg_server)
     drop_database(pg_server, name)
+
+
+SINK_KINDS = ("clickhouse", "chdb")
+
+
+# Tests whose subject no PostgreSQL version changes (what the application inserts, the demo, what
+# ClickHouse holds, the exporter): they run on the newest kind only, which keeps CI well under its
+# time budget. Everything that reads the catalogs, decodes the stream or injects faults (pipeline/,
+# faults/, replication/, pgoutput/, the slot and doctor commands, heartbeats) runs on every kind.
+ONE_KIND = (
+    "tests/app/", "tests/demo/", "tests/admin/test_verify.py", "tests/admin/test_verify_accidents.py",
+    "tests/admin/test_secrets_and_names.py", "tests/admin/test_backfill.py", "tests/metrics/test_metrics_live.py",
+    "tests/metrics/test_metrics_docs.py", "tests/metrics/test_metrics_exporter.py", "tests/metrics/test_metrics_top.py",
+)
+
+
+def _extra_kind(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and callspec.params.get("pg_server", KINDS[0]) not in (
+        KINDS[0], "external", "docker-pg18")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """chDB variants, and ONE_KIND's tests, run with one PostgreSQL kind: what they add is the sink's or
+    the application's side, which no PostgreSQL version changes (and each chDB variant costs a chDB start
+    per cdc process)."""
+    all_kinds = os.environ.get("CDC_TEST_ALL_KINDS") == "1"
+    root = Path(str(config.rootpath))
+    doubled = [item for item in items if _extra_kind(item) and (
+        item.callspec.params.get("sink_url") == "chdb"  # type: ignore[attr-defined]
+        or (not all_kinds and Path(str(item.path)).relative_to(root).as_posix().startswith(ONE_KIND)))]
+    if doubled:
+        config.hook.pytest_deselected(items=doubled)
+        items[:] = [item for item in items if item not in doubled]
+
+
+@pytest.fixture(params=SINK_KINDS)
+def sink_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty sink of each kind: a database on the ClickHouse server, then a chDB directory."""
+    if request.param == "chdb":
+        if STRICT:
+            import chdb  # noqa: F401 - CI has it (the test extra): a missing one must fail, not skip
+        else:
+            pytest.importorskip("chdb")
+        return f"chdb://{tmp_path / 'chdb'}"
+    return str(request.getfixturevalue("clickhouse_url"))
 
 
 @pytest.fixture

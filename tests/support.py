@@ -10,6 +10,8 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import psycopg
 from clickhouse_driver import Client
@@ -41,7 +43,9 @@ class Target:
     def pg(self) -> psycopg.Connection[tuple[object, ...]]:
         return psycopg.connect(self.pg_dsn, autocommit=True)
 
-    def ch(self) -> Client:
+    def ch(self) -> Client | ChdbReader:
+        if self.clickhouse_url.startswith("chdb:"):
+            return ChdbReader(self.clickhouse_url)
         return Client.from_url(self.clickhouse_url)
 
     def current_lsn(self) -> str:
@@ -75,6 +79,40 @@ class Target:
         Position marks (unique_id '') are not events.
         """
         return [r[0] for r in self.ch().execute(f"SELECT unique_id FROM {table}_cdc_progress WHERE unique_id != ''")]
+
+
+class ChdbReader:
+    """Reads a chdb:// sink's directory like clickhouse-driver's Client reads a server: ``execute`` gives rows.
+
+    Straight through chDB and Arrow, none of cdc's code. The directory is opened
+    for each statement and closed after it: chDB lets one process at a time have
+    it (so never while a ``cdc run`` child does), and this process one directory.
+    """
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.path = parts.path
+        self.database = dict(parse_qsl(parts.query)).get("database", "default")
+
+    def execute(self, query: str, params: dict[str, object] | None = None) -> list[tuple[Any, ...]]:
+        import chdb
+        import pyarrow as pa
+
+        assert not params, "ChdbReader takes no parameters"
+        connect: Any = chdb.connect  # untyped
+        conn = connect(self.path)
+        try:
+            conn.query(f"USE {self.database}")
+            data = conn.query(query, "Arrow").bytes()
+        finally:
+            conn.close()
+        if not data:
+            return []
+        table = pa.ipc.open_file(pa.py_buffer(data)).read_all()
+        return list(zip(*(column.to_pylist() for column in table.columns)))
+
+    def disconnect(self) -> None:
+        pass
 
 
 def checked(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:

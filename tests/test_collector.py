@@ -130,3 +130,23 @@ def test_rows_of_another_table_are_dead_lettered_not_dropped() -> None:
     batch = h.builder.seal()
     assert batch.rows == 0 and len(batch.dead_letters) == 2
     assert "not the outbox" in batch.dead_letters[0].reason
+
+
+def test_a_logical_message_is_reported_with_the_open_batch_and_becomes_no_row() -> None:
+    seen: list[tuple[int, str, bytes]] = []
+    builder = BatchBuilder(max_rows=100, max_bytes=10**9, max_age=60)
+    tracker = AckTracker(0)
+    collector = Collector(
+        outbox=("public", "outbox"), builder=builder, tracker=tracker, dedup=DedupWindow(1000),
+        high_water_mark=None, bounds=BOUNDS, max_payload_bytes=100, log=structlog.get_logger(),
+        on_full=lambda: None, on_message=lambda seq, prefix, content: seen.append((seq, prefix, content)),
+    )
+    collector.relation(OUTBOX)
+    collector.rows(OUTBOX, [row("a")], 100, 0, 0)
+    collector.commit(140)
+    builder.seal()
+    collector.message("cdc_heartbeat", b"{}")
+    collector.commit(240)
+    assert seen == [(2, "cdc_heartbeat", b"{}")]
+    assert len(builder) == 0 and collector.counters.rows_seen == 1 and collector.counters.dead_letters == 0
+    assert tracker.stored(2) == 240

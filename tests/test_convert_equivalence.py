@@ -231,7 +231,7 @@ def test_converting_keeps_no_memory(monkeypatch: pytest.MonkeyPatch) -> None:
         assert tracemalloc.get_traced_memory()[0] - before < 4096
     finally:
         tracemalloc.stop()
-    shared = compiled._strings[b"prod"]
+    shared = compiled.convert_many([good], 0)[0][0][3]  # "prod", the shared string the table holds
     counts = [sys.getrefcount(o) for o in (shared, None, *good)]
     for _ in range(2000):
         compiled.convert_many(run, 0)

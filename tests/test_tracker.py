@@ -57,3 +57,12 @@ def test_many_commits_into_one_batch_become_safe_together_at_the_newest() -> Non
     assert tracker.last_commit_lsn == 500
     assert tracker.stored(1) == 200
     assert tracker.stored(2) == 500
+
+
+def test_each_stored_batch_is_reported_once_in_order() -> None:
+    reported: list[int] = []
+    t = AckTracker(0, on_stored=reported.append)
+    t.commit(100, 1)
+    t.stored(1)
+    t.stored(2)
+    assert reported == [1, 2] and t.safe_lsn == 100

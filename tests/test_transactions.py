@@ -25,6 +25,7 @@ class Recorder:
         self.runs: list[tuple[str, int]] = []  # (relation name, rows in the call)
         self.commits: list[int] = []
         self.relations: list[m.Relation] = []
+        self.messages: list[tuple[str, bytes]] = []
 
     def relation(self, relation: m.Relation) -> None:
         self.relations.append(relation)
@@ -37,6 +38,9 @@ class Recorder:
 
     def commit(self, end_lsn: int) -> None:
         self.commits.append(end_lsn)
+
+    def message(self, prefix: str, content: bytes) -> None:
+        self.messages.append((prefix, content))
 
 
 def _assembler(budget: int = 10**9) -> tuple[TransactionAssembler, Recorder]:
@@ -261,3 +265,46 @@ def test_a_begin_frame_of_the_wrong_size_is_a_decoding_error_not_a_transaction()
     with pytest.raises(PgOutputError):
         _inserts(asm, [memoryview(HEADER + encode(m.Begin(1, 2, 3)) + b"\0")])
     assert not asm.busy
+
+
+# -- logical decoding messages (heartbeats) ------------------------------------------------------
+
+TRANSACTIONAL = 1
+
+
+def test_a_transactional_message_is_passed_on_in_its_transaction_and_the_commit_still_counts() -> None:
+    asm, rec = _assembler()
+    for message in (m.Begin(2000, 5, 701), m.LogicalMessage(None, TRANSACTIONAL, 1990, "cdc_heartbeat", b"{}"),
+                    m.Commit(0, 2000, 2040, 5)):
+        asm.feed(message)
+    assert rec.messages == [("cdc_heartbeat", b"{}")]
+    assert rec.got == [] and rec.commits == [2040]
+
+
+def test_a_non_transactional_message_is_ignored() -> None:
+    asm, rec = _assembler()
+    asm.feed(m.LogicalMessage(None, 0, 1990, "cdc_heartbeat", b"{}"))
+    assert rec.messages == [] and not asm.busy
+
+
+def test_a_transactional_message_outside_a_transaction_is_a_protocol_error() -> None:
+    asm, _ = _assembler()
+    with pytest.raises(TransactionError):
+        asm.feed(m.LogicalMessage(None, TRANSACTIONAL, 1990, "cdc_heartbeat", b"{}"))
+
+
+def test_messages_of_a_streamed_transaction_come_at_its_commit_except_those_of_aborted_subtransactions() -> None:
+    asm, rec = _assembler()
+    asm.feed(m.StreamStart(900, True))
+    asm.feed(m.LogicalMessage(900, TRANSACTIONAL, 10, "kept", b"1"))
+    asm.feed(m.LogicalMessage(901, TRANSACTIONAL, 11, "dropped", b"2"))
+    asm.feed(m.StreamStop())
+    asm.feed(m.StreamAbort(900, 901, None, None))
+    assert rec.messages == []
+    asm.feed(m.StreamCommit(900, 0, 5000, 5050, 9))
+    assert rec.messages == [("kept", b"1")] and rec.commits == [5050]
+    asm.feed(m.StreamStart(800, True))
+    asm.feed(m.LogicalMessage(800, TRANSACTIONAL, 12, "aborted", b"3"))
+    asm.feed(m.StreamStop())
+    asm.feed(m.StreamAbort(800, 800, None, None))
+    assert rec.messages == [("kept", b"1")]

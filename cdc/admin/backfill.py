@@ -20,8 +20,9 @@ position. Nothing is acknowledged on any slot, and running it twice is harmless.
 from __future__ import annotations
 
 import threading
+from contextlib import closing
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -35,6 +36,8 @@ from ..pgoutput.messages import datetime_to_pg_epoch_micros
 from ..pipeline import build
 from ..settings import Settings
 from ..sink import open_sink
+from ..pg.shards import read_sharding, streaming_generation
+from ..shards.layout import Shard, shard_settings
 from ..sink.base import Sink
 from . import AdminError
 
@@ -71,6 +74,8 @@ class Backfill:
         self._sink: Sink | None = None
         self._conn: Conn | None = None
         self._range: OutboxRange | None = None
+        # A sharded outbox: each shard's rows go through a pipeline of its own (its stream, its dedup window).
+        self.shards: list[Shard] | None = None
 
     def __enter__(self) -> Backfill:
         s = self.s
@@ -85,6 +90,8 @@ class Backfill:
                     "`cdc run --create-slot` to finish it before backfilling"
                 )
             self._conn = connect(s.pg_dsn, application_name="cdc-backfill")
+            generation = streaming_generation(read_sharding(self._conn, s.outbox_schema, s.slot), False)
+            self.shards = None if generation is None else generation.shard_list()
             self._open_snapshot(self._conn)
         except BaseException:
             self.__exit__(None, None, None)
@@ -115,33 +122,69 @@ class Backfill:
     def run(self, advance: Callable[[int], None] = lambda n: None) -> Summary:
         """Deliver the rows; ``advance(n)`` is called as rows are read (for a progress bar)."""
         assert self._sink is not None and self._range is not None and self.since is not None
-        s = self.s
-        started = time.monotonic()
+        s, started = self.s, time.monotonic()
         summary = Summary(self.since.isoformat(), self.until.isoformat() if self.until else None)
-        pipeline = build(s, self._sink, log=self.log, stop=threading.Event())
-        collector = pipeline.parts.collector
-        relation = outbox_relation(s.outbox_schema, s.outbox_table)
-        unreported = 0
         try:
-            pipeline.remember_recent_ids()
-            for values, outbox_id, created in self._range.rows():
-                lsn, seq = positions.backfill_position(outbox_id)
-                # Every row has a position of its own (see positions), so one row per call.
-                collector.rows(relation, (values,), lsn, seq, datetime_to_pg_epoch_micros(created))
-                summary.rows_read += 1
-                unreported += 1
-                if unreported >= _PROGRESS_EVERY:
-                    advance(unreported)
-                    unreported = 0
-            advance(unreported)
-            pipeline.store_all()
+            if self.shards is None:
+                self._add(summary, deliver(s, self._sink, self._range.rows(None), remember_recent_ids=True,
+                                           log=self.log, advance=advance))
+            else:
+                for shard in self.shards:
+                    settings = shard_settings(s, shard)
+                    # Each shard's rows go through a pipeline of its own: its stream, its dedup window.
+                    with closing(open_sink(settings.sink_url, settings, log=self.log)) as sink:
+                        self._add(summary, deliver(settings, sink, self._range.rows(shard.row_filter),
+                                                   remember_recent_ids=True, log=self.log, advance=advance))
         finally:
-            pipeline.abort()
-            pipeline.close()
             self._range.close()
-        flusher = pipeline.parts.flusher
-        summary.events_stored = flusher.rows_stored
-        summary.dead_letters_stored = flusher.dead_letters_stored
-        summary.duplicates = collector.counters.duplicates
         summary.seconds = round(time.monotonic() - started, 3)
         return summary
+
+    @staticmethod
+    def _add(summary: Summary, delivered: Delivered) -> None:
+        summary.rows_read += delivered.rows_read
+        summary.events_stored += delivered.events_stored
+        summary.dead_letters_stored += delivered.dead_letters_stored
+        summary.duplicates += delivered.duplicates
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    rows_read: int
+    events_stored: int
+    dead_letters_stored: int
+    duplicates: int
+
+
+def deliver(
+    settings: Settings, sink: Sink, rows: Iterable[tuple[tuple[bytes | None, ...], int, datetime]], *,
+    remember_recent_ids: bool, log: Any, advance: Callable[[int], None] = lambda n: None,
+) -> Delivered:
+    """Outbox rows (REQUIRED_COLUMNS as text bytes, id, created_at) through a pipeline made by ``build``, each
+    at its backfill position, stored before this returns. Backfill and ``cdc verify --repair`` deliver this way.
+
+    ``remember_recent_ids``: skip ids the sink stored recently (backfill); a repair's rows are proven absent.
+    """
+    pipeline = build(settings, sink, log=log, stop=threading.Event())
+    collector = pipeline.parts.collector
+    relation = outbox_relation(settings.outbox_schema, settings.outbox_table)
+    read = unreported = 0
+    try:
+        if remember_recent_ids:
+            pipeline.remember_recent_ids()
+        for values, outbox_id, created in rows:
+            lsn, seq = positions.backfill_position(outbox_id)
+            # Every row has a position of its own (see positions), so one row per call.
+            collector.rows(relation, (values,), lsn, seq, datetime_to_pg_epoch_micros(created))
+            read += 1
+            unreported += 1
+            if unreported >= _PROGRESS_EVERY:
+                advance(unreported)
+                unreported = 0
+        advance(unreported)
+        pipeline.store_all()
+    finally:
+        pipeline.abort()
+        pipeline.close()
+    flusher = pipeline.parts.flusher
+    return Delivered(read, flusher.rows_stored, flusher.dead_letters_stored, collector.counters.duplicates)

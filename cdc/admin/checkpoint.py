@@ -34,7 +34,7 @@ atomically; nothing in it is secret: no password, no full DSN)::
     }
 
 ``replay_from_lsn`` is the higher of the slot's confirmed_flush_lsn and the
-high-water mark's commit_lsn (a synthetic position, see cdc/admin/positions.py,
+high-water mark's commit_lsn (a synthetic position, see cdc/core/positions.py,
 does not count). Every transaction committed before it is in ClickHouse: the slot
 acknowledges only what ClickHouse holds, and ClickHouse holds every transaction up
 to its high-water mark (the pipeline stores them in commit order). Starting there
@@ -44,6 +44,14 @@ is stored. It is never below the slot's confirmed position, the oldest a slot ca
 replay (``cdc run --from-lsn`` refuses older ones); with ``cdc run --retain`` the
 slot keeps older WAL, and the high-water mark is the tighter bound.
 Readers must ignore keys they do not know; adding keys does not change ``version``.
+
+A sharded outbox's checkpoint has ``"slot": null`` and a ``"shards"`` list, one
+object per slot of the generation being streamed: ``slot``, ``shard`` ("2/4"),
+``stream``, the slot's ``confirmed_flush_lsn``, ``restart_lsn`` and
+``wal_status``, its stream's ``high_water_mark`` (as above) and its own
+``replay_from_lsn``; ``cdc run --from-checkpoint`` replays every shard from its
+own. The top-level ``replay_from_lsn`` is the lowest of them (a reader that knows
+nothing of shards replays every shard from there: more, never less).
 """
 
 from __future__ import annotations
@@ -62,7 +70,7 @@ from ..pg.identity import ServerIdentity, identify
 
 __all__ = [
     "FORMAT", "VERSION", "CheckpointError", "ServerIdentity", "build", "check_same_server", "identify", "load_checkpoint",
-    "read_checkpoint", "replay_from", "save",
+    "load_shard_positions", "read_checkpoint", "replay_from", "save",
 ]
 
 FORMAT = "cdc-checkpoint"
@@ -76,13 +84,25 @@ def replay_from(confirmed_flush_lsn: int | None, high_water_lsn: int | None) -> 
     return max(candidates) if candidates else None
 
 
+def _replay_of(slot: dict[str, Any] | None, hwm: dict[str, Any] | None) -> int | None:
+    confirmed = slot.get("confirmed_flush_lsn") if slot else None
+    return replay_from(parse_lsn(confirmed) if confirmed else None, parse_lsn(hwm["commit_lsn"]) if hwm else None)
+
+
 def build(
     server: ServerIdentity, slot: dict[str, Any] | None, clickhouse: dict[str, Any] | None,
-    *, now: datetime | None = None,
+    *, now: datetime | None = None, shards: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    confirmed = slot.get("confirmed_flush_lsn") if slot else None
-    hwm = (clickhouse or {}).get("high_water_mark")
-    replay = replay_from(parse_lsn(confirmed) if confirmed else None, parse_lsn(hwm["commit_lsn"]) if hwm else None)
+    """``shards``: a sharded outbox's slots (each as ``slot`` is, with ``slot``, ``shard``, ``stream`` and its
+    stream's ``high_water_mark``); each gets its own ``replay_from_lsn``."""
+    replay = _replay_of(slot, (clickhouse or {}).get("high_water_mark"))
+    extra: dict[str, Any] = {}
+    if shards is not None:
+        own = [_replay_of(s, s.get("high_water_mark")) for s in shards]
+        known = [lsn for lsn in own if lsn is not None]
+        replay = min(known) if known else None
+        extra["shards"] = [dict(s, replay_from_lsn=None if lsn is None else format_lsn(lsn))
+                           for s, lsn in zip(shards, own)]
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -94,6 +114,7 @@ def build(
         "slot": slot,
         "clickhouse": clickhouse,
         "replay_from_lsn": format_lsn(replay) if replay is not None else None,
+        **extra,
     }
 
 
@@ -147,6 +168,23 @@ def load_checkpoint(path: str | os.PathLike[str]) -> int:
         return parse_lsn(str(text))
     except LsnError:
         raise CheckpointError(f"checkpoint {path}: replay_from_lsn {text!r} is not an LSN") from None
+
+
+def load_shard_positions(path: str | os.PathLike[str]) -> dict[str, int] | None:
+    """slot -> LSN to replay each shard from; None for a checkpoint of an unsharded outbox."""
+    data = read_checkpoint(path)
+    shards = data.get("shards")
+    if shards is None:
+        return None
+    out = {}
+    for shard in shards:
+        text = shard.get("replay_from_lsn")
+        if text:
+            try:
+                out[str(shard["slot"])] = parse_lsn(str(text))
+            except (LsnError, KeyError):
+                raise CheckpointError(f"checkpoint {path}: a shard's position {text!r} is not an LSN") from None
+    return out
 
 
 def check_same_server(data: dict[str, Any], system_identifier: str, path: str = "checkpoint") -> None:

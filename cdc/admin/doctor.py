@@ -12,12 +12,14 @@ from psycopg import sql
 
 from .. import accel
 from ..errors import ConnectError, PreflightError
-from ..pg import preflight
+from ..pg import ha, preflight
 from ..pg.connect import Conn, connect, setting, version_text
 from ..pg.partitions import list_partitions
 from ..pg.publications import COVERS, PARTITIONS_ONLY, fix_for, get_publication
-from ..pg.slots import get_slot
+from ..pg.shards import WORKERS, Sharding, list_workers, read_sharding
+from ..pg.slots import FAILOVER_SINCE, get_slot
 from ..settings import Settings
+from ..shards.layout import shard_settings
 from ..sink import open_sink_admin
 from ..sink.base import SinkConfigError, SinkError
 
@@ -52,6 +54,7 @@ def run_checks(settings: Settings, *, timeout: float = 10.0) -> list[Check]:
         else:
             with conn:
                 _postgres(conn, settings, checks)
+                _ha_chain(conn, settings, checks, timeout)
     _clickhouse(settings, checks, timeout)
     _accelerator(checks)
     return checks
@@ -88,16 +91,22 @@ def _postgres(conn: Conn, s: Settings, checks: _Checks) -> None:
     wal_level = setting(conn, "wal_level")
     checks.add(PASS if wal_level == "logical" else FAIL, "wal_level", str(wal_level), _restart("wal_level", "logical"))
 
-    slot = get_slot(conn, s.slot)
+    sharding = read_sharding(conn, s.outbox_schema, s.slot)
+    shards = [] if sharding is None else sharding.all_shards()
+    slot = get_slot(conn, s.slot) if sharding is None else None
+    rows = {shard.slot: get_slot(conn, shard.slot) for shard in shards}
     used, max_slots = conn.execute(
         "SELECT count(*), current_setting('max_replication_slots')::int FROM pg_replication_slots").fetchone()  # type: ignore[misc]
-    free_slot = slot is not None or used < max_slots
-    checks.add(PASS if free_slot else FAIL, "max_replication_slots", f"{used} of {max_slots} in use",
-               _restart("max_replication_slots", used + 2))
+    # A reshard makes as many slots again as there are shards, for a while.
+    spare = max((len(g.shard_list()) for g in sharding.generations), default=0) if sharding is not None else 0
+    free_slot = (slot is not None or used < max_slots) if sharding is None else used + spare <= max_slots
+    checks.add(PASS if free_slot else FAIL, "max_replication_slots", f"{used} of {max_slots} in use"
+               + (f", {spare} more during a reshard" if spare else ""), _restart("max_replication_slots", used + spare + 2))
     senders, max_senders = conn.execute(
         "SELECT count(*) FILTER (WHERE backend_type = 'walsender'), current_setting('max_wal_senders')::int "
         "FROM pg_stat_activity").fetchone()  # type: ignore[misc]
-    free_sender = (slot is not None and slot.active) or senders < max_senders
+    free_sender = ((slot is not None and slot.active) or senders < max_senders) if sharding is None else (
+        sum(1 for r in rows.values() if r is None or not r.active) + senders <= max_senders)
     checks.add(PASS if free_sender else FAIL, "max_wal_senders", f"{senders} of {max_senders} in use",
                _restart("max_wal_senders", senders + 2))
 
@@ -107,9 +116,13 @@ def _postgres(conn: Conn, s: Settings, checks: _Checks) -> None:
     checks.add(PASS if can_replicate and can_replicate[0] else FAIL, "role REPLICATION",
                f"role {user} {'may' if can_replicate and can_replicate[0] else 'may not'} open replication connections",
                f"ALTER ROLE {_ident(conn, user)} REPLICATION;  -- as a superuser")
+    _heartbeats(conn, checks, user)
     _outbox(conn, s, checks, user)
-    _publication(conn, s, checks)
-    _slot(conn, s, checks, slot)
+    if sharding is None:
+        _publication(conn, s, checks)
+        _slot(conn, s, checks, slot)
+    else:
+        _shards(conn, s, checks, sharding, rows, user)
     keep = setting(conn, "max_slot_wal_keep_size")
     if keep is None:
         checks.add(WARN, "max_slot_wal_keep_size", "not available before PostgreSQL 13: a stuck slot keeps WAL forever",
@@ -119,6 +132,37 @@ def _postgres(conn: Conn, s: Settings, checks: _Checks) -> None:
                    "ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf();")
     else:
         checks.add(PASS, "max_slot_wal_keep_size", keep)
+
+
+def _heartbeats(conn: Conn, checks: _Checks, user: str) -> None:
+    if conn.info.server_version < 140000:
+        checks.add(WARN, "heartbeats", "PostgreSQL before 14 cannot send logical messages to cdc: no end-to-end "
+                   "latency while the outbox is idle", "upgrade PostgreSQL to 14 or newer")
+        return
+    allowed = conn.execute("SELECT bool_or(has_function_privilege(oid, 'EXECUTE')) FROM pg_proc "
+                           "WHERE proname = 'pg_logical_emit_message'").fetchone()
+    if allowed and allowed[0]:
+        checks.add(PASS, "heartbeats", f"role {user} may emit heartbeat messages (pg_logical_emit_message)")
+    else:
+        checks.add(WARN, "heartbeats", f"role {user} may not execute pg_logical_emit_message: cdc runs without "
+                   "heartbeats", f"GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO "
+                   f"{_ident(conn, user)};  -- every overload: see docs/least-privilege.sql")
+
+
+def _ha_chain(conn: Conn, s: Settings, checks: _Checks, timeout: float) -> None:
+    """Only where it applies: a 17+ primary with physical standbys, or standbys named with --standby-dsn."""
+    if ha.has_standbys(conn):
+        slot = get_slot(conn, s.slot)
+        findings = ha.primary_findings(conn, s.slot, None if slot is None else slot.failover)
+    elif s.standby_dsns:
+        findings = []
+    else:
+        return
+    named = ha.synchronized_standby_slots(conn) if conn.info.server_version >= FAILOVER_SINCE else []
+    for dsn in s.standby_dsns:
+        findings.extend(ha.standby_findings(dsn, s.slot, named, timeout=timeout))
+    for f in findings:
+        checks.add(f.status, f.check, f.detail, f.fix)
 
 
 def _outbox(conn: Conn, s: Settings, checks: _Checks, user: str) -> None:
@@ -154,32 +198,60 @@ def _outbox(conn: Conn, s: Settings, checks: _Checks, user: str) -> None:
         checks.add(PASS, "outbox partitions", f"{len(parts) - 1} range partition(s) and a default one")
 
 
-def _publication(conn: Conn, s: Settings, checks: _Checks) -> None:
+def _shards(conn: Conn, s: Settings, checks: _Checks, sharding: Sharding, rows: dict[str, Any], user: str) -> None:
+    current = sharding.current
+    alive = sum(1 for w in list_workers(conn, s.outbox_schema, s.slot) if w.alive)
+    checks.add(PASS, "shards", f"outbox split into {current.shards} shard(s) (generation {current.number}, "
+                               f"{current.state}); {alive} live worker(s)")
+    for generation in sharding.older():
+        checks.add(WARN, "reshard", f"generation {generation.number} is still {generation.state}: a reshard was "
+                                    "interrupted", "run `cdc shards reshard` again: it finishes what was started")
+    workers = _ident(conn, s.outbox_schema, WORKERS)
+    allowed = conn.execute(
+        "SELECT has_table_privilege(%s, 'SELECT, INSERT, UPDATE, DELETE')", (workers,)).fetchone()
+    checks.add(PASS if allowed and allowed[0] else FAIL, "cdc_workers",
+               f"role {user} {'can' if allowed and allowed[0] else 'cannot'} record its liveness in {workers}",
+               f"GRANT SELECT, INSERT, UPDATE, DELETE ON {workers} TO {_ident(conn, user)};")
+    for shard in sharding.all_shards():
+        at = shard_settings(s, shard)
+        _publication(conn, at, checks, expected_filter=shard.row_filter, label=f"shard {shard.label} ")
+        _slot(conn, at, checks, rows[shard.slot], label=f"shard {shard.label} ")
+
+
+def _publication(conn: Conn, s: Settings, checks: _Checks, *, expected_filter: str | None = None,
+                 label: str = "") -> None:
     name = s.publication
     pub = get_publication(conn, name, s.outbox_schema, s.outbox_table)
     if pub is None:
-        checks.add(FAIL, "publication", f"publication {name} does not exist", "cdc publication create")
+        checks.add(FAIL, f"{label}publication", f"publication {name} does not exist", "cdc publication create")
         return
     if "insert" not in pub.publish:
-        checks.add(FAIL, "publication", f"publication {name} does not publish inserts",
+        checks.add(FAIL, f"{label}publication", f"publication {name} does not publish inserts",
                    f"ALTER PUBLICATION {_ident(conn, name)} SET (publish = 'insert');")
     elif pub.covers_outbox == COVERS:
-        checks.add(PASS, "publication", f"publication {name} publishes inserts into {pub.outbox}")
+        checks.add(PASS, f"{label}publication", f"publication {name} publishes inserts into {pub.outbox}")
     else:
         why = ("sends the outbox's rows under its partitions' names, which cdc ignores"
                if pub.covers_outbox == PARTITIONS_ONLY else f"does not cover {pub.outbox}")
-        checks.add(FAIL, "publication", f"publication {name} {why}",
+        checks.add(FAIL, f"{label}publication", f"publication {name} {why}",
                    fix_for(_ident(conn, name), pub.covers_outbox, _ident(conn, s.outbox_schema), _ident(conn, s.outbox_table)))
     for t in pub.tables:
-        if (t.schema, t.table) == (s.outbox_schema, s.outbox_table) and t.row_filter:
+        if (t.schema, t.table) != (s.outbox_schema, s.outbox_table):
+            continue
+        if expected_filter is not None:
+            ok = t.row_filter is not None and _same_filter(t.row_filter, expected_filter)
+            checks.add(PASS if ok else FAIL, f"{label}row filter", f"rows WHERE {t.row_filter}",
+                       f"ALTER PUBLICATION {_ident(conn, name)} SET TABLE {_ident(conn, t.schema, t.table)} "
+                       f"WHERE {expected_filter};")
+        elif t.row_filter:
             checks.add(WARN, "publication row filter", f"only rows WHERE {t.row_filter} are delivered",
                        f"ALTER PUBLICATION {_ident(conn, name)} SET TABLE {_ident(conn, t.schema, t.table)};")
 
 
-def _slot(conn: Conn, s: Settings, checks: _Checks, slot: Any) -> None:
+def _slot(conn: Conn, s: Settings, checks: _Checks, slot: Any, *, label: str = "") -> None:
     name = s.slot
     if slot is None:
-        checks.add(FAIL, "slot", f"replication slot {name} does not exist",
+        checks.add(FAIL, f"{label}slot", f"replication slot {name} does not exist",
                    "cdc run --create-slot  (creates it and copies the rows already in the outbox)")
         return
     problems = []
@@ -190,14 +262,22 @@ def _slot(conn: Conn, s: Settings, checks: _Checks, slot: Any) -> None:
     if slot.invalidated:
         problems.append("is invalidated (the WAL it needed is gone)")
     if problems:
-        checks.add(FAIL, "slot", f"replication slot {name} " + " and ".join(problems),
-                   "cdc slot drop, then cdc run --create-slot, then cdc backfill --since <when it broke>")
+        checks.add(FAIL, f"{label}slot", f"replication slot {name} " + " and ".join(problems),
+                   "cdc slot drop, then cdc run --create-slot (it delivers what ClickHouse lacks)")
     elif slot.wal_status == "unreserved":
-        checks.add(WARN, "slot", f"replication slot {name} is past max_slot_wal_keep_size and may be lost",
+        checks.add(WARN, f"{label}slot", f"replication slot {name} is past max_slot_wal_keep_size and may be lost",
                    "start `cdc run` now so it catches up")
     else:
         state = f"in use by process {slot.active_pid}" if slot.active else "not in use"
-        checks.add(PASS, "slot", f"replication slot {name} ({state}, confirmed {slot.confirmed_flush_lsn})")
+        checks.add(PASS, f"{label}slot", f"replication slot {name} ({state}, confirmed {slot.confirmed_flush_lsn})")
+
+
+def _same_filter(found: str, expected: str) -> bool:
+    """PostgreSQL prints ``((shard_hash % 4) = 1)`` back as ``((shard_hash % (4)::bigint) = 1)``."""
+    def bare(text: str) -> str:
+        return text.replace("::bigint", "").replace("(", "").replace(")", "").replace(" ", "")
+
+    return bare(found) == bare(expected)
 
 
 def _clickhouse(s: Settings, checks: _Checks, timeout: float) -> None:
@@ -213,11 +293,28 @@ def _clickhouse(s: Settings, checks: _Checks, timeout: float) -> None:
             else:
                 checks.add(WARN, "clickhouse version", *warning)
             problems = wh.schema_problems()
+            ledger = None if problems else wh.ledger_check()
+            replicas = wh.replicas()
     except (SinkConfigError, SinkError) as exc:
-        checks.add(FAIL, "clickhouse", str(exc), "check CDC_CLICKHOUSE_URL and the ClickHouse password")
+        in_process = s.sink_url.strip().lower().startswith("chdb:")  # no server, no password: a directory
+        checks.add(FAIL, "clickhouse", str(exc), "stop the process named, or check CDC_SINK_URL" if in_process
+                   else "check CDC_CLICKHOUSE_URL and the ClickHouse password")
         return
     if problems:
         checks.add(FAIL, "clickhouse schema", "; ".join(problems),
                    "cdc migrate --clickhouse-url ...  (creates what is missing)")
     else:
         checks.add(PASS, "clickhouse schema", f"{s.sink_table}, its dead-letter and progress tables are in place")
+    if ledger is not None and ledger.warning:
+        checks.add(WARN, "clickhouse ledger", ledger.warning,
+                   "cdc verify --repair  (then cdc verify, which checks everything the outbox still holds)")
+    elif ledger is not None:
+        checks.add(PASS, "clickhouse ledger", f"the events table holds the ledger's {ledger.recorded} newest events")
+    for r in replicas:
+        found = r.problems()
+        detail = r.summary()
+        if not found:
+            checks.add(PASS, "clickhouse replicas", detail)
+        for critical, message in found:
+            checks.add(FAIL if critical else WARN, "clickhouse replicas", message,
+                       "check ZooKeeper and the replicas' logs; SELECT * FROM system.replication_queue shows the queue")

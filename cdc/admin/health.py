@@ -13,12 +13,13 @@ event; unknown when neither is available.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
 from ..core import positions
 from ..lsn import format_lsn
+from ..pg import ha
 from ..pg.connect import connect, setting, version_text
 from ..pg.slots import SlotRow, get_slot
 from ..redact import redact_dsn
@@ -37,6 +38,7 @@ class Status:
     postgres: dict[str, Any] = field(default_factory=dict)
     slot: dict[str, Any] | None = None
     clickhouse: dict[str, Any] | None = None
+    shards: list[dict[str, Any]] | None = None  # a sharded outbox: each shard's slot, as ``slot`` is
 
     def problem(self, level: int, message: str) -> None:
         self.level = max(self.level, level)
@@ -46,7 +48,7 @@ class Status:
         return {
             "status": LEVEL_NAMES[self.level].lower(), "exit_code": self.level,
             "problems": [{"level": LEVEL_NAMES[lvl].lower(), "message": msg} for lvl, msg in self.problems],
-            "postgres": self.postgres, "slot": self.slot, "clickhouse": self.clickhouse,
+            "postgres": self.postgres, "slot": self.slot, "clickhouse": self.clickhouse, "shards": self.shards,
         }
 
 
@@ -66,11 +68,12 @@ def seconds_since(moment: datetime | None) -> float | None:
 
 
 def gather(settings: Settings, *, max_lag_bytes: int, max_lag_seconds: float, timeout: float = 5.0) -> Status:
+    """An unsharded outbox's status (cdc/admin/shard_status.py: a sharded one's)."""
     status = Status()
     row = _postgres(status, settings, timeout)
     last_insert = _clickhouse(status, settings, timeout)
     if row is not None:
-        _grade_slot(status, settings, row, last_insert, max_lag_bytes, max_lag_seconds)
+        status.slot = grade_slot(status, row, last_insert, max_lag_bytes, max_lag_seconds)
     return status
 
 
@@ -82,21 +85,47 @@ def _postgres(status: Status, settings: Settings, timeout: float) -> SlotRow | N
         status.problem(CRITICAL, str(exc))
         return None
     with conn:
-        conn.execute("SELECT set_config('statement_timeout', %s, false)", (f"{int(timeout * 1000)}ms",))
-        status.postgres = {
-            "reachable": True,
-            "address": _address(settings.pg_dsn, conn),
-            "version": version_text(conn.info.server_version),
-            "wal_level": setting(conn, "wal_level"),
-            "max_slot_wal_keep_size": setting(conn, "max_slot_wal_keep_size"),
-        }
-        if status.postgres["wal_level"] != "logical":
-            status.problem(CRITICAL, f"wal_level is {status.postgres['wal_level']}: logical decoding is off")
+        server_info(status, settings, conn, timeout)
         row = get_slot(conn, settings.slot)
+        findings = (ha.primary_findings(conn, settings.slot, None if row is None else row.failover)
+                    if ha.has_standbys(conn) else [])
+        named = ha.synchronized_standby_slots(conn)
+        for dsn in settings.standby_dsns:
+            # A standby that would lose the slot at promotion degrades failover, not streaming: a WARNING.
+            findings += [replace(f, status=ha.WARN) if f.status == ha.FAIL else f
+                         for f in ha.standby_findings(dsn, settings.slot, named, timeout=timeout)]
+        if findings:
+            _ha_chain(status, findings)
     if row is None:
         status.slot = {"name": settings.slot, "exists": False}
         status.problem(CRITICAL, f"replication slot {settings.slot} does not exist: `cdc run --create-slot` creates it")
     return row
+
+
+def server_info(status: Status, settings: Settings, conn: Any, timeout: float) -> None:
+    conn.execute("SELECT set_config('statement_timeout', %s, false)", (f"{int(timeout * 1000)}ms",))
+    status.postgres = {
+        "reachable": True,
+        "address": _address(settings.pg_dsn, conn),
+        "version": version_text(conn.info.server_version),
+        "wal_level": setting(conn, "wal_level"),
+        "max_slot_wal_keep_size": setting(conn, "max_slot_wal_keep_size"),
+    }
+    if status.postgres["wal_level"] != "logical":
+        status.problem(CRITICAL, f"wal_level is {status.postgres['wal_level']}: logical decoding is off")
+
+
+def clickhouse(status: Status, settings: Settings, timeout: float) -> datetime | None:
+    return _clickhouse(status, settings, timeout)
+
+
+def _ha_chain(status: Status, findings: list[ha.Finding]) -> None:
+    """The failover chain: the primary's side, and each standby given with --standby-dsn."""
+    status.postgres["ha"] = [{"status": f.status, "check": f.check, "detail": f.detail} for f in findings]
+    for f in findings:
+        if f.status != ha.PASS:
+            # A listed slot that does not exist stalls decoding for good; the rest degrade failover.
+            status.problem(CRITICAL if f.status == ha.FAIL else WARNING, f"{f.detail} (fix: {f.fix})")
 
 
 def _clickhouse(status: Status, settings: Settings, timeout: float) -> datetime | None:
@@ -111,6 +140,11 @@ def _clickhouse(status: Status, settings: Settings, timeout: float) -> datetime 
             hwm = wh.high_water_mark()
             events, dead = wh.counts()
             last_insert = wh.last_inserted_at()
+            try:
+                ledger: dict[str, Any] = wh.ledger_check().as_dict()
+            except SinkError as exc:
+                ledger = {"error": str(exc)}
+            replicas = wh.replicas()
     except (SinkConfigError, SinkError) as exc:
         status.clickhouse = {"configured": True, "reachable": False, "error": str(exc)}
         status.problem(CRITICAL, str(exc))
@@ -124,15 +158,22 @@ def _clickhouse(status: Status, settings: Settings, timeout: float) -> datetime 
         }
     status.clickhouse.update(
         high_water_mark=high, events=events, dead_letters=dead,
-        last_insert_at=last_insert.isoformat() if last_insert else None,
+        last_insert_at=last_insert.isoformat() if last_insert else None, ledger=ledger,
+        replicas=[r.as_dict() for r in replicas] or None,
     )
+    if ledger.get("warning"):
+        status.problem(WARNING, ledger["warning"])
+    for r in replicas:
+        for critical, message in r.problems():
+            status.problem(CRITICAL if critical else WARNING, message)
     return last_insert
 
 
-def _grade_slot(
-    status: Status, settings: Settings, row: SlotRow, last_insert: datetime | None,
-    max_lag_bytes: int, max_lag_seconds: float,
-) -> None:
+def grade_slot(
+    status: Status, row: SlotRow, last_insert: datetime | None, max_lag_bytes: int, max_lag_seconds: float,
+    *, label: str = "",
+) -> dict[str, Any]:
+    """The slot as ``cdc status`` shows it; its problems go to ``status`` (prefixed with ``label``)."""
     if row.active:
         lag_seconds: float | None = row.flush_lag_seconds or 0.0
         ack_age, ack_source = row.ack_age_seconds, "pg_stat_replication.reply_time"
@@ -142,7 +183,7 @@ def _grade_slot(
         ack_age, ack_source = None, "unknown: no walsender holds the slot"
     if row.lag_bytes is not None and row.lag_bytes <= 0:
         lag_seconds = 0.0
-    status.slot = {
+    state = {
         "name": row.name, "exists": True, "active": row.active, "pid": row.active_pid, "plugin": row.plugin,
         "database": row.database, "wal_status": row.wal_status, "safe_wal_size": row.safe_wal_size,
         "confirmed_flush_lsn": row.confirmed_flush_lsn, "restart_lsn": row.restart_lsn,
@@ -151,18 +192,19 @@ def _grade_slot(
         "inactive_since": row.inactive_since.isoformat() if row.inactive_since else None,
         "invalidated": row.invalidated,
     }
-    name = row.name
+    name = f"{label}replication slot {row.name}"
     if row.invalidated:
-        status.problem(CRITICAL, f"replication slot {name} is invalidated ({row.invalidation_reason or 'wal_status lost'}): "
-                                 "drop it, `cdc run --create-slot`, then `cdc backfill` the gap")
-        return
+        status.problem(CRITICAL, f"{name} is invalidated ({row.invalidation_reason or 'wal_status lost'}): "
+                                 "drop it, then `cdc run --create-slot` delivers the gap")
+        return state
     if row.plugin != "pgoutput":
-        status.problem(CRITICAL, f"replication slot {name} uses plugin {row.plugin}, not pgoutput")
+        status.problem(CRITICAL, f"{name} uses plugin {row.plugin}, not pgoutput")
     if not row.active:
-        status.problem(WARNING, f"replication slot {name} is inactive: no `cdc run` is streaming from it")
+        status.problem(WARNING, f"{name} is inactive: no `cdc run` is streaming from it")
     if row.wal_status == "unreserved":
-        status.problem(WARNING, f"replication slot {name} is past max_slot_wal_keep_size: it will be invalidated soon")
+        status.problem(WARNING, f"{name} is past max_slot_wal_keep_size: it will be invalidated soon")
     if row.lag_bytes is not None and row.lag_bytes > max_lag_bytes:
-        status.problem(WARNING, f"replication slot {name} is {row.lag_bytes} bytes behind (threshold {max_lag_bytes})")
+        status.problem(WARNING, f"{name} is {row.lag_bytes} bytes behind (threshold {max_lag_bytes})")
     if lag_seconds is not None and lag_seconds > max_lag_seconds:
-        status.problem(WARNING, f"replication slot {name} is {lag_seconds:.0f}s behind (threshold {max_lag_seconds:g}s)")
+        status.problem(WARNING, f"{name} is {lag_seconds:.0f}s behind (threshold {max_lag_seconds:g}s)")
+    return state

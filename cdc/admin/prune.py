@@ -6,7 +6,8 @@ A partition P, holding created_at in [lower, upper), is dropped only when all of
 2. Fence: prune takes a SHARE lock on P (waiting at most the lock timeout). Every
    transaction that wrote into P has then ended, and none can until prune is done.
    It then reads W = pg_current_wal_insert_lsn(): every row in P committed before W.
-3. The slot exists, is valid, and its confirmed_flush_lsn reaches W (prune waits up
+3. The slot (on a sharded outbox: every slot of every generation) exists, is valid,
+   and its confirmed_flush_lsn reaches W (prune waits up
    to ``wait`` seconds for a running ``cdc run`` to acknowledge that far). ``cdc run``
    acknowledges only what ClickHouse holds, so every transaction that wrote into P
    was stored (or dead-lettered, or was a duplicate of a stored unique_id).
@@ -25,7 +26,7 @@ for a moment at the end (bounded by the lock timeout).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -64,7 +65,7 @@ class _Row:
 
 
 def prune(
-    conn: Conn, *, schema: str, table: str, slot: str, open_warehouse: Callable[[], SinkAdmin],
+    conn: Conn, *, schema: str, table: str, slots: Sequence[str], open_warehouse: Callable[[], SinkAdmin],
     older_than: timedelta, dry_run: bool, wait: float, lock_timeout_ms: int = 5000, poll: float = 0.2,
 ) -> list[Pruned]:
     """Decide, and unless ``dry_run`` drop, every partition past the retention; see the module docstring."""
@@ -85,7 +86,7 @@ def prune(
         edges = {id(r): _edges(conn, r.partition) for r in pending}
         loaded = [r for r in pending if edges[id(r)] is not None]
         if loaded:
-            _check_delivery(conn, loaded, edges, slot=slot, fence=fence, wait=wait, poll=poll,
+            _check_delivery(conn, loaded, edges, slots=slots, fence=fence, wait=wait, poll=poll,
                             open_warehouse=open_warehouse, relation=f"{schema}.{table}")
         for r in pending:
             if r.reason:
@@ -132,10 +133,12 @@ def _edges(conn: Conn, p: Partition) -> tuple[_Row, _Row] | None:
 
 
 def _check_delivery(
-    conn: Conn, loaded: list[Pruned], edges: dict[int, tuple[_Row, _Row] | None], *, slot: str, fence: int,
-    wait: float, poll: float, open_warehouse: Callable[[], SinkAdmin], relation: str,
+    conn: Conn, loaded: list[Pruned], edges: dict[int, tuple[_Row, _Row] | None], *, slots: Sequence[str],
+    fence: int, wait: float, poll: float, open_warehouse: Callable[[], SinkAdmin], relation: str,
 ) -> None:
-    refusal = _wait_for_slot(conn, slot, fence, wait, poll)
+    deadline = time.monotonic() + wait
+    refusal = next((why for slot in slots
+                    if (why := _wait_for_slot(conn, slot, fence, max(0.0, deadline - time.monotonic()), poll))), None)
     if refusal:
         for r in loaded:
             r.reason = refusal

@@ -7,24 +7,9 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import click
-import psycopg
 
 from .. import __version__
-from ..core.flusher import FlushAborted
-from ..core.outbox import OutboxSchemaError
-from ..core.transactions import TransactionError
-from ..errors import UserError
-from ..lsn import LsnError
-from ..pg.replication import ReplicationError
-from ..pgoutput import PgOutputError
-from ..pgoutput.framing import ReplicationProtocolError
-from ..sink.base import SinkError
-
-# Errors that mean "cannot do what was asked": one line on stderr, exit 1, no traceback.
-_USER_ERRORS = (
-    UserError, SinkError, FlushAborted, LsnError, OutboxSchemaError,
-    ReplicationError, ReplicationProtocolError, TransactionError, PgOutputError, psycopg.Error,
-)
+from ._output import USER_ERRORS as _USER_ERRORS
 
 
 def _refuse(message: str, code: int) -> NoReturn:
@@ -73,12 +58,13 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import backfill, checkpoint, doctor, migrate, outbox, publication, run, slot, status
+    from . import (backfill, checkpoint, demo, doctor, migrate, outbox, publication, run, shards, slot, status, top,
+                   verify)
 
     cli.add_command(run.run)
     cli.add_command(migrate.migrate)
     for command in (slot.slot, publication.publication, status.status, doctor.doctor, outbox.outbox,
-                    checkpoint.checkpoint, backfill.backfill):
+                    checkpoint.checkpoint, backfill.backfill, shards.shards, verify.verify, top.top, demo.demo):
         cli.add_command(command)
 
 

@@ -1,4 +1,5 @@
-"""What the DBA commands share on the command line: tables, --json, sizes, confirmations, name checks."""
+"""What the commands share on the command line: the errors they refuse with, tables, --json, sizes,
+confirmations, name checks."""
 
 from __future__ import annotations
 
@@ -9,11 +10,27 @@ from typing import Any, TypeVar
 
 import click
 import orjson
+import psycopg
 
 from .. import names
 from ..admin import AdminError
+from ..core.flusher import FlushAborted
+from ..core.outbox import OutboxSchemaError
+from ..core.transactions import TransactionError
+from ..errors import UserError
+from ..lsn import LsnError
+from ..pg.replication import ReplicationError
+from ..pgoutput import PgOutputError
+from ..pgoutput.framing import ReplicationProtocolError
+from ..sink.base import SinkError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# Errors that mean "cannot do what was asked": one line on stderr, exit 1 (cdc verify: 2), no traceback.
+USER_ERRORS = (
+    UserError, SinkError, FlushAborted, LsnError, OutboxSchemaError,
+    ReplicationError, ReplicationProtocolError, TransactionError, PgOutputError, psycopg.Error,
+)
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Report as one JSON document on stdout.")
 yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed off a terminal).")

@@ -8,7 +8,9 @@ import click
 
 from ..admin.backfill import Backfill
 from ..settings import Settings
+from ..logs import get_logger
 from ._output import emit_json, json_option
+from ._progress import Progress
 from .options import require_pg, require_sink, settings_options, shared_options
 
 
@@ -29,13 +31,9 @@ def backfill(settings: Settings, since: str, until: str | None, as_json: bool) -
     collapse with their copy. No slot is touched."""
     require_pg(settings)
     require_sink(settings)
-    with Backfill(settings, since=since, until=until) as job:
-        stderr = sys.stderr
-        if stderr.isatty():
-            with click.progressbar(length=job.total, label="backfill", file=stderr) as bar:
-                summary = job.run(bar.update)
-        else:
-            summary = job.run()
+    with Backfill(settings, since=since, until=until) as job, Progress("backfill", log=get_logger()) as progress:
+        progress.phase("rows", job.total)
+        summary = job.run(progress.advance)
     if as_json:
         emit_json(summary.as_dict())
         return

@@ -11,6 +11,7 @@ from ..admin import checkpoint as fmt
 from ..core import positions
 from ..lsn import format_lsn
 from ..pg.connect import connect
+from ..pg.shards import Sharding, read_sharding, streaming_generation
 from ..pg.slots import get_slot
 from ..settings import Settings
 from ..sink import open_sink_admin
@@ -27,6 +28,9 @@ def _gather(settings: Settings) -> dict[str, Any]:
     dsn = require_pg(settings)
     server = fmt.identify(dsn)
     with connect(dsn, application_name="cdc-admin") as conn:
+        sharding = read_sharding(conn, settings.outbox_schema, settings.slot)
+        if sharding is not None:
+            return _gather_shards(settings, server, conn, sharding)
         row = get_slot(conn, settings.slot)
     slot = None if row is None else {
         "name": row.name, "plugin": row.plugin, "confirmed_flush_lsn": row.confirmed_flush_lsn,
@@ -47,6 +51,38 @@ def _gather(settings: Settings) -> dict[str, Any]:
     return fmt.build(server, slot, clickhouse)
 
 
+def _slot(row: Any) -> dict[str, Any] | None:
+    return None if row is None else {
+        "name": row.name, "plugin": row.plugin, "confirmed_flush_lsn": row.confirmed_flush_lsn,
+        "restart_lsn": row.restart_lsn, "wal_status": row.wal_status,
+    }
+
+
+def _gather_shards(settings: Settings, server: Any, conn: Any, sharding: Sharding) -> dict[str, Any]:
+    """One file, every shard: each slot's position and its stream's high-water mark."""
+    generation = streaming_generation(sharding, reshard_running=False) or sharding.current
+    rows = [(shard, get_slot(conn, shard.slot)) for shard in generation.shard_list()]
+    summaries: dict[int, Any] = {}
+    clickhouse = None
+    if settings.sink_url:
+        with open_sink_admin(settings.sink_url, settings) as wh:
+            summaries = wh.stream_summaries()
+            clickhouse = {"database": wh.database, "table": settings.sink_table, "high_water_mark": None}
+    shards = []
+    for shard, row in rows:
+        summary = summaries.get(shard.stream)
+        shards.append({
+            "slot": shard.slot, "shard": shard.label, "stream": shard.stream, "exists": row is not None,
+            **{k: v for k, v in (_slot(row) or {}).items() if k != "name"},
+            "high_water_mark": None if summary is None else {
+                "commit_lsn": format_lsn(summary.high_water_mark[0]), "commit_seq": summary.high_water_mark[1],
+                "committed_at": summary.committed_at.isoformat(),
+                "origin": positions.describe(summary.high_water_mark[0]) or "stream",
+            },
+        })
+    return fmt.build(server, None, clickhouse, shards=shards)
+
+
 @checkpoint.command()
 @shared_options
 @json_option
@@ -59,6 +95,14 @@ def show(settings: Settings, as_json: bool) -> None:
     server, slot, ch = data["server"], data["slot"], data["clickhouse"]
     click.echo(f"server       system {server['system_identifier']}, timeline {server['timeline']}, "
                f"database {server['database']}, PostgreSQL {server['version']}")
+    if "shards" in data:
+        for shard in data["shards"]:
+            hwm = shard["high_water_mark"]
+            click.echo(f"shard {shard['shard']:<6} {shard['slot']}: confirmed {shard.get('confirmed_flush_lsn') or 'none'}, "
+                       f"high-water {hwm['commit_lsn'] + ' #' + str(hwm['commit_seq']) if hwm else 'none'}, "
+                       f"replay from {shard['replay_from_lsn'] or 'nothing recorded'}")
+        click.echo(f"replay from  {data['replay_from_lsn'] or 'nothing recorded'} (the lowest; each shard from its own)")
+        return
     click.echo(f"slot         {settings.slot}: " + (
         "does not exist" if slot is None else f"confirmed {slot['confirmed_flush_lsn'] or 'none (invalidated)'}, "
                                               f"restart {slot['restart_lsn'] or 'none'}"))

@@ -9,17 +9,19 @@ import click
 from ..admin.doctor import FAIL, run_checks
 from ..settings import Settings
 from ._output import emit_json, json_option
-from .options import Finite, shared_options
+from .options import Finite, settings_options, shared_options
 
 
 @click.command()
 @shared_options
 @click.option("--timeout", type=Finite(min=1), default=10.0, show_default=True,
               help="Seconds to wait for each server.")
+@settings_options("standby_dsns")
 @json_option
 def doctor(settings: Settings, timeout: float, as_json: bool) -> None:
     """Check every precondition of `cdc run` on both servers; each problem comes with the SQL or setting that
-    fixes it. Read-only. Exit 1 when any check FAILs (WARNs alone exit 0)."""
+    fixes it. Read-only. Exit 1 when any check FAILs (WARNs alone exit 0). On a PostgreSQL 17+ primary with
+    physical standbys it also checks the failover chain (docs/ha.md)."""
     checks = run_checks(settings, timeout=timeout)
     failed = any(c.status == FAIL for c in checks)
     if as_json:

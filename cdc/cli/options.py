@@ -37,6 +37,16 @@ class Finite(click.FloatRange):
         return number
 
 
+class Lines(click.ParamType[str, Any]):
+    """Text that repeats; its environment variable holds one value per line, since a key=value DSN
+    (``host=a port=5432``) has spaces in it. Blank lines are skipped."""
+
+    name = "text"
+
+    def split_envvar_value(self, rv: str) -> list[str]:
+        return [line.strip() for line in rv.splitlines() if line.strip()]
+
+
 _FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Settings)}
 
 
@@ -57,6 +67,8 @@ def settings_option(name: str, *, help: str | None = None) -> Callable[[F], F]:
     if minimum is not None:
         attrs["type"] = (click.IntRange(min=int(minimum), max=maximum) if type(f.default) is int
                          else Finite(min=minimum, max=maximum))
+    if meta["multiple"]:
+        attrs.update(multiple=True, type=Lines(), metavar="DSN" if name.endswith("dsns") else "TEXT")
     if meta["show_default"]:
         attrs["show_default"] = True
     flags = meta["flags"] or (f"--{name.replace('_', '-')}",)
@@ -80,7 +92,7 @@ _SHARED: tuple[Callable[[F], F], ...] = (
     settings_option("sink_url"),
     cdc_option("--clickhouse-password-file", type=click.Path(dir_okay=False, path_type=Path),
                help="Read the ClickHouse password from this file. CDC_CLICKHOUSE_PASSWORD also works."),
-    settings_options("slot", "publication", "outbox_schema", "outbox_table", "sink_table"),
+    settings_options("slot", "publication", "outbox_schema", "outbox_table", "sink_table", "sink_cluster"),
     cdc_option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto", show_default=True,
                help="auto: JSON unless stderr is a terminal."),
     cdc_option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
@@ -116,8 +128,10 @@ def build_settings(fields: dict[str, Any], *, password_file: Path | None, log_fo
             raise click.UsageError(f"cannot read the ClickHouse password file: {exc.strerror}") from None
     fields["pg_dsn"] = fields.get("pg_dsn") or ""
     fields["sink_url"] = fields.get("sink_url") or ""
+    standby_passwords = tuple(dsn_password(dsn) for dsn in fields.get("standby_dsns", ()))
     configure(fmt=log_format, level=log_level,
-              secrets=(dsn_password(fields["pg_dsn"]), password, _url_password(fields["sink_url"])))
+              secrets=(dsn_password(fields["pg_dsn"]), password, _url_password(fields["sink_url"]),
+                       *standby_passwords))
     try:
         return Settings(**fields, sink_password=password)
     except (NameError_, ValueError) as exc:

@@ -10,6 +10,7 @@ import click
 
 from ..admin import AdminError
 from ..admin.prune import prune as prune_partitions
+from ..pg.shards import read_sharding
 from ..pg.connect import connect
 from ..pg.partitions import maintain as make_partitions
 from ..settings import Settings
@@ -82,8 +83,11 @@ def prune(settings: Settings, older_than: str, dry_run: bool, wait: float, lock_
     age = parse_age(older_than)
     require_sink(settings)
     with connect(require_pg(settings), application_name="cdc-prune") as conn:
+        # A sharded outbox: a row is delivered once its shard's slot passed it, so every slot must have.
+        sharding = read_sharding(conn, settings.outbox_schema, settings.slot)
+        slots = [settings.slot] if sharding is None else [shard.slot for shard in sharding.all_shards()]
         results = prune_partitions(
-            conn, schema=settings.outbox_schema, table=settings.outbox_table, slot=settings.slot,
+            conn, schema=settings.outbox_schema, table=settings.outbox_table, slots=slots,
             open_warehouse=lambda: open_sink_admin(settings.sink_url, settings), older_than=age, dry_run=dry_run, wait=wait,
             lock_timeout_ms=int(lock_timeout * 1000),
         )

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
+from structlog.typing import FilteringBoundLogger
 
+from ..errors import PipelineError
 from ..failpoints import Failpoints
 from ..logs import get_logger
 from ..lsn import format_lsn, parse_lsn
@@ -19,6 +24,9 @@ from ..sink import open_sink
 from .options import (
     cdc_option, lsn_or_current_value, lsn_value, require_pg, require_sink, settings_options, shared_options, with_changes,
 )
+
+if TYPE_CHECKING:  # prometheus_client is loaded only when an endpoint is served
+    from ..metrics.exporter import Address, MetricsServer
 
 
 @click.command()
@@ -34,14 +42,30 @@ from .options import (
 @cdc_option("--retain", metavar="SIZE|TIME",
             help="Replay window: acknowledge this much WAL (512MB) or time (6h) behind what is stored.")
 @settings_options("batch_rows", "batch_bytes", "flush_interval", "dedup_window", "dedup_max_age", "max_payload_bytes",
-                  "streaming", "spill_bytes", "status_interval", "read_settle", "retry_max", "retry_initial")
+                  "streaming", "binary", "spill_bytes", "status_interval", "read_settle", "retry_max",
+                  "retry_initial", "heartbeat_interval")
+@cdc_option("--metrics-addr", metavar="HOST:PORT",
+            help="Serve Prometheus metrics at http://HOST:PORT/metrics (off unless set).")
+@cdc_option("--max-shards", type=click.IntRange(min=0),
+            help="On a sharded outbox: stream at most this many shards in this process (default: its share).")
+@cdc_option("--shard-threads", is_flag=True, hidden=True,
+            help="Stream shards in threads of this process rather than in child processes (for measurements).")
 def run(
     settings: Settings, create_slot: bool, until_lsn: str | None, from_lsn: str | None,
-    from_checkpoint: Path | None, retain: str | None,
+    from_checkpoint: Path | None, retain: str | None, metrics_addr: str | None, max_shards: int | None,
+    shard_threads: bool,
 ) -> None:
     """Stream committed outbox rows into ClickHouse until stopped (SIGINT/SIGTERM flush, acknowledge, exit 0)."""
     settings = with_changes(settings, retry_max=max(settings.retry_max, settings.retry_initial))
     require_pg(settings)
+    address = None
+    if metrics_addr:
+        from ..metrics.exporter import Address, MetricsAddressError
+
+        try:
+            address = Address.parse(metrics_addr)
+        except MetricsAddressError as exc:
+            raise click.UsageError(str(exc)) from None
     replay_from = _replay_position(settings, from_lsn, from_checkpoint)
     try:
         retention = Retention.parse(retain)
@@ -52,21 +76,61 @@ def run(
     except ValueError as exc:
         raise click.UsageError(f"CDC_FAILPOINTS: {exc}") from None
     log = get_logger(slot=settings.slot)
+    require_sink(settings)
     stop = threading.Event()
     # Before anything connects: a SIGTERM during start-up must end the run
-    # cleanly (exit 0, nothing acknowledged), not kill it with -15.
+    # cleanly (exit 0, nothing acknowledged), not kill it with -15. A worker
+    # installs its own handlers once it is about to join its group.
     started: list[Pipeline] = []
     _install_signal_handlers(stop, started)
+    from ..workers.worker import is_sharded, run_worker  # only a sharded outbox needs the group's modules
+
+    if is_sharded(settings):
+        if create_slot:
+            raise click.UsageError("--create-slot is not for a sharded outbox: `cdc migrate --shards N` creates the "
+                                   "slots, `cdc backfill` delivers what they miss")
+        if address is not None:
+            # Each shard streams in a child process of its own: one endpoint here would see none of them.
+            raise click.UsageError("--metrics-addr is not served for a sharded outbox yet: run without it "
+                                   "(`cdc status` reports each shard)")
+        replay: int | dict[str, int] | None = replay_from
+        if from_checkpoint is not None:
+            from ..admin import checkpoint
+
+            replay = checkpoint.load_shard_positions(from_checkpoint) or replay_from
+        run_worker(settings, log=log, failpoints=failpoints, retention=retention, until=until_lsn,
+                   max_shards=max_shards, threads=shard_threads, replay=replay)
+        return
     sink = open_sink(require_sink(settings), settings, log=log)
-    try:
+    with ExitStack() as cleanup:
+        cleanup.callback(sink.close)
         sink.ensure_schema()
         pipeline = build(settings, sink, log=log, stop=stop, failpoints=failpoints, retention=retention)
+        if address is not None:
+            cleanup.enter_context(_serve_metrics(address, log)).add(pipeline.parts.metrics)
         started.append(pipeline)
         summary = pipeline.run(until=until_lsn, create_slot=create_slot, from_lsn=replay_from)
-    finally:
-        sink.close()
     log.info("done", ack_lsn=format_lsn(summary.acknowledged_lsn), rows_stored=summary.rows_stored,
              dead_letters=summary.dead_letters_stored, duplicates=summary.counters.duplicates)
+
+
+@contextmanager
+def _serve_metrics(address: Address, log: FilteringBoundLogger) -> Iterator[MetricsServer]:
+    """The process's metrics endpoint, for as long as the run lasts."""
+    from ..metrics.exporter import Address, MetricsServer
+
+    server = MetricsServer(address)
+    try:
+        server.start()
+    except OSError as exc:
+        raise PipelineError(
+            f"cannot serve metrics on {address}: {exc.strerror or exc}; choose another --metrics-addr"
+        ) from None
+    log.info("serving metrics", url=f"http://{Address(address.host, server.port)}/metrics")
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 def _replay_position(settings: Settings, from_lsn: str | None, from_checkpoint: Path | None) -> int | None:

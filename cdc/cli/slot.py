@@ -14,12 +14,13 @@ from ..admin import AdminError
 from ..admin.health import seconds_since
 from ..lsn import parse_lsn
 from ..pg import slots as admin
-from ..pg.connect import connect
+from ..pg.connect import connect, server_version
 from ..settings import Settings
 from ..sink import open_sink_admin
+from ..pg.shards import read_sharding
 from ..sink.base import SinkConfigError, SinkError
 from ._output import confirm, emit_json, human_bytes, human_seconds, json_option, slot_arg, table, yes_option
-from .options import lsn_value, require_pg, shared_options
+from .options import lsn_value, require_pg, settings_options, shared_options
 
 
 @click.group()
@@ -27,13 +28,18 @@ def slot() -> None:
     """Logical replication slots: list all, create, drop or advance one."""
 
 
-def _last_ack(settings: Settings, row: admin.SlotRow) -> dict[str, Any]:
+def _last_ack(settings: Settings, row: admin.SlotRow, stream: int | None) -> dict[str, Any]:
+    """``stream``: the slot's in the sink, when it is a shard's (None: the one slot of an unsharded outbox)."""
     if row.active:
         return {"age_seconds": row.ack_age_seconds, "source": "pg_stat_replication.reply_time"}
     if settings.sink_url:
         try:
             with open_sink_admin(settings.sink_url, settings, timeout=3) as wh:
-                last = wh.last_inserted_at()
+                if stream is None:
+                    last = wh.last_inserted_at()
+                else:
+                    summary = wh.stream_summaries().get(stream)
+                    last = None if summary is None else summary.last_inserted_at
         except (SinkConfigError, SinkError):
             return {"age_seconds": None, "source": "unknown: slot inactive and ClickHouse unreachable"}
         if last is not None:
@@ -45,14 +51,20 @@ def _last_ack(settings: Settings, row: admin.SlotRow) -> dict[str, Any]:
 @shared_options
 @json_option
 def list_(settings: Settings, as_json: bool) -> None:
-    """Every logical slot on the server (all databases), with its lag; `*` marks --slot."""
+    """Every logical slot on the server (all databases), with its lag; `*` marks --slot (or its shards')."""
     with connect(require_pg(settings), application_name="cdc-admin") as conn:
         rows = admin.list_slots(conn)
+        sharding = read_sharding(conn, settings.outbox_schema, settings.slot)
+    shards = {} if sharding is None else {shard.slot: shard for shard in sharding.all_shards()}
     out = []
     for row in rows:
         data = row.as_dict()
-        data["ours"] = row.name == settings.slot
-        data["last_ack"] = _last_ack(settings, row) if data["ours"] else None
+        shard = shards.get(row.name)
+        data["ours"] = row.name == settings.slot if sharding is None else shard is not None
+        data["shard"] = None if shard is None else {"shard": shard.label, "generation": shard.generation,
+                                                    "stream": shard.stream}
+        data["last_ack"] = (_last_ack(settings, row, None if shard is None else shard.stream)
+                            if data["ours"] else None)
         out.append(data)
     if as_json:
         emit_json(out)
@@ -80,14 +92,20 @@ def list_(settings: Settings, as_json: bool) -> None:
 @shared_options
 @click.argument("name", required=False)
 @click.option("--temporary", is_flag=True, help="Dropped when this command ends: it holds the slot until Ctrl-C.")
-@click.option("--failover", is_flag=True, help="Synchronised to physical standbys (PostgreSQL 17+).")
+@settings_options("failover", help={"failover": "Synchronised to physical standbys with sync_replication_slots, "
+                                                 "so it survives a promotion [default: on for PostgreSQL 17+, "
+                                                 "off for --temporary]."})
 @yes_option
 @json_option
-def create(settings: Settings, name: str | None, temporary: bool, failover: bool, yes: bool, as_json: bool) -> None:
+def create(settings: Settings, name: str | None, temporary: bool, yes: bool, as_json: bool) -> None:
     """Create a pgoutput slot NAME (default: --slot). It copies nothing: `cdc run --create-slot` also
     delivers the rows already in the outbox."""
     name = slot_arg(name or settings.slot)
     with connect(require_pg(settings), application_name="cdc-admin") as conn:
+        failover = settings.failover
+        # A temporary slot cannot be synchronised (PostgreSQL refuses): default it off there.
+        if failover is None:
+            failover = not temporary and server_version(conn) >= admin.FAILOVER_SINCE
         admin.check_create(conn, name, failover=failover)
         confirm(f"Create {'temporary ' if temporary else ''}logical replication slot {name} in database "
                 f"{conn.info.dbname}? It keeps WAL on the server until a client consumes it.",

@@ -6,10 +6,10 @@ import sys
 
 import click
 
-from ..admin import health
+from ..admin import health, shard_status
 from ..settings import Settings
 from ._output import emit_json, human_bytes, human_seconds, json_option
-from .options import Finite, cdc_option, shared_options
+from .options import Finite, cdc_option, settings_options, shared_options
 
 
 @click.command()
@@ -20,13 +20,15 @@ from .options import Finite, cdc_option, shared_options
             help="WARNING when the slot is longer behind.")
 @click.option("--timeout", type=Finite(min=1), default=5.0, show_default=True,
               help="Seconds to wait for each server before calling it unreachable.")
+@settings_options("standby_dsns")
 @json_option
 def status(settings: Settings, max_lag_bytes: int, max_lag_seconds: float, timeout: float, as_json: bool) -> None:
     """Server, slot lag, and what ClickHouse holds. Exit 0 OK, 1 WARNING (slot inactive or behind the
     thresholds), 2 CRITICAL (slot missing or invalidated, a server unreachable). Never asks anything."""
     if not settings.pg_dsn:
         raise click.UsageError("no PostgreSQL DSN: pass --pg-dsn or set CDC_PG_DSN")
-    result = health.gather(settings, max_lag_bytes=max_lag_bytes, max_lag_seconds=max_lag_seconds, timeout=timeout)
+    result = shard_status.gather(settings, max_lag_bytes=max_lag_bytes, max_lag_seconds=max_lag_seconds,
+                                 timeout=timeout)
     if as_json:
         emit_json(result.as_dict())
     else:
@@ -55,6 +57,15 @@ def _print(result: health.Status) -> None:
         lag_bytes = slot["lag_bytes"]
         click.echo(f"lag          {human_bytes(lag_bytes)} ({lag_bytes} bytes), "
                    f"{human_seconds(slot['lag_seconds'])}; {ack}")
+    for shard in result.shards or ():
+        slot = shard["slot"]
+        if not slot.get("exists"):
+            click.echo(f"shard {shard['shard']:<6} {slot['name']}  missing")
+            continue
+        state = f"active (pid {slot['pid']})" if slot["active"] else "inactive"
+        rate = "" if shard["events_per_second"] is None else f", {shard['events_per_second']:g} events/s"
+        click.echo(f"shard {shard['shard']:<6} {slot['name']}  {state}  lag {human_bytes(slot['lag_bytes'])}, "
+                   f"{human_seconds(slot['lag_seconds'])}{rate}")
     ch = result.clickhouse
     if ch and ch.get("reachable"):
         click.echo(f"clickhouse   {ch['url']}  ClickHouse {ch['version']}")

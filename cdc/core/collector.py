@@ -11,11 +11,15 @@ from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger
 
+from ..errors import PipelineError
 from ..failpoints import Failpoints
 from ..pgoutput.messages import Relation, TupleData
 from .buffer import BatchBuilder
+from .outbox_binary import BinaryRowConverter, BinaryUnreadable
 from .outbox import EventRow, OutboxSchemaError, RowConverter, UnreadableRows
 from .tracker import AckTracker
+
+Converter = RowConverter | BinaryRowConverter | UnreadableRows
 
 
 class Dedup(Protocol):
@@ -25,6 +29,10 @@ class Dedup(Protocol):
 
     def remember(self, ids_oldest_first: Iterable[str | bytes], now: float) -> int: ...
 
+    def __len__(self) -> int:
+        """How many ids it remembers."""
+        ...
+
 
 @dataclass(slots=True)
 class Counters:
@@ -33,6 +41,7 @@ class Counters:
     duplicates: int = 0
     dead_letters: int = 0
     already_stored: int = 0
+    left_to_next_generation: int = 0
 
 
 class Collector:
@@ -46,7 +55,9 @@ class Collector:
     a run is.
 
     Rows at or below ``high_water_mark`` are stored already and skipped; the
-    mark moves only through ``skip_up_to`` and ``buffered_is_stored``.
+    mark moves only through ``skip_up_to`` and ``buffered_is_stored``. Rows of
+    transactions committed at or after ``stop_before`` (a reshard's boundary:
+    the next generation delivers them) are skipped too.
     """
 
     def __init__(
@@ -62,19 +73,26 @@ class Collector:
         log: FilteringBoundLogger,
         on_full: Callable[[], None],
         failpoints: Failpoints | None = None,
+        on_message: Callable[[int, str, bytes], None] | None = None,
     ) -> None:
         self._outbox = outbox
+        # (open batch seq, prefix, content) of each transactional logical message: heartbeats.
+        self._on_message = on_message
         self._on_full = on_full
         self._failpoints = failpoints
         self._builder = builder
         self._tracker = tracker
         self._dedup = dedup
         self.high_water_mark = high_water_mark
+        self.stop_before: int | None = None
+        # Rows from the stream come in pgoutput's binary format (cdc/core/outbox_binary.py); rows read with
+        # a query (the first copy, backfill: a relation id of 0) are always text.
+        self.binary = False
         self._bounds = bounds
         self._max_payload = max_payload_bytes
         self._log = log
         # relation id -> (the Relation, its converter; rows of other tables are dead-lettered).
-        self._converters: dict[int, tuple[Relation, RowConverter | UnreadableRows]] = {}
+        self._converters: dict[int, tuple[Relation, Converter]] = {}
         self.counters = Counters()
         # Position of the newest row handed to the buffer: once the flusher is
         # idle it is stored, which makes it the high-water mark without asking.
@@ -96,7 +114,7 @@ class Collector:
     def relation(self, relation: Relation) -> None:
         self._converters[relation.relation_id] = (relation, self._converter_for(relation))
 
-    def _converter_for(self, relation: Relation) -> RowConverter | UnreadableRows:
+    def _converter_for(self, relation: Relation) -> Converter:
         if (relation.namespace, relation.name) != self._outbox:
             # With publish_via_partition_root the server describes the partition a
             # row went to before sending the row as the root's: no rows come for
@@ -108,7 +126,12 @@ class Collector:
                 f"{self._outbox[0]}.{self._outbox[1]}: check the publication's tables and publish_via_partition_root",
             )
         try:
+            if self.binary and relation.relation_id:
+                return BinaryRowConverter(relation, bounds=self._bounds, max_payload_bytes=self._max_payload)
             return RowConverter(relation, bounds=self._bounds, max_payload_bytes=self._max_payload)
+        except BinaryUnreadable as exc:
+            # Read as text these rows would be events: stop, acknowledge nothing more; the next run streams text.
+            raise PipelineError(f"{exc}; restart cdc: it will stream as text") from None
         except OutboxSchemaError as exc:
             reason = f"{exc}; rows written meanwhile go to the dead-letter table"
             self._log.error("outbox rows cannot be read as events", reason=reason)
@@ -125,6 +148,9 @@ class Collector:
             cached = (relation, self._converter_for(relation))
         converter = cached[1]
         start = 0
+        if self.stop_before is not None and commit_lsn >= self.stop_before:
+            self.counters.left_to_next_generation += len(tuples)
+            return
         hwm = self.high_water_mark
         if hwm is not None and (commit_lsn, first_seq) <= hwm:
             start = len(tuples) if commit_lsn < hwm[0] else min(len(tuples), hwm[1] - first_seq + 1)
@@ -144,7 +170,7 @@ class Collector:
                 self._on_full()
 
     def _buffer(
-        self, converter: RowConverter | UnreadableRows, tuples: Sequence[TupleData], commit_lsn: int,
+        self, converter: Converter, tuples: Sequence[TupleData], commit_lsn: int,
         first_seq: int, commit_time: int,
     ) -> None:
         counters = self.counters
@@ -171,3 +197,8 @@ class Collector:
 
     def commit(self, end_lsn: int) -> None:
         self._tracker.commit(end_lsn, self._builder.seq)
+
+    def message(self, prefix: str, content: bytes) -> None:
+        # Never a row, never a dead letter: the transaction's commit still moves the acknowledgement.
+        if self._on_message is not None:
+            self._on_message(self._builder.seq, prefix, content)

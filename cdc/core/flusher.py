@@ -11,7 +11,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger
 
@@ -19,20 +20,32 @@ from ..backoff import Backoff
 from ..failpoints import Failpoints
 from ..lsn import format_lsn
 from ..sink.base import Sink, SinkConfigError, SinkError
-from .events import Batch
+from .events import EVENT_COLUMNS, Batch
 from .tracker import AckTracker
+
+_COMMITTED_AT = EVENT_COLUMNS.index("committed_at")
 
 
 class FlushAborted(Exception):
     """Stopped on request while a batch was still unstored."""
 
 
+class BatchObserver(Protocol):
+    """Told once per batch, on the flusher's thread (the metrics)."""
+
+    def batch_stored(self, rows: int, committed_at_us: Sequence[int], seconds: float) -> None: ...
+
+    def insert_failed(self) -> None: ...
+
+
 class Flusher:
     def __init__(
         self, sink: Sink, tracker: AckTracker, backoff: Backoff, log: FilteringBoundLogger,
         failpoints: Failpoints | None = None, *, keep_progress_seconds: float = 7200.0,
+        observer: BatchObserver | None = None,
     ) -> None:
         self._sink = sink
+        self._observer = observer
         self._keep_progress = keep_progress_seconds
         self._next_prune = 0.0
         self._failpoints = failpoints
@@ -132,6 +145,8 @@ class Flusher:
             except SinkConfigError:
                 raise
             except SinkError as exc:
+                if self._observer is not None:
+                    self._observer.insert_failed()
                 delay = next(delays)
                 self._log.warning(
                     "insert failed, will retry", error=str(exc), attempt=attempt, retry_in=round(delay, 2),
@@ -141,11 +156,14 @@ class Flusher:
                     raise FlushAborted(f"stopped with batch {batch.seq} ({batch.rows} rows) unstored") from None
         if self._failpoints is not None:
             self._failpoints.hit("after_insert")
+        seconds = time.monotonic() - started
         safe = self._tracker.stored(batch.seq)
         self.rows_stored += batch.rows
         self.dead_letters_stored += len(batch.dead_letters)
+        if self._observer is not None:
+            self._observer.batch_stored(batch.rows, batch.columns[_COMMITTED_AT], seconds)
         self._prune_now_and_then()
         self._log.info(
             "flushed", rows=batch.rows, dead_letters=len(batch.dead_letters), bytes=batch.nbytes,
-            seconds=round(time.monotonic() - started, 3), ack_lsn=format_lsn(safe), batch=batch.seq,
+            seconds=round(seconds, 3), ack_lsn=format_lsn(safe), batch=batch.seq,
         )

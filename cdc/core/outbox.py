@@ -67,6 +67,29 @@ def parse_timestamptz(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
+class SharedText:
+    """Event types and environments repeat: decode each once and share the string, which saves the
+    decoding and the memory of a copy per row (both row converters use one)."""
+
+    __slots__ = ("_strings",)
+
+    def __init__(self) -> None:
+        self._strings: dict[bytes, str] = {}
+
+    @property
+    def strings(self) -> dict[bytes, str]:
+        """The table (bytes -> str), which the compiled converter reads and never writes (cdc/_accel_convert.c)."""
+        return self._strings
+
+    def text(self, value: bytes) -> str:
+        text = self._strings.get(value)
+        if text is None:
+            if len(self._strings) >= 4096:
+                self._strings.clear()
+            text = self._strings[value] = value.decode()
+        return text
+
+
 class RowConverter:
     """Turns Insert tuples of one outbox relation into event rows."""
 
@@ -88,7 +111,8 @@ class RowConverter:
         self._max: Final = to_micros(bounds[1])
         self._max_payload: Final = max_payload_bytes
         self._width: Final = len(names)
-        self._strings: dict[bytes, str] = {}
+        shared = SharedText()
+        self._shared: Final = shared.text
         # occurred_at defaults to the transaction's start, so runs of rows share
         # it: the previous row's text and microseconds are usually the answer.
         self._last_at: object = None
@@ -98,7 +122,7 @@ class RowConverter:
         # plainly fine rows and hands every other one to _convert_many.
         native = accel.native
         self._compiled: Converter | None = None if native is None else native.Converter(
-            self._index, self._width, self._min, self._max, min(max_payload_bytes, sys.maxsize), self._strings,
+            self._index, self._width, self._min, self._max, min(max_payload_bytes, sys.maxsize), shared.strings,
             self._convert_many,
         )
 
@@ -156,16 +180,6 @@ class RowConverter:
             rows.append(row)
         self._last_at, self._last_micros = last_at, micros
         return rows, rejected
-
-    def _shared(self, value: bytes) -> str:
-        # Event types and environments repeat: decode each once and share the
-        # string, which saves the decoding and the memory of a copy per row.
-        text = self._strings.get(value)
-        if text is None:
-            if len(self._strings) >= 4096:
-                self._strings.clear()
-            text = self._strings[value] = value.decode()
-        return text
 
     def _checked_convert(self, values: TupleData, seq: int) -> EventRow:
         if len(values) != self._width:

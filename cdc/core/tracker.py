@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 
 
 class AckTracker:
-    def __init__(self, start_lsn: int) -> None:
+    def __init__(self, start_lsn: int, *, on_stored: Callable[[int], None] | None = None) -> None:
         self._lock = threading.Lock()
+        # Told each batch seq as it is stored (once per batch): heartbeats are timed by it.
+        self._on_stored = on_stored
         self._pending: deque[tuple[int, int]] = deque()  # (batch seq, newest commit end LSN in it)
         self._safe = start_lsn
         self._stored_seq = 0
@@ -55,7 +58,10 @@ class AckTracker:
             pending = self._pending
             while pending and pending[0][0] <= batch_seq:
                 self._safe = max(self._safe, pending.popleft()[1])
-            return self._safe
+            safe = self._safe
+        if self._on_stored is not None:
+            self._on_stored(batch_seq)
+        return safe
 
     def advance_idle(self, lsn: int) -> None:
         """Nothing of ours is pending: the server's position is safe (keeps WAL from piling up)."""

@@ -37,11 +37,16 @@ class RowHandler(Protocol):
 
     def commit(self, end_lsn: int) -> None: ...
 
+    def message(self, prefix: str, content: bytes) -> None:
+        """A transactional logical decoding message of the transaction being passed on (heartbeats)."""
+        ...
+
 
 class _StreamedTransaction:
     def __init__(self, budget: SpillBudget) -> None:
         self.spool = Spool(budget)
         self.aborted_subxids: set[int] = set()
+        self.messages: list[tuple[int | None, str, bytes]] = []  # (sub)xid, prefix, content
 
 
 class TransactionAssembler:
@@ -59,9 +64,9 @@ class TransactionAssembler:
         self._handlers: dict[type, Callable[[Any], None]] = {
             m.Begin: self._begin, m.Commit: self._commit, m.Relation: self._relation,
             m.Insert: self._insert, m.StreamStart: self._stream_start, m.StreamStop: self._stream_stop,
-            m.StreamCommit: self._stream_commit, m.StreamAbort: self._stream_abort,
+            m.StreamCommit: self._stream_commit, m.StreamAbort: self._stream_abort, m.LogicalMessage: self._message,
         }
-        self._ignored: set[type] = {m.Origin, m.Type, m.Update, m.Delete, m.Truncate, m.LogicalMessage}
+        self._ignored: set[type] = {m.Origin, m.Type, m.Update, m.Delete, m.Truncate}
 
     @property
     def in_stream(self) -> bool:
@@ -117,6 +122,17 @@ class TransactionAssembler:
             raise TransactionError("Commit outside a transaction")
         self._in_transaction = False
         self._handler.commit(end_lsn)
+
+    def _message(self, message: m.LogicalMessage) -> None:
+        if not message.flags & 1:
+            # Non-transactional: sent the moment it is decoded, part of no transaction.
+            return
+        if self._stream_xid is not None:
+            self._streams[self._stream_xid].messages.append((message.xid, message.prefix, message.content))
+            return
+        if not self._in_transaction:
+            raise TransactionError("transactional Message outside a transaction")
+        self._handler.message(message.prefix, message.content)
 
     def _relation(self, message: m.Relation) -> None:
         self.relations[message.relation_id] = message
@@ -187,6 +203,9 @@ class TransactionAssembler:
                 self._handler.rows(run_relation, run, message.commit_lsn, seq, message.commit_time)
         finally:
             stream.spool.close()
+        for xid, prefix, content in stream.messages:
+            if xid not in aborted:
+                self._handler.message(prefix, content)
         self._handler.commit(message.end_lsn)
 
     def _stream_abort(self, message: m.StreamAbort) -> None:

@@ -91,17 +91,40 @@ def start_clickhouse(workdir: Path, *, run_as: str | None) -> LocalClickHouse | 
 
 
 @contextmanager
-def demo_servers(*, clickhouse: bool = True) -> Iterator[DemoServers]:
+def demo_servers(*, clickhouse: bool = True, keep: Path | None = None) -> Iterator[DemoServers]:
     """PostgreSQL 18 and (when ``clickhouse`` and one is installed) a ClickHouse server, for the block's length.
 
-    Start it from the main thread: the servers die with the thread that started them.
+    Start it from the main thread: the servers die with the thread that started them. ``keep`` is a
+    directory (new, or empty) to hold everything instead of a temporary one; it stays after the block.
     """
     run_as = processes.service_user(SERVICE_USER, create=False)
-    workdir = make_workdir(run_as)
+    workdir = make_workdir(run_as) if keep is None else prepare_kept(keep, run_as)
     with ExitStack() as cleanup:
-        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
-        postgres = cleanup.enter_context(start_postgres(workdir, run_as=run_as))  # leaving: a fast, clean stop
+        if keep is None:
+            cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
+        # Leaving: a fast, clean stop; the servers' directories go too unless kept.
+        postgres = start_postgres(workdir, run_as=run_as)
+        if keep is None:
+            cleanup.enter_context(postgres)
+        else:
+            cleanup.callback(postgres.stop, "fast")
         local_clickhouse = start_clickhouse(workdir, run_as=run_as) if clickhouse else None
         if local_clickhouse is not None:
-            cleanup.enter_context(local_clickhouse)
+            if keep is None:
+                cleanup.enter_context(local_clickhouse)
+            else:
+                cleanup.callback(local_clickhouse.stop)
         yield DemoServers(workdir=workdir, postgres=postgres, clickhouse=local_clickhouse)
+
+
+def prepare_kept(path: Path, user: str | None) -> Path:
+    """``path`` made ready to hold the servers' data for good: it must be new or empty, and reachable by ``user``."""
+    path = path.absolute()
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise processes.ServerError(f"{path} is not an empty directory: give --keep a new or empty one")
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+    if not processes.user_can_traverse(path, user):
+        raise processes.ServerError(f"{path} is not reachable by the user {user!r} the servers run as: "
+                                    "give --keep a directory under /tmp or another world-traversable place")
+    return path

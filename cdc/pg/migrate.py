@@ -17,7 +17,9 @@ from ..settings import Settings
 from . import outbox_ddl, preflight
 from .connect import connect
 from .replication import ReplicationConnection
-from .slots import drop_inactive_slot
+from .slots import drop_inactive_slot, want_failover
+from .shard_setup import ShardSetup, setup as setup_shards
+from .shards import read_sharding
 from .snapshot import create_slot
 
 
@@ -27,6 +29,8 @@ class MigrateReport:
     publication_created: bool = False
     slot_created: bool = False
     slot_skipped_reason: str | None = None
+    shards: ShardSetup | None = None
+    slot_failover: bool = False
 
 
 def apply_migrations(conn: psycopg.Connection[tuple[object, ...]], s: Settings) -> list[str]:
@@ -52,7 +56,9 @@ def ensure_publication(conn: psycopg.Connection[tuple[object, ...]], s: Settings
     return True
 
 
-def ensure_slot(conn: psycopg.Connection[tuple[object, ...]], s: Settings) -> tuple[bool, str | None]:
+def ensure_slot(
+    conn: psycopg.Connection[tuple[object, ...]], s: Settings, failover: bool = False
+) -> tuple[bool, str | None]:
     """Create the slot now, so events written before the first ``cdc run`` are kept for it.
 
     If the outbox already holds rows in the slot's snapshot, the slot is dropped
@@ -62,7 +68,7 @@ def ensure_slot(conn: psycopg.Connection[tuple[object, ...]], s: Settings) -> tu
         return False, None
     repl = ReplicationConnection.connect(s.pg_dsn, application_name="cdc-migrate")
     try:
-        new = create_slot(repl, s.slot, export_snapshot=True)
+        new = create_slot(repl, s.slot, export_snapshot=True, failover=failover)
         with connect(s.pg_dsn) as check:
             check.autocommit = False
             check.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -79,11 +85,21 @@ def ensure_slot(conn: psycopg.Connection[tuple[object, ...]], s: Settings) -> tu
     return True, None
 
 
-def migrate(s: Settings) -> MigrateReport:
+def migrate(s: Settings, shards: int | None = None) -> MigrateReport:
+    """``shards``: None keeps the layout there is (one shard when new); 1 is today's layout."""
     report = MigrateReport()
     with connect(s.pg_dsn) as conn:
         preflight.check_server(conn)
+        # Refuse an impossible --failover before changing anything.
+        wanted = want_failover(conn.info.server_version, s.failover)
         report.applied = apply_migrations(conn, s)
+        sharding = read_sharding(conn, s.outbox_schema, s.slot)
+        if sharding is not None or (shards is not None and shards > 1):
+            # Sharded stays sharded (a new count goes through `cdc shards reshard`, which setup says).
+            count = shards if shards is not None else sharding.current.shards  # type: ignore[union-attr]
+            report.shards = setup_shards(conn, s, count)
+            return report
         report.publication_created = ensure_publication(conn, s)
-        report.slot_created, report.slot_skipped_reason = ensure_slot(conn, s)
+        report.slot_created, report.slot_skipped_reason = ensure_slot(conn, s, wanted)
+        report.slot_failover = wanted
     return report

@@ -51,11 +51,17 @@ class OutboxRange:
             raise AdminError(f"cannot read {self._schema}.{self._table}: {describe(exc)}") from None
         return int(count), None if low is None else int(low), None if high is None else int(high)
 
-    def rows(self) -> Iterator[tuple[tuple[bytes | None, ...], int, datetime]]:
-        """(REQUIRED_COLUMNS as text bytes, id, created_at) of each row in range, in id order."""
+    def rows(self, shard_filter: str | None = None) -> Iterator[tuple[tuple[bytes | None, ...], int, datetime]]:
+        """(REQUIRED_COLUMNS as text bytes, id, created_at) of each row in range, in id order.
+
+        ``shard_filter``: one shard's rows only (its publication's row filter, cdc/shards/layout.py: our own text).
+        """
         n_columns = len(REQUIRED_COLUMNS)
+        where = self._where()
+        if shard_filter is not None:
+            where = sql.SQL("{} AND {}").format(where, sql.SQL(shard_filter))
         query = sql.SQL("COPY (SELECT {}, created_at FROM {} WHERE {} ORDER BY id) TO STDOUT").format(
-            sql.SQL(", ").join(sql.Identifier(c) for c in REQUIRED_COLUMNS), self._name(), self._where(),
+            sql.SQL(", ").join(sql.Identifier(c) for c in REQUIRED_COLUMNS), self._name(), where,
         )
         with self._conn.cursor().copy(query) as copy:
             for row in copy.rows():

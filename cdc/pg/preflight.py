@@ -39,7 +39,7 @@ def check_for_run(
     if info is not None:
         check_slot(conn, info)
         if from_lsn is not None:
-            _check_replayable(info, from_lsn)
+            check_replayable(info, from_lsn)
     elif from_lsn is not None:
         raise PreflightError(f"replication slot {s.slot} does not exist: there is nothing to replay")
     elif not create_slot:
@@ -49,7 +49,7 @@ def check_for_run(
     return info
 
 
-def _check_replayable(info: SlotInfo, from_lsn: int) -> None:
+def check_replayable(info: SlotInfo, from_lsn: int) -> None:
     oldest = info.confirmed_flush_lsn or 0
     if from_lsn < oldest:
         raise PreflightError(
@@ -162,7 +162,7 @@ def check_slot(conn: psycopg.Connection[tuple[object, ...]], info: SlotInfo) -> 
         raise PreflightError(
             f"replication slot {info.name} has been invalidated (the WAL it needed was removed, "
             "max_slot_wal_keep_size exceeded): drop it with `cdc slot drop`, "
-            "run `cdc run --create-slot`, then backfill the gap with `cdc backfill`"
+            "run `cdc run --create-slot` (it delivers the gap: what ClickHouse lacks)"
         )
     if info.plugin != "pgoutput":
         raise PreflightError(f"replication slot {info.name} uses plugin {info.plugin}, not pgoutput: use another --slot")

@@ -18,12 +18,14 @@ import psycopg
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from ..core.outbox_binary import binary_readable
 from ..errors import PreflightError
 from ..pgoutput.framing import standby_status_update
 from ..redact import dsn_password, scrub
 from ..settings import Settings
 from . import preflight
 from .connect import connect, startup_options
+from .monitor import MESSAGES_SINCE
 
 
 class ReplicationError(Exception):
@@ -173,9 +175,9 @@ class ReplicationConnection:
         self._pgconn.finish()
 
 
-def start_stream(s: Settings, *, start_lsn: str, reconnecting: bool) -> tuple[ReplicationConnection, str]:
-    """A connection streaming ``s.slot`` from ``start_lsn`` ("0/0": the slot's confirmed position), and the
-    pgoutput protocol version it speaks.
+def start_stream(s: Settings, *, start_lsn: str, reconnecting: bool) -> tuple[ReplicationConnection, str, bool]:
+    """A connection streaming ``s.slot`` from ``start_lsn`` ("0/0": the slot's confirmed position), the
+    pgoutput protocol version it speaks, and whether rows come in binary (``s.binary``).
 
     PreflightError when the slot cannot be used; ReplicationError when trying again may help (``reconnecting``:
     our own previous walsender may still hold the slot).
@@ -191,6 +193,7 @@ def start_stream(s: Settings, *, start_lsn: str, reconnecting: bool) -> tuple[Re
             # Our previous walsender may linger until the server notices it is gone.
             raise ReplicationError(f"slot {s.slot} is still held by process {info.active_pid}")
         preflight.check_slot(conn, info)
+        binary = _binary(conn, s)
     repl = ReplicationConnection.connect(s.pg_dsn)
     options = {"proto_version": str(preflight.protocol_version(repl.server_version)),
                "publication_names": f'"{s.publication}"'}
@@ -199,6 +202,10 @@ def start_stream(s: Settings, *, start_lsn: str, reconnecting: bool) -> tuple[Re
             repl.close()
             raise PreflightError("streaming needs PostgreSQL 14 or newer: drop --streaming")
         options["streaming"] = "on"
+    if binary:
+        options["binary"] = "true"
+    if s.heartbeat_interval > 0 and repl.server_version >= MESSAGES_SINCE:
+        options["messages"] = "true"  # the heartbeats: logical decoding messages
     try:
         repl.start_replication(s.slot, start_lsn, options)
     except ReplicationError as exc:
@@ -210,4 +217,22 @@ def start_stream(s: Settings, *, start_lsn: str, reconnecting: bool) -> tuple[Re
                 f"replication slot {s.slot} is in use by another process: stop it, or use another --slot"
             ) from None
         raise
-    return repl, options["proto_version"]
+    return repl, options["proto_version"], binary
+
+
+def _binary(conn: psycopg.Connection[tuple[object, ...]], s: Settings) -> bool:
+    """Whether to ask for binary rows: ``s.binary``, where the server and the outbox's column types allow."""
+    if s.binary == "off":
+        return False
+    why = None
+    if conn.info.server_version < 140000:
+        why = "binary pgoutput needs PostgreSQL 14 or newer"
+    else:
+        rows = conn.execute(
+            "SELECT attname::text, atttypid::int FROM pg_attribute WHERE attrelid = format('%%I.%%I', %s::text, "
+            "%s::text)::regclass AND attnum > 0 AND NOT attisdropped", (s.outbox_schema, s.outbox_table),
+        ).fetchall()
+        why = binary_readable({str(name): int(oid) for name, oid in rows})  # type: ignore[call-overload]
+    if why is not None and s.binary == "on":
+        raise PreflightError(f"{why}: run with --binary auto or off")
+    return why is None

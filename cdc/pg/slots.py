@@ -13,11 +13,30 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ..errors import AdminError
+from ..errors import AdminError, PreflightError
 from ..lsn import format_lsn, parse_lsn
 from .connect import Conn, describe, refusals, server_version, version_text
 
 FAILOVER_SINCE = 170000
+
+
+def want_failover(server_version: int, requested: bool | None) -> bool:
+    """Failover slots unless told otherwise, where the server has them (17+).
+
+    Asked for explicitly on an older server: refused, since the operator
+    expects the slot to survive a promotion and it would not.
+    """
+    if requested is None:
+        return server_version >= FAILOVER_SINCE
+    if requested and server_version < FAILOVER_SINCE:
+        raise PreflightError(
+            f"failover slots need PostgreSQL 17 or newer, this server is {version_text(server_version)}: "
+            "drop --failover (and after a promotion follow docs/ha.md: `cdc run --create-slot`, "
+            "then `cdc verify --repair`)"
+        )
+    return requested
+
+
 # WAL position to measure lag against: a standby (16+ may hold logical slots) has no insert position.
 _WAL_NOW = "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END"
 

@@ -25,12 +25,19 @@ class NewSlot:
     snapshot_name: str | None
 
 
-def create_slot(repl: ReplicationConnection, slot: str, *, export_snapshot: bool) -> NewSlot:
-    """Create a pgoutput slot; keep ``repl`` open and idle while the snapshot is in use."""
+def create_slot(repl: ReplicationConnection, slot: str, *, export_snapshot: bool, failover: bool = False) -> NewSlot:
+    """Create a pgoutput slot; keep ``repl`` open and idle while the snapshot is in use.
+
+    ``failover`` (PostgreSQL 17+, checked by the caller) lets standbys with
+    sync_replication_slots keep a copy that survives their promotion.
+    """
     if repl.server_version >= 150000:
         snapshot = "export" if export_snapshot else "nothing"
-        command = f"CREATE_REPLICATION_SLOT \"{slot}\" LOGICAL pgoutput (SNAPSHOT '{snapshot}')"
+        options = f"SNAPSHOT '{snapshot}'" + (", FAILOVER true" if failover else "")
+        command = f"CREATE_REPLICATION_SLOT \"{slot}\" LOGICAL pgoutput ({options})"
     else:
+        if failover:
+            raise ValueError("failover slots need PostgreSQL 17 or newer")
         command = f"CREATE_REPLICATION_SLOT \"{slot}\" LOGICAL pgoutput {'EXPORT' if export_snapshot else 'NOEXPORT'}_SNAPSHOT"
     (name, consistent_point, snapshot_name, _plugin), = repl.command(command)
     assert name is not None and consistent_point is not None

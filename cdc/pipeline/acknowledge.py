@@ -10,6 +10,7 @@ waiting for the flusher); never while no replication connection is attached
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from structlog.typing import FilteringBoundLogger
 
@@ -21,8 +22,12 @@ _PING_INTERVAL = 0.5  # at most this often, ask an idle server where it is (see 
 
 
 class Acknowledger:
-    def __init__(self, tracker: AckTracker, retention: Retention, status_interval: float) -> None:
+    def __init__(
+        self, tracker: AckTracker, retention: Retention, status_interval: float, *,
+        on_ack: Callable[[int], None] | None = None,
+    ) -> None:
         self._tracker = tracker
+        self._on_ack = on_ack  # told each new position sent (the metrics)
         self._retention = retention
         self._interval = status_interval
         self._repl: ReplicationConnection | None = None
@@ -50,6 +55,8 @@ class Acknowledger:
         ack = self._retention.held(self._tracker.safe_lsn, now)
         if force or ack != self._sent or now - self._last_status >= self._interval:
             repl.send_status(ack)
+            if ack != self._sent and self._on_ack is not None:
+                self._on_ack(ack)
             self._sent = ack
             self._last_status = now
 

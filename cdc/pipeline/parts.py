@@ -15,6 +15,7 @@ from ..core.flusher import Flusher
 from ..core.handoff import Handoff
 from ..core.tracker import AckTracker
 from ..core.transactions import TransactionAssembler
+from ..metrics import PipelineMetrics
 from ..settings import Settings
 from ..sink.base import Sink
 from .acknowledge import Acknowledger
@@ -35,3 +36,4 @@ class Parts:
     flusher: Flusher
     handoff: Handoff
     ack: Acknowledger
+    metrics: PipelineMetrics

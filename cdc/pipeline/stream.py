@@ -51,10 +51,11 @@ class Stream:
 
     def _connect(self) -> ReplicationConnection:
         p, s = self._p, self._p.settings
-        repl, protocol = start_stream(s, start_lsn=self._start_lsn, reconnecting=self._reconnecting)
+        repl, protocol, binary = start_stream(s, start_lsn=self._start_lsn, reconnecting=self._reconnecting)
+        p.collector.binary = binary
         p.ack.attach(repl)
         self._start_lsn = "0/0"  # a replay happens once; a reconnect resumes from the slot
-        p.log.info("streaming", slot=s.slot, publication=s.publication, protocol=protocol,
+        p.log.info("streaming", slot=s.slot, publication=s.publication, protocol=protocol, binary=binary,
                    from_lsn=format_lsn(p.tracker.safe_lsn))
         return repl
 

@@ -22,6 +22,7 @@ from .base import Sink, SinkAdmin, SinkConfigError
 SCHEMES: Final[Mapping[str, str]] = {
     "clickhouse": "cdc.sink.clickhouse",
     "clickhouses": "cdc.sink.clickhouse",
+    "chdb": "cdc.sink.chdb",
 }
 _SCHEME: Final = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*):")
 

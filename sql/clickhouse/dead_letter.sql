@@ -1,5 +1,6 @@
 -- Rows the pipeline could not turn into events, with why. Keyed by the row's
--- place in the WAL so a dead letter delivered twice collapses.
+-- place in the WAL, as its slot (``stream``) saw it, so a dead letter delivered
+-- twice collapses and two shards' rows of one transaction never do.
 CREATE TABLE IF NOT EXISTS ${dead_letter}
 (
     commit_lsn   UInt64,
@@ -8,7 +9,8 @@ CREATE TABLE IF NOT EXISTS ${dead_letter}
     relation     String,
     reason       String,
     row_json     String,
-    inserted_at  DateTime('UTC')
+    inserted_at  DateTime('UTC'),
+    stream       UInt32
 )
 ENGINE = ReplacingMergeTree()
-ORDER BY (commit_lsn, commit_seq)
+ORDER BY (commit_lsn, commit_seq, stream)

@@ -2,7 +2,8 @@
 -- ReplacingMergeTree collapses it at merge time (read with FINAL for exact
 -- answers before then). The sort key serves queries by event type and time.
 -- ${timestamp} is DateTime64(6, 'UTC') on ClickHouse >= 20.1; older servers get
--- DateTime('UTC'), which keeps whole seconds only.
+-- DateTime('UTC'), which keeps whole seconds only. ``stream`` says which slot
+-- delivered the row (0: the one slot of an unsharded outbox; see cdc/shards/layout.py).
 CREATE TABLE IF NOT EXISTS ${events}
 (
     unique_id        String,
@@ -15,7 +16,8 @@ CREATE TABLE IF NOT EXISTS ${events}
     commit_lsn       UInt64,
     commit_seq       UInt32,
     committed_at     ${timestamp},
-    inserted_at      DateTime('UTC')
+    inserted_at      DateTime('UTC'),
+    stream           UInt32 DEFAULT 0
 )
 ENGINE = ReplacingMergeTree()
 PARTITION BY toYYYYMM(occurred_at)

@@ -32,8 +32,14 @@ def test_backfill_redelivers_a_lost_range_without_moving_the_high_water_mark(mig
     ok(run("slot", "advance", "--to-lsn", migrated.current_lsn(), "--yes"))
     assert {r[0] for r in _rows(migrated)} == {"b1", "b2", "b3"}
 
-    summary = json.loads(ok(run("backfill", "--since", "2001-02-03", "--until", "2001-02-04", "--json")).stdout)
+    result = ok(run("backfill", "--since", "2001-02-03", "--until", "2001-02-04", "--json"))
+    summary = json.loads(result.stdout)
     assert summary["rows_read"] == 2 and summary["events_stored"] == 2 and summary["duplicates"] == 0
+    # Off a terminal, progress is JSON log lines on stderr; the last says the phase is done.
+    progress = [r for line in result.stderr.splitlines() if line.startswith("{")
+                if (r := json.loads(line))["event"].startswith("backfill ")]
+    assert progress[-1]["event"] == "backfill phase done" and progress[-1]["phase"] == "rows"
+    assert (progress[-1]["done"], progress[-1]["total"]) == (2, 2)
     rows = {r[0]: r for r in _rows(migrated)}
     assert set(rows) == {"b1", "b2", "b3", "lost-1", "lost-2"}
     for uid in ("lost-1", "lost-2"):

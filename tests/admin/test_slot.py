@@ -69,6 +69,41 @@ def test_failover_needs_postgres_17(migrated: Target, run: Cli, pg_server: PgSer
             assert conn.execute("SELECT failover FROM pg_replication_slots WHERE slot_name = 'fo_slot'").fetchone() == (True,)
 
 
+def _failover(t: Target, slot: str) -> object:
+    with t.pg() as conn:
+        row = conn.execute("SELECT failover FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+    assert row is not None, f"no slot {slot}"
+    return row[0]
+
+
+def test_slots_are_failover_slots_by_default_where_the_server_has_them(
+    migrated: Target, run: Cli, pg_server: PgServer
+) -> None:
+    created = json.loads(ok(run("slot", "create", "default_slot", "--yes", "--json")).stdout)
+    opted_out = json.loads(ok(run("slot", "create", "plain_slot", "--no-failover", "--yes", "--json")).stdout)
+    assert opted_out["failover"] is False
+    if pg_server.major >= 17:
+        assert created["failover"] is True
+        assert _failover(migrated, "cdc_outbox") is True  # made by `cdc migrate`
+        assert _failover(migrated, "default_slot") is True
+        assert _failover(migrated, "plain_slot") is False
+    else:
+        assert created["failover"] is False
+        assert migrated.confirmed_lsn("default_slot") is not None
+
+
+def test_migrate_makes_a_failover_slot_unless_told_not_to(target: Target, run: Cli, pg_server: PgServer) -> None:
+    if pg_server.major < 17:
+        refused(run("migrate", "--failover"), "failover slots need PostgreSQL 17", "drop --failover")
+        assert target.confirmed_lsn() is None
+        report = json.loads(ok(run("migrate", "--json")).stdout)
+        assert report["slot_created"] is True and report["slot_failover"] is False
+        return
+    report = json.loads(ok(run("migrate", "--no-failover", "--json")).stdout)
+    assert report["slot_created"] is True and report["slot_failover"] is False
+    assert _failover(target, "cdc_outbox") is False
+
+
 def test_temporary_slot_lives_as_long_as_the_command(migrated: Target) -> None:
     proc = migrated.start("slot", "create", "temp_slot", "--temporary", "--yes")
     try:

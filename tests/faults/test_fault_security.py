@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -17,9 +18,10 @@ import psycopg
 import pytest
 from fault_support import CdcProcess, assert_exactly, catch_up, drain
 from psycopg import sql
+from prometheus_client.parser import text_string_to_metric_families
 from psycopg.conninfo import conninfo_to_dict
 from servers import ClickHouse, PgServer
-from support import CDC, Target, insert_events
+from support import CDC, Target, insert_events, wait_until
 
 from cdc.pg.replication import replication_conninfo
 
@@ -202,6 +204,78 @@ def test_least_privilege_role_runs_the_pipeline(least_privilege: Target, migrate
     assert code == 0, run.tail()
     assert SECRET_TOKEN not in run.output
     assert_exactly(migrated, ["existing-1", "existing-2", "streamed-1", "streamed-2"])
+
+
+# Every overload of pg_logical_emit_message, as a DBA hardening the database would.
+_EMIT_PRIVILEGE = """
+DO $$
+DECLARE f regprocedure;
+BEGIN
+  FOR f IN SELECT oid::regprocedure FROM pg_proc WHERE proname = 'pg_logical_emit_message' LOOP
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM {}', f);
+  END LOOP;
+END $$"""
+
+
+def _heartbeat_samples(run: CdcProcess) -> dict[str, float]:
+    """The run's heartbeat and event samples of slot cdc_outbox, read from its metrics endpoint."""
+    url = str(run.wait_for("serving metrics")["url"])
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        s.name + (f":{s.labels['outcome']}" if "outcome" in s.labels else ""): s.value
+        for family in text_string_to_metric_families(text) for s in family.samples
+        if s.labels.get("slot") == "cdc_outbox" and "le" not in s.labels
+    }
+
+
+def test_least_privilege_role_times_heartbeats_in_a_database_that_revoked_them_from_public(
+    least_privilege: Target, migrated: Target
+) -> None:
+    with migrated.pg() as conn:
+        conn.execute(_EMIT_PRIVILEGE.format("PUBLIC"))  # the file's own GRANT is what lets the role emit
+        insert_events(conn, ["before-1"])
+    run = CdcProcess(least_privilege, "run", "--create-slot", "--flush-interval", "0.2", "--heartbeat-interval",
+                     "0.2", "--metrics-addr", "127.0.0.1:0")
+    try:
+        wait_until(lambda: _heartbeat_samples(run).get("cdc_heartbeat_latency_seconds_count", 0) >= 2, 60,
+                   "two heartbeats timed")
+        samples = _heartbeat_samples(run)
+    finally:
+        code = run.stop()
+    assert code == 0, run.tail()
+    assert samples["cdc_heartbeat_interval_seconds"] == 0.2
+    assert samples["cdc_events_total:stored"] == 1
+    assert not [e for e in run.events() if e.get("level") == "warning"], run.tail()
+    assert_exactly(migrated, ["before-1"])
+
+
+def test_least_privilege_role_without_the_grant_says_so_once_and_delivers_without_heartbeats(
+    least_privilege: Target, migrated: Target
+) -> None:
+    with migrated.pg() as conn:
+        conn.execute(_EMIT_PRIVILEGE.format("PUBLIC"))
+        conn.execute(_EMIT_PRIVILEGE.format(ROLE))
+    run = CdcProcess(least_privilege, "run", "--create-slot", "--flush-interval", "0.2", "--heartbeat-interval",
+                     "0.1", "--metrics-addr", "127.0.0.1:0")
+    try:
+        run.wait_for("streaming")
+        with migrated.pg() as conn:
+            insert_events(conn, ["streamed-1", "streamed-2"])
+        catch_up(migrated)
+        wait_until(lambda: _heartbeat_samples(run).get("cdc_events_total:stored") == 2, 60, "two events stored")
+        samples = _heartbeat_samples(run)
+    finally:
+        code = run.stop()
+    assert code == 0, run.tail()
+    warnings = [str(e["event"]) for e in run.events() if e.get("level") == "warning"]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("heartbeats are off: the role may not emit logical decoding messages")
+    assert f"TO {ROLE}" in warnings[0] and "docs/least-privilege.sql" in warnings[0]
+    assert samples["cdc_heartbeat_interval_seconds"] == 0
+    assert samples["cdc_heartbeat_latency_seconds_count"] == 0
+    assert SECRET_TOKEN not in run.output
+    assert_exactly(migrated, ["streamed-1", "streamed-2"])
 
 
 def test_least_privilege_role_without_replication_is_refused_clearly(

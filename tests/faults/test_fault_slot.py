@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 from fault_support import CdcProcess, assert_exactly, catch_up, drain, slot_pid, walsender_pid
@@ -45,7 +46,6 @@ def test_lost_slot_stops_with_how_to_recover(migrated: Target, pg_server: PgServ
     pg_server.set_config(max_slot_wal_keep_size="1MB")
     try:
         with t.pg() as conn:
-            gap_starts = str(conn.execute("SELECT now()::text").fetchone()[0])  # type: ignore[index]
             insert_events(conn, ["in-the-gap"])
         _lose_the_slot(t)
     finally:
@@ -56,18 +56,21 @@ def test_lost_slot_stops_with_how_to_recover(migrated: Target, pg_server: PgServ
 
     line = _error_line(t.cdc("run", "--until-lsn", "current", timeout=60))
     assert "replication slot cdc_outbox has been invalidated" in line, line
-    assert "max_slot_wal_keep_size" in line and "--create-slot" in line and "backfill" in line, line
+    assert "max_slot_wal_keep_size" in line and "--create-slot" in line and "delivers the gap" in line, line
     assert t.confirmed_lsn() == before
     assert_exactly(t, ["before-1", "before-2"])
 
-    # The way back the message describes: drop the slot, a new one, backfill the gap.
+    # The way back the message describes: drop the slot; a new one delivers the gap, and only the gap.
     _ok(t.cdc("slot", "drop", "--yes", timeout=60))
-    drain(t, "--create-slot")
-    _ok(t.cdc("backfill", "--since", gap_starts, timeout=120))
+    report = json.loads(t.cdc("verify", "--json", timeout=120).stdout)
+    assert {r["unique_id"] for r in report["missing"]["first"]} == {"in-the-gap", "after-loss"}
+    created = drain(t, "--create-slot", timeout=120)
+    assert [json.loads(x)["rows"] for x in created.stderr.splitlines() if '"snapshot delivered"' in x] == [2]
     with t.pg() as conn:
         insert_events(conn, ["after-new-slot"])
     drain(t)
     assert_exactly(t, ["before-1", "before-2", "in-the-gap", "after-loss", "after-new-slot"])
+    assert t.cdc("verify", timeout=120).returncode == 0
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> None:

@@ -50,11 +50,11 @@ CATALOGUE: tuple[Mutant, ...] = (
             "tests/test_tracker.py::test_commit_becomes_safe_only_when_its_batch_is_stored",
             _BACKPRESSURE,
             _OUTAGE,
-            f"{_CRASH}[pg18-mid-batch]",
-            f"{_CRASH}[pg18-before-insert]",
-            f"{_CRASH}[pg18-mid-insert]",
-            f"{_CRASH}[pg18-between-insert-and-ack]",
-            f"{_CRASH}[pg18-inside-large-transaction]",
+            f"{_CRASH}[pg18-clickhouse-mid-batch]",
+            f"{_CRASH}[pg18-clickhouse-before-insert]",
+            f"{_CRASH}[pg18-clickhouse-mid-insert]",
+            f"{_CRASH}[pg18-clickhouse-between-insert-and-ack]",
+            f"{_CRASH}[pg18-clickhouse-inside-large-transaction]",
         ),
         quick=("tests/test_tracker.py::test_commit_becomes_safe_only_when_its_batch_is_stored", _BACKPRESSURE),
     ),
@@ -65,8 +65,8 @@ CATALOGUE: tuple[Mutant, ...] = (
         "        if False:  # MUTANT: rows at or below the high-water mark are delivered again",
         must_fail=(
             f"{_COLLECTOR}test_rows_at_or_below_the_high_water_mark_are_skipped_even_inside_a_run[python]",
-            f"{_CRASH}[pg18-between-insert-and-ack]",
-            f"{_CRASH}[pg18-large-transaction-partly-stored]",
+            f"{_CRASH}[pg18-clickhouse-between-insert-and-ack]",
+            f"{_CRASH}[pg18-clickhouse-large-transaction-partly-stored]",
         ),
         quick=(f"{_COLLECTOR}test_rows_at_or_below_the_high_water_mark_are_skipped_even_inside_a_run[python]",),
     ),
@@ -77,9 +77,9 @@ CATALOGUE: tuple[Mutant, ...] = (
         "        admitted = [True] * len(rows)  # MUTANT: every row is new",
         must_fail=(
             f"{_COLLECTOR}test_duplicates_inside_a_run_and_across_runs_are_dropped_and_counted[python]",
-            "tests/pipeline/test_end_to_end.py::test_concurrent_transactions_arrive_exactly_once_with_their_values[pg18]",
+            "tests/pipeline/test_end_to_end.py::test_concurrent_transactions_arrive_exactly_once_with_their_values[pg18-clickhouse]",
             "tests/pipeline/test_acknowledgement.py::"
-            "test_retried_event_after_a_restart_is_still_recognised_as_a_duplicate[pg18]",
+            "test_retried_event_after_a_restart_is_still_recognised_as_a_duplicate[pg18-clickhouse]",
         ),
         quick=(f"{_COLLECTOR}test_duplicates_inside_a_run_and_across_runs_are_dropped_and_counted[python]",),
     ),
@@ -94,13 +94,13 @@ CATALOGUE: tuple[Mutant, ...] = (
     Mutant(
         "store-only-part-of-a-batch", "nothing committed is lost",
         "cdc/sink/clickhouse/sink.py",
-        "            self._conn.insert(self._insert_events_sql, events)",
-        "            self._conn.insert(self._insert_events_sql, [c[:-1] for c in events])  # MUTANT: last row lost",
+        "            self._conn.insert(self._sql.insert_events, events)",
+        "            self._conn.insert(self._sql.insert_events, [c[:-1] for c in events])  # MUTANT: last row lost",
         must_fail=(
             "tests/sink/test_clickhouse_sink.py::test_written_rows_read_back_exactly",
-            "tests/pipeline/test_end_to_end.py::test_concurrent_transactions_arrive_exactly_once_with_their_values[pg18]",
+            "tests/pipeline/test_end_to_end.py::test_concurrent_transactions_arrive_exactly_once_with_their_values[pg18-clickhouse]",
             "tests/pipeline/test_flush_log.py::test_every_flush_logs_rows_bytes_seconds_and_the_acknowledged_lsn[pg18]",
-            f"{_CRASH}[pg18-mid-batch]",
+            f"{_CRASH}[pg18-clickhouse-mid-batch]",
         ),
         quick=("tests/sink/test_clickhouse_sink.py::test_written_rows_read_back_exactly",),
     ),
@@ -126,6 +126,45 @@ CATALOGUE: tuple[Mutant, ...] = (
         "    if False:  # MUTANT: --max-lag-seconds ignored",
         must_fail=(
             "tests/admin/test_status_doctor.py::test_lag_in_seconds_alone_is_graded_by_max_lag_seconds[pg18]",
+        ),
+    ),
+    Mutant(
+        "verify-replay-trusts-the-ledger", "the ledger never outranks the data: a replay restores what the events lost",
+        "cdc/pipeline/pipeline.py",
+        "            self.remember_recent_ids(held=restoring)",
+        "            self.remember_recent_ids(held=False)  # MUTANT: the ledger's ids, lost or not, are skipped",
+        must_fail=(
+            "tests/pipeline/test_replay.py::test_replay_into_a_table_that_lost_rows_restores_them[pg18]",
+            "tests/pipeline/test_replay.py::test_replay_from_a_checkpoint_restores_only_the_rows_the_table_lost[pg18]",
+            "tests/pipeline/test_create_slot.py::"
+            "test_a_new_slot_after_a_lost_one_copies_only_what_clickhouse_lacks[pg18]",
+        ),
+    ),
+    Mutant(
+        "verify-calls-missing-in-flight", "cdc verify reports a lost row as missing, not as in flight",
+        "cdc/admin/verify.py",
+        "            return lambda found: \"in_flight\" if found.h in in_flight else \"missing\"",
+        "            return lambda found: \"in_flight\"  # MUTANT: whatever the slot holds",
+        must_fail=(
+            "tests/admin/test_verify.py::test_rows_the_slot_still_holds_are_in_flight_and_lost_rows_are_missing[pg18]",
+        ),
+    ),
+    Mutant(
+        "verify-calls-history-unexpected", "cdc verify never calls an event before the scope unexpected",
+        "cdc/core/reconcile.py",
+        "        while current is not None and current[0] < h:\n            last_ch = _check_order(current[0], last_ch)\n"
+        "            if current[1]:",
+        "        while current is not None and current[0] < h:\n            last_ch = _check_order(current[0], last_ch)\n"
+        "            if True:  # MUTANT: out of scope too",
+        must_fail=(
+            "tests/reconcile/test_compare.py::"
+            "test_an_id_clickhouse_holds_out_of_scope_accounts_for_the_outbox_row_but_is_never_unexpected",
+            "tests/admin/test_verify.py::"
+            "test_events_older_than_the_outbox_retention_are_never_unexpected_even_in_a_bucket_that_differs[pg18]",
+        ),
+        quick=(
+            "tests/reconcile/test_compare.py::"
+            "test_an_id_clickhouse_holds_out_of_scope_accounts_for_the_outbox_row_but_is_never_unexpected",
         ),
     ),
 )

@@ -60,8 +60,8 @@ def test_sigterm_while_clickhouse_never_answers_at_start_up_exits_zero_at_once(p
     assert "stopped during start-up; nothing was read or acknowledged" in err
 
 
-def test_retried_event_after_a_restart_is_still_recognised_as_a_duplicate(pg_dsn: str, clickhouse_url: str) -> None:
-    t = Target(pg_dsn, clickhouse_url)
+def test_retried_event_after_a_restart_is_still_recognised_as_a_duplicate(pg_dsn: str, sink_url: str) -> None:
+    t = Target(pg_dsn, sink_url)
     checked(t.cdc("migrate"))
     with t.pg() as conn:
         insert_events(conn, ["order-1", "order-2"])

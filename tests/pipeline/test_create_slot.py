@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 
@@ -68,3 +69,24 @@ def test_an_interrupted_first_copy_is_refused_then_redone_without_duplicates(pg_
     delivered = t.delivered_ids()
     assert set(delivered) == expected
     assert len(delivered) == len(expected), "rows copied before the crash were copied again"
+
+
+def test_a_new_slot_after_a_lost_one_copies_only_what_clickhouse_lacks(pg_dsn: str, clickhouse_url: str) -> None:
+    t = Target(pg_dsn, clickhouse_url)
+    checked(t.cdc("migrate"))
+    kept = {f"kept-{i}" for i in range(3_000)}
+    with t.pg() as conn:
+        insert_events(conn, sorted(kept))
+    checked(t.cdc("run", "--until-lsn", "current"))
+    gap = _drop_slot_and_fill(t, 300)  # committed while there was no slot
+    ch = t.ch()
+    ch.execute("ALTER TABLE events DELETE WHERE unique_id IN ('kept-5', 'kept-2999')")  # and two lost meanwhile
+    wait_until(lambda: ch.execute("SELECT count() FROM events WHERE unique_id = 'kept-5'") == [(0,)], 60, "the delete")
+
+    run = checked(t.cdc("run", "--create-slot", "--until-lsn", "current"))
+    copied = [json.loads(line) for line in run.stderr.splitlines() if '"snapshot delivered"' in line]
+    assert [line["rows"] for line in copied] == [302]
+    delivered = t.delivered_ids()
+    assert len(delivered) == len(kept) + 302  # the ledger: every insert, the first run's and the copy's
+    assert set(delivered) == kept | gap
+    assert ch.execute("SELECT count(), uniqExact(unique_id) FROM events") == [(3_300, 3_300)]

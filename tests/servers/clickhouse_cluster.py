@@ -146,6 +146,11 @@ class ClickHouseCluster:
     def url(self, database: str = "default", replica: int = 0) -> str:
         return self.replicas[replica].url(database)
 
+    def multi_host_url(self, database: str = "default", first: int = 0) -> str:
+        """One URL naming every replica, replica `first` first (clickhouse-driver's alt_hosts)."""
+        order = [*self.replicas[first:], *self.replicas[:first]]
+        return f"clickhouse://default@{','.join(f'{r.host}:{r.port}' for r in order)}/{database}"
+
     def hosts(self) -> list[tuple[str, int]]:
         """(host, native port) of each replica, in replica order."""
         return [(r.host, r.port) for r in self.replicas]
@@ -245,7 +250,7 @@ def _wait_for_zookeeper(member: ClusterReplica) -> None:
     deadline = time.monotonic() + ZK_READY_TIMEOUT
     while not member.sees_zookeeper():
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{member!r} did not reach ZooKeeper in {ZK_READY_TIMEOUT:.0f}s\n{member._log_tail()}")
+            raise RuntimeError(f"{member!r} did not reach ZooKeeper in {ZK_READY_TIMEOUT:.0f}s\n{member.log_tail()}")
         time.sleep(0.1)
 
 

@@ -237,6 +237,10 @@ class PrometheusServer(_process.ChildServer):
             raise PrometheusError(f"{endpoint} {dict(params)}: {body.get('errorType')}: {body.get('error')}")
         return dict(body["data"])
 
+    def rule_groups(self) -> list[dict[str, Any]]:
+        """The loaded rule groups as the API reports them: each rule's health, last evaluation, state."""
+        return list(self._api("rules", {}).get("groups", []))
+
     def _rule_files(self) -> set[str]:
         return {str(g["file"]) for g in self._api("rules", {}).get("groups", [])}
 

@@ -170,7 +170,7 @@ def test_ensure_schema_creates_tables_and_view_and_is_idempotent(clickhouse_url:
         "orders_cdc_progress_mv": "MaterializedView",
     }
     columns = select(clickhouse_url, f"SELECT name FROM system.columns WHERE database = '{database}' AND table = 'orders'")
-    assert [name for (name,) in columns] == [*EVENT_COLUMNS, "inserted_at"]
+    assert [name for (name,) in columns] == [*EVENT_COLUMNS, "inserted_at", "stream"]
 
 
 def test_old_server_gets_second_precision_types_and_says_so(sink: ClickHouseSink, clickhouse_url: str) -> None:
@@ -522,7 +522,7 @@ def test_auto_compression_sends_uncompressed_to_a_server_on_this_machine(clickho
 def test_recent_id_blocks_stream_the_newest_oldest_first_with_a_repeat_as_stored(
     sink: ClickHouseSink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("cdc.sink.clickhouse.sink._ID_BLOCK", 2)
+    monkeypatch.setattr("cdc.sink.clickhouse.recent.ID_BLOCK", 2)
     sink.write(make_batch(1, [event_row(100, 0), event_row(100, 1)]))
     sink.write(make_batch(2, [event_row(250, 0), event_row(250, 1), event_row(250, 2)]))
     sink.write(make_batch(3, [event_row(250, 2)]))  # delivered again after a crash: stored twice
@@ -535,7 +535,7 @@ def test_recent_id_blocks_stream_the_newest_oldest_first_with_a_repeat_as_stored
 def test_recent_id_blocks_left_unfinished_leave_the_sink_usable(
     sink: ClickHouseSink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("cdc.sink.clickhouse.sink._ID_BLOCK", 1)
+    monkeypatch.setattr("cdc.sink.clickhouse.recent.ID_BLOCK", 1)
     sink.write(make_batch(1, [event_row(100, seq) for seq in range(5)]))
     blocks = sink.recent_unique_id_blocks(5, 3600)
     try:
@@ -545,3 +545,4 @@ def test_recent_id_blocks_left_unfinished_leave_the_sink_usable(
     assert first == ["id-100-0"]
     assert sink.high_water_mark() == (100, 4)
     assert sink.recent_unique_ids(2, 3600) == ["id-100-3", "id-100-4"]
+

@@ -69,6 +69,23 @@ def test_ipv6_address_is_bracketed_in_messages() -> None:
     assert target.address == "[::1]:9001"
 
 
+def test_replicas_after_the_first_host_become_the_drivers_alt_hosts_in_order() -> None:
+    target = parse_clickhouse_url(f"clickhouse://u:{SECRET}@h1:9001,h2,[::1]:9003/x", environ={})
+    assert (target.host, target.port, target.user, target.password, target.database) == ("h1", 9001, "u", SECRET, "x")
+    assert target.alt_hosts == (("h2", 9000), ("::1", 9003))
+    assert target.alt_hosts_option == "h2:9000,[::1]:9003"
+    assert target.address == "h1:9001,h2:9000,[::1]:9003"
+    assert parse_clickhouse_url("clickhouses://u@h1,h2/x", environ={}).alt_hosts == (("h2", 9440),)
+    assert parse_clickhouse_url("clickhouse://u@h1/x", environ={}).alt_hosts_option is None
+
+
+@pytest.mark.parametrize("hosts", ["h1,,h2", "h1,h2:port", "h1,", "h1,h2/y"])
+def test_a_malformed_replica_list_is_refused_without_the_password(hosts: str) -> None:
+    with pytest.raises(SinkConfigError) as caught:
+        parse_clickhouse_url(f"clickhouse://u:{SECRET}@{hosts}/x", environ={})
+    assert SECRET not in str(caught.value) and "CDC_CLICKHOUSE_URL" in str(caught.value)
+
+
 def test_percent_encoded_user_and_password_are_decoded() -> None:
     target = parse_clickhouse_url("clickhouse://b%40b:p%40ss%2Fw@db/x", environ={})
     assert (target.user, target.password) == ("b@b", "p@ss/w")

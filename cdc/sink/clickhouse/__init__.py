@@ -16,7 +16,9 @@ __all__ = ["ClickHouseAdmin", "ClickHouseSink", "LatestCommit", "open_admin", "o
 
 
 def open_sink(url: str, settings: Settings, *, log: Any = None) -> ClickHouseSink:
-    return ClickHouseSink(url, settings.sink_table, password=settings.sink_password, log=log)
+    return ClickHouseSink(url, settings.sink_table, password=settings.sink_password, log=log,
+                          stream=settings.stream, siblings=settings.sibling_streams,
+                          cluster=settings.sink_cluster or None)
 
 
 def open_admin(url: str, settings: Settings, *, timeout: float | None = None, log: Any = None) -> ClickHouseAdmin:

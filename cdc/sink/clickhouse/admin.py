@@ -11,11 +11,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ...logs import quiet_logger
-from ..base import LatestCommit
+from ..base import LatestCommit, LedgerCheck
 from .connection import ClickHouseConnection
 from .ddl import DEAD_LETTER_COLUMNS, EVENTS_COLUMNS, PROGRESS_COLUMNS
+from .ledger import check_ledger
+from .connection import Connection
 from .sink import ClickHouseSink
+from .streams import STREAM, StreamQueries, StreamSummary
 from .url import parse_clickhouse_url
+from .replicas import ReplicaHealth, replica_health
 
 
 class ClickHouseAdmin:
@@ -26,17 +30,22 @@ class ClickHouseAdmin:
         log: Any = None,
     ) -> None:
         self.log = log if log is not None else quiet_logger()
-        self.sink = ClickHouseSink(
+        sink = ClickHouseSink(
             url, table, password=password, log=self.log, connect_timeout=timeout, send_receive_timeout=timeout,
+            stream=None,  # every stream: the DBA commands look at the whole table
         )
-        self.names = self.sink.names
-        self.url = self.sink.url
-        self.version = ".".join(map(str, self.sink.server_version))
         target = parse_clickhouse_url(url, password=password)
-        self._conn = ClickHouseConnection(
-            target, log=self.log, connect_timeout=timeout, send_receive_timeout=timeout,
-        )
-        self.database = target.database
+        conn = ClickHouseConnection(target, log=self.log, connect_timeout=timeout, send_receive_timeout=timeout)
+        self._bind(sink, conn, target.database)
+
+    def _bind(self, sink: ClickHouseSink, conn: Connection, database: str) -> None:
+        """Shared with sinks that reach ClickHouse another way (cdc/sink/chdb)."""
+        self.sink = sink
+        self.names = sink.names
+        self.url = sink.url
+        self.version = ".".join(map(str, sink.server_version))
+        self._conn = conn
+        self.database = database
 
     # -- the sink's own answers ------------------------------------------------------------
 
@@ -57,6 +66,24 @@ class ClickHouseAdmin:
         return self.sink.count_events(), self.sink.count_dead_letters()
 
     # -- lookups ---------------------------------------------------------------------------
+
+    def stream_summaries(self, window_seconds: int = 60) -> dict[int, StreamSummary]:
+        """Per stream (slot): its high-water mark, newest commit and insert times, events in the last window.
+
+        Empty for tables made before sharding (every row there is stream 0's: see high_water_mark()).
+        """
+        columns = self._conn.query(
+            "SELECT count() FROM system.columns WHERE database = %(db)s AND table = %(table)s AND name = %(name)s",
+            {"db": self.database, "table": self.names.plain.progress, "name": STREAM},
+        )
+        if not columns or not columns[0][0]:
+            return {}
+        query = StreamQueries(self.names, 0, filtered=True).summary
+        rows = self._conn.query(query, {"window": int(window_seconds)})
+        return {
+            int(stream): StreamSummary(int(stream), (int(hwm[0]), int(hwm[1])), committed, inserted, int(recent))
+            for stream, hwm, committed, inserted, recent in rows
+        }
 
     def last_inserted_at(self) -> datetime | None:
         """When the sink last stored an event (the progress table's newest inserted_at), by its clock."""
@@ -92,6 +119,11 @@ class ClickHouseAdmin:
             problems.append(f"materialized view {self.database}.{plain.progress_mv} is missing")
         return problems
 
+    def replicas(self) -> list[ReplicaHealth]:
+        """Replica health of the sink's tables; [] when they are not replicated."""
+        plain = self.names.plain
+        return replica_health(self._conn.query, self.database, (plain.events, plain.dead_letter, plain.progress))
+
     def has_event(self, unique_id: str, event_type: str | None = None, occurred_at: datetime | None = None) -> bool:
         """Whether ClickHouse holds an event with this unique_id (first through the sort key, then by a scan)."""
         if event_type is not None and occurred_at is not None:
@@ -116,6 +148,10 @@ class ClickHouseAdmin:
             {"rel": relation, "needle": f'"id":"{int(outbox_id)}"'},
         )
         return bool(rows and rows[0][0])
+
+    def ledger_check(self) -> LedgerCheck:
+        """Whether the progress ledger claims recent events the events table no longer holds."""
+        return check_ledger(self._conn, self.names)
 
     def close(self) -> None:
         self._conn.close()

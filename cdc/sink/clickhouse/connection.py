@@ -12,8 +12,8 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Generator, Sequence
-from typing import Any, Final
+from collections.abc import Generator, Iterator, Sequence
+from typing import Any, Final, Protocol
 
 import structlog
 
@@ -88,6 +88,33 @@ def describe_error(exc: BaseException, secrets: tuple[str, ...]) -> str:
     return scrub(text, *secrets)[:_MAX_MESSAGE]
 
 
+class Connection(Protocol):
+    """How the sink reaches ClickHouse (ClickHouseConnection below; cdc/sink/chdb's in-process one)."""
+
+    @property
+    def compression(self) -> str: ...
+
+    def setup_query(self, query: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """A start-up or schema statement: a failure is a SinkConfigError."""
+        ...
+
+    def query(self, query: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """A statement; a failure is a SinkError (the caller may retry)."""
+        ...
+
+    def insert(self, query: str, columns: Sequence[list[Any]]) -> None:
+        """One columnar ``INSERT INTO t (columns) VALUES`` written as one block; SinkError or UnstorableValue."""
+        ...
+
+    def query_blocks(
+        self, query: str, params: dict[str, Any] | None = None, *, block_rows: int = 65536
+    ) -> Generator[list[tuple[Any, ...]], None, None]:
+        """A SELECT's rows in lists of at most ``block_rows``, in order, streamed; a failure is a SinkError."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class ClickHouseConnection:
     """A lock-guarded clickhouse-driver Client for one target; safe to share between threads."""
 
@@ -118,6 +145,8 @@ class ClickHouseConnection:
             secure=target.secure,
             compression=False if self.compression == "none" else self.compression,
             settings={"insert_block_size": _ONE_BLOCK},
+            # The other replicas: tried in order when the first does not answer.
+            alt_hosts=target.alt_hosts_option,
             **options,
         )
         self._lock = threading.Lock()
@@ -209,6 +238,25 @@ class ClickHouseConnection:
             ) from None
         except _TRANSPORT_ERRORS as exc:
             raise self.sink_error(exc) from None
+
+    def stream(self, query: str, params: dict[str, Any] | None = None) -> Iterator[tuple[Any, ...]]:
+        """Rows of a large result as they arrive (a failure is a SinkError); holds the connection until exhausted."""
+        with self._lock:
+            try:
+                yield from self._client.execute_iter(query, params)
+            except _TRANSPORT_ERRORS as exc:
+                self._disconnect()
+                raise self.sink_error(exc) from None
+            except BaseException:
+                # Abandoned in the middle of a result: the socket is unusable.
+                self._disconnect()
+                raise
+
+    def last_read(self) -> tuple[int, int]:
+        """(rows, bytes) the server read for the last query, as its progress packets said."""
+        info = self._client.last_query
+        progress = getattr(info, "progress", None)
+        return (int(getattr(progress, "rows", 0) or 0), int(getattr(progress, "bytes", 0) or 0))
 
     def sink_error(self, exc: BaseException) -> SinkError:
         return SinkError(f"ClickHouse at {self.target.address}: {describe_error(exc, self.target.secrets)}")

@@ -20,6 +20,9 @@ _IDENTIFIER_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # Creation order: the view needs both of its tables.
 TEMPLATES: Final = ("database", "events", "dead_letter", "progress", "progress_mv")
+# The cluster form (sql/clickhouse/cluster_*.sql): the same, ON CLUSTER and
+# Replicated, plus a Distributed table over the events for queries.
+CLUSTER_TEMPLATES: Final = (*TEMPLATES, "events_all")
 
 # DateTime64 and a non-experimental LowCardinality both arrived by ClickHouse 20.1.
 MODERN_SINCE: Final = (20, 1)
@@ -75,6 +78,7 @@ class TableNames:
     dead_letter: str
     progress: str
     progress_mv: str
+    events_all: str
 
 
 class SchemaNames:
@@ -89,12 +93,14 @@ class SchemaNames:
             dead_letter=f"{table}_dead_letter",
             progress=f"{table}_cdc_progress",
             progress_mv=f"{table}_cdc_progress_mv",
+            events_all=f"{table}_all",
         )
         self.database = self._database_sql
         self.events = self._qualified(self.plain.events)
         self.dead_letter = self._qualified(self.plain.dead_letter)
         self.progress = self._qualified(self.plain.progress)
         self.progress_mv = self._qualified(self.plain.progress_mv)
+        self.events_all = self._qualified(self.plain.events_all)
 
     def _qualified(self, name: str) -> str:
         return f"{self._database_sql}.{quote_identifier(name, 'ClickHouse table')}"
@@ -109,13 +115,31 @@ class SchemaNames:
         }
 
 
-def render_schema(names: SchemaNames, capabilities: Capabilities) -> list[tuple[str, str]]:
-    """(template name, statement) pairs that create the schema, in order; each is idempotent."""
+def render_schema(
+    names: SchemaNames, capabilities: Capabilities, cluster: str | None = None
+) -> list[tuple[str, str]]:
+    """(template name, statement) pairs that create the schema, in order; each is idempotent.
+
+    With ``cluster``, the ON CLUSTER form: Replicated engines whose ZooKeeper
+    path holds the server's ``{shard}`` macro (and whose replica name is its
+    ``{replica}``), so one statement makes every replica's tables.
+    """
     values = names.placeholders() | {
         "timestamp": capabilities.timestamp_sql,
         "label": capabilities.label_sql,
     }
-    return [(name, _template(name).substitute(values)) for name in TEMPLATES]
+    if cluster is None:
+        return [(name, _template(name).substitute(values)) for name in TEMPLATES]
+    plain = names.plain
+    values |= {
+        "cluster": quote_identifier(cluster, "ClickHouse cluster"),
+        "events_all": names.events_all,
+        "events_local": quote_identifier(plain.events, "ClickHouse table"),
+        # Plain identifiers only (checked above), so safe inside the quoted path.
+        **{f"zk_{kind}": f"/clickhouse/tables/{{shard}}/{plain.database}/{table}" for kind, table in (
+            ("events", plain.events), ("dead_letter", plain.dead_letter), ("progress", plain.progress))},
+    }
+    return [(name, _template(f"cluster_{name}").substitute(values)) for name in CLUSTER_TEMPLATES]
 
 
 @cache

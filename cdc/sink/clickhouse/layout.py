@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from ..base import SinkConfigError
 from .ddl import DEAD_LETTER_COLUMNS, EVENTS_COLUMNS, PROGRESS_COLUMNS, Capabilities, SchemaNames
+from .streams import has_streams
 from .timestamps import TimestampType
 
 Query = Callable[[str, dict[str, Any]], list[tuple[Any, ...]]]
@@ -31,6 +32,7 @@ class Layout:
     occurred_at: TimestampType
     committed_at: TimestampType
     dead_letter_committed_at: TimestampType
+    streams: bool = True  # every table carries the slot's stream (see cdc/sink/streams.py)
 
     @property
     def bounds(self) -> tuple[datetime, datetime]:
@@ -42,9 +44,11 @@ class Layout:
 class SchemaInspector:
     """Reads the sink's tables from ``system.*`` and says what is wrong with them, in one line."""
 
-    def __init__(self, names: SchemaNames, capabilities: Capabilities) -> None:
+    def __init__(self, names: SchemaNames, capabilities: Capabilities, *, replicated: bool = False) -> None:
         self.names = names
         self.capabilities = capabilities
+        # --clickhouse-cluster: the tables must be Replicated, or the other replicas never see a row.
+        self.replicated = replicated
         plain = names.plain
         self._required: Mapping[str, tuple[str, ...]] = {
             plain.events: EVENTS_COLUMNS,
@@ -84,6 +88,12 @@ class SchemaInspector:
                     f"{where} has engine {engine} but cdc needs {wanted}: "
                     "drop it so cdc can create it, or point cdc at another table name"
                 )
+            if self.replicated and wanted != "MaterializedView" and not engine.startswith("Replicated"):
+                raise SinkConfigError(
+                    f"{where} has engine {engine}, not replicated, but --clickhouse-cluster is set: "
+                    "point cdc at another table name (`cdc migrate` makes it Replicated ON CLUSTER), "
+                    "or drop --clickhouse-cluster"
+                )
         columns = self.columns(query, tables)
         for table in tables:
             missing = [name for name in self._required.get(table, ()) if name not in columns[table]]
@@ -101,6 +111,7 @@ class SchemaInspector:
             occurred_at=self._timestamp(columns, plain.events, "occurred_at"),
             committed_at=self._timestamp(columns, plain.events, "committed_at"),
             dead_letter_committed_at=self._timestamp(columns, plain.dead_letter, "committed_at"),
+            streams=has_streams(self.names, columns),
         )
 
     def default_layout(self) -> Layout:

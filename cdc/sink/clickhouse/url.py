@@ -1,7 +1,10 @@
 """Where the ClickHouse sink connects: parse ``CDC_CLICKHOUSE_URL`` and keep its password out of sight.
 
 The URL looks like ``clickhouse://user:password@host:port/database?secure=1``
-(``clickhouses://`` turns TLS on). The password may instead come from the
+(``clickhouses://`` turns TLS on). Replicas of a cluster may follow the first
+host, comma-separated (``clickhouse://user@h1:9000,h2:9000/db``): the driver
+connects to the first that answers, in that order (clickhouse-driver's
+``alt_hosts``), and again on every reconnect. The password may instead come from the
 ``password`` argument, ``CDC_CLICKHOUSE_PASSWORD`` or the file named by
 ``CDC_CLICKHOUSE_PASSWORD_FILE``, in that order after the URL's own.
 """
@@ -12,7 +15,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlsplit
 
 from ...redact import redact_url, scrub
 from ..base import SinkConfigError
@@ -52,12 +55,18 @@ class ClickHouseTarget:
     # TLS and timeout options for clickhouse-driver's Client, already typed.
     options: Mapping[str, Any] = field(repr=False)
     redacted_url: str
+    # The other replicas after the first, as (host, port), tried in order.
+    alt_hosts: tuple[tuple[str, int], ...] = ()
 
     @property
     def address(self) -> str:
-        """host:port as a person writes it (IPv6 in brackets), safe for messages."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        """host:port (each replica's, comma-separated) as a person writes it (IPv6 in brackets), safe for messages."""
+        return ",".join(_hostport(host, port) for host, port in ((self.host, self.port), *self.alt_hosts))
+
+    @property
+    def alt_hosts_option(self) -> str | None:
+        """``alt_hosts`` as clickhouse-driver takes it, or None with one host."""
+        return ",".join(_hostport(h, p) for h, p in self.alt_hosts) or None
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -72,6 +81,10 @@ class ClickHouseTarget:
         return tuple(sorted(found, key=len, reverse=True))
 
 
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def parse_clickhouse_url(
     url: str,
     *,
@@ -82,7 +95,7 @@ def parse_clickhouse_url(
     env = os.environ if environ is None else environ
     safe = redact_url(url)
     try:
-        parts = urlsplit(url.strip())
+        parts, others = _split_hosts(url.strip())
         port_number = parts.port
     except ValueError as exc:
         raise SinkConfigError(f"CDC_CLICKHOUSE_URL {safe} is not a valid URL: {exc}") from None
@@ -98,9 +111,14 @@ def parse_clickhouse_url(
     database = unquote(parts.path.lstrip("/")) or "default"
     if "/" in database:
         raise SinkConfigError(f"CDC_CLICKHOUSE_URL {safe}: the path must be one database name")
+    default_port = 9440 if secure else 9000
+    try:
+        alt_hosts = tuple(_host_and_port(other, default_port) for other in others)
+    except ValueError as exc:
+        raise SinkConfigError(f"CDC_CLICKHOUSE_URL {safe}: a replica after the first host is not host:port ({exc})") from None
     return ClickHouseTarget(
         host=parts.hostname or "localhost",
-        port=port_number or (9440 if secure else 9000),
+        port=port_number or default_port,
         database=database,
         user=unquote(parts.username) if parts.username else "default",
         password=_choose_password(password, parts.password, env),
@@ -108,7 +126,27 @@ def parse_clickhouse_url(
         compression=compression,
         options=params,
         redacted_url=safe,
+        alt_hosts=alt_hosts,
     )
+
+
+def _split_hosts(url: str) -> tuple[SplitResult, list[str]]:
+    """The URL with only its first host, and the hosts after it (``h1:9000,h2:9000``)."""
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    first, *others = hosts.split(",")
+    if not others:
+        return parts, []
+    if not first or any(not other.strip() for other in others):
+        raise ValueError("empty host in the host list")
+    return parts._replace(netloc=f"{userinfo}{at}{first}"), [other.strip() for other in others]
+
+
+def _host_and_port(text: str, default_port: int) -> tuple[str, int]:
+    parts = urlsplit(f"//{text}")
+    if not parts.hostname or parts.username is not None or parts.path:
+        raise ValueError(f"{text!r}")
+    return parts.hostname, parts.port or default_port
 
 
 def _query_params(query: str, safe: str) -> dict[str, Any]:

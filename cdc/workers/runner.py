@@ -1,0 +1,197 @@
+"""Where a worker streams the shards it owns: one forked child process per shard, or one thread per shard.
+
+A ``ShardTarget`` streams one shard until ``stop`` is set (store what it holds,
+acknowledge, return 0) or ``abort`` is set (give up what is unstored: the next
+owner re-reads it from the slot), and returns its exit status.
+
+- ``ForkRunner``: each shard in its own process, forked from the worker (no
+  interpreter start-up, no re-reading of settings), so shards use every CPU
+  instead of sharing one interpreter lock. ``stop`` is SIGTERM (twice: abort),
+  ``kill`` is SIGKILL: the walsender sees the socket close, and the slot is free.
+  A child dies with its worker (PR_SET_PDEATHSIG), whose lock session ends at
+  the same moment: a shard never streams without its owner.
+- ``ThreadRunner``: every shard in the worker's own process. ``kill`` can only
+  ask (abort), so it is at once only up to the write in flight.
+
+The worker's own loop must be the only thread that forks (see ``ForkRunner``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Protocol
+
+from structlog.typing import FilteringBoundLogger
+
+from ..shards.layout import Shard
+
+ShardTarget = Callable[[Shard, threading.Event, threading.Event], int]
+_PR_SET_PDEATHSIG = 1
+_STOPS = {signal.SIGTERM, signal.SIGINT}
+
+
+@dataclass(frozen=True, slots=True)
+class Exited:
+    shard: Shard
+    code: int  # exit status; negative: killed by that signal
+
+
+class Runner(Protocol):
+    def start(self, shard: Shard) -> None: ...
+    def stop(self, shard: Shard) -> None:
+        """Flush, acknowledge and end; a second call gives up what is unstored."""
+    def kill(self, shard: Shard) -> None:
+        """End now, storing nothing more."""
+    def reap(self) -> list[Exited]:
+        """The shards whose streamer ended since the last call."""
+    def running(self) -> list[Shard]: ...
+
+
+@dataclass
+class _Child:
+    shard: Shard
+    pid: int
+    stops: int = 0
+
+
+class ForkRunner:
+    def __init__(self, target: ShardTarget, log: FilteringBoundLogger) -> None:
+        self._target = target
+        self._log = log
+        self._children: dict[str, _Child] = {}
+
+    def start(self, shard: Shard) -> None:
+        if shard.slot in self._children:
+            raise RuntimeError(f"shard {shard.slot} is already running")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        parent = os.getpid()
+        # A stop may come at once: until the child has its own handlers, it would
+        # run the worker's (on the child's copy of the worker), and never stop.
+        # Held back across the fork, the signal reaches the child's handler.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+        try:
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child, which never returns
+                self._child(shard, parent)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        self._children[shard.slot] = _Child(shard, pid)
+
+    def _child(self, shard: Shard, parent: int) -> None:  # pragma: no cover - child side
+        code = 1
+        try:
+            if sys.platform.startswith("linux"):
+                ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent:
+                os._exit(1)  # the worker died between fork and prctl
+            stop, abort = threading.Event(), threading.Event()
+
+            def handle(_signum: int, _frame: FrameType | None) -> None:
+                (abort if stop.is_set() else stop).set()
+
+            signal.signal(signal.SIGTERM, handle)
+            # Ctrl-C reaches the whole process group: the worker decides what its shards do.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
+            code = self._target(shard, stop, abort)
+        except BaseException as exc:  # noqa: BLE001 - a child must end here, whatever happened
+            self._log.error("shard streamer failed", slot=shard.slot, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+    def stop(self, shard: Shard) -> None:
+        child = self._children.get(shard.slot)
+        if child is not None:
+            child.stops += 1
+            _signal(child.pid, signal.SIGTERM)
+
+    def kill(self, shard: Shard) -> None:
+        child = self._children.get(shard.slot)
+        if child is not None:
+            _signal(child.pid, signal.SIGKILL)
+
+    def reap(self) -> list[Exited]:
+        out = []
+        for slot, child in list(self._children.items()):
+            try:
+                pid, status = os.waitpid(child.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = child.pid, 1 << 8
+            if pid == 0:
+                continue
+            del self._children[slot]
+            out.append(Exited(child.shard, os.waitstatus_to_exitcode(status)))
+        return out
+
+    def running(self) -> list[Shard]:
+        return [c.shard for c in self._children.values()]
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass  # already gone: reap() reports it
+
+
+@dataclass
+class _Thread:
+    shard: Shard
+    thread: threading.Thread | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    abort: threading.Event = field(default_factory=threading.Event)
+    code: list[int] = field(default_factory=lambda: [1])
+
+
+class ThreadRunner:
+    def __init__(self, target: ShardTarget, log: FilteringBoundLogger) -> None:
+        self._target = target
+        self._log = log
+        self._threads: dict[str, _Thread] = {}
+
+    def start(self, shard: Shard) -> None:
+        if shard.slot in self._threads:
+            raise RuntimeError(f"shard {shard.slot} is already running")
+        entry = _Thread(shard)
+        entry.thread = threading.Thread(target=self._run, args=(entry,), name=f"cdc-shard-{shard.slot}", daemon=True)
+        self._threads[shard.slot] = entry
+        entry.thread.start()
+
+    def _run(self, entry: _Thread) -> None:
+        try:
+            entry.code[0] = self._target(entry.shard, entry.stop, entry.abort)
+        except BaseException as exc:  # noqa: BLE001 - reported as the shard's exit status
+            self._log.error("shard streamer failed", slot=entry.shard.slot, error=f"{type(exc).__name__}: {exc}")
+            entry.code[0] = 1
+
+    def stop(self, shard: Shard) -> None:
+        entry = self._threads.get(shard.slot)
+        if entry is not None:
+            (entry.abort if entry.stop.is_set() else entry.stop).set()
+
+    def kill(self, shard: Shard) -> None:
+        entry = self._threads.get(shard.slot)
+        if entry is not None:
+            entry.stop.set()
+            entry.abort.set()
+
+    def reap(self) -> list[Exited]:
+        out = []
+        for slot, entry in list(self._threads.items()):
+            if entry.thread is not None and not entry.thread.is_alive():
+                del self._threads[slot]
+                out.append(Exited(entry.shard, entry.code[0]))
+        return out
+
+    def running(self) -> list[Shard]:
+        return [e.shard for e in self._threads.values()]

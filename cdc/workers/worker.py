@@ -1,0 +1,95 @@
+"""``cdc run`` on a sharded outbox: this process joins the worker group and streams the shards it owns."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+from structlog.typing import FilteringBoundLogger
+
+from ..backoff import Backoff
+from ..failpoints import Failpoints
+from ..pg import preflight
+from ..errors import PreflightError
+from ..pg.connect import Conn, connect
+from ..pg.shards import list_workers as read_workers
+from ..pg.shards import read_sharding, streaming_generation
+from ..pipeline.retain import Retention
+from ..settings import Settings
+from .group import WorkerGroup
+from .runner import ForkRunner, Runner, ThreadRunner
+from .target import shard_target
+
+
+def is_sharded(settings: Settings) -> bool:
+    with connect(settings.pg_dsn, application_name="cdc-worker") as conn:
+        return read_sharding(conn, settings.outbox_schema, settings.slot) is not None
+
+
+def run_worker(
+    settings: Settings, *, log: FilteringBoundLogger, failpoints: Failpoints | None, retention: Retention,
+    until: str | None, max_shards: int | None, threads: bool = False, replay: int | dict[str, int] | None = None,
+) -> None:
+    """Take part in the group until SIGINT/SIGTERM (hand every shard over, then leave; a second signal: give
+    up what is unstored) or, with ``until``, until every shard has acknowledged it.
+
+    ``replay`` (one LSN for every shard, or one per slot from a checkpoint) replays every shard: this worker
+    must be the only one, and takes them all."""
+    until_lsn = None
+    positions: dict[str, int] = {}
+    with connect(settings.pg_dsn, application_name="cdc-worker") as conn:
+        if until is not None:
+            # One LSN for the whole group: 'current' is read once, here.
+            until_lsn = preflight.current_wal_lsn(conn) if until == "current" else _lsn(until)
+        if replay is not None:
+            positions = _replay_positions(conn, settings, replay, max_shards)
+    target = shard_target(settings, log=log, failpoints=failpoints, retention=retention, until=until_lsn)
+    runner: Runner = ThreadRunner(target, log) if threads else ForkRunner(target, log)
+    group = WorkerGroup(dsn=settings.pg_dsn, schema=settings.outbox_schema, slot=settings.slot, runner=runner,
+                        log=log, backoff=Backoff(settings.retry_initial, settings.retry_max), max_shards=max_shards,
+                        until=until_lsn, replay=positions)
+    stop, abort = threading.Event(), threading.Event()
+
+    def handle(_signum: int, _frame: FrameType | None) -> None:
+        (abort if stop.is_set() else stop).set()
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+    group.run(stop, abort)
+
+
+def _replay_positions(
+    conn: Conn, settings: Settings, replay: int | dict[str, int], max_shards: int | None,
+) -> dict[str, int]:
+    """slot -> LSN for every shard of the generation streamed; PreflightError when a replay cannot be whole."""
+    if max_shards is not None:
+        raise PreflightError("a replay streams every shard: drop --max-shards")
+    alive = [w for w in read_workers(conn, settings.outbox_schema, settings.slot) if w.alive]
+    if alive:
+        raise PreflightError(
+            f"a replay streams every shard, but {len(alive)} worker(s) are running ({alive[0].host} pid "
+            f"{alive[0].pid}...): stop them (`cdc shards show` lists them), replay, then start them again"
+        )
+    generation = streaming_generation(read_sharding(conn, settings.outbox_schema, settings.slot),
+                                      reshard_running=False)
+    if generation is None:
+        raise PreflightError("no generation of shards is streaming (a reshard is under way): replay after it")
+    positions = {}
+    for shard in generation.shard_list():
+        lsn = replay.get(shard.slot) if isinstance(replay, dict) else replay
+        if lsn is None:
+            raise PreflightError(f"the checkpoint holds no position for shard slot {shard.slot}: "
+                                 "take a checkpoint of this generation, or replay with --from-lsn")
+        info = preflight.slot_info(conn, shard.slot)
+        if info is None:
+            raise PreflightError(f"replication slot {shard.slot} does not exist: there is nothing to replay")
+        preflight.check_replayable(info, lsn)
+        positions[shard.slot] = lsn
+    return positions
+
+
+def _lsn(text: str) -> int:
+    from ..lsn import parse_lsn
+
+    return parse_lsn(text)

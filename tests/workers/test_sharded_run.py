@@ -1,0 +1,71 @@
+"""``cdc run`` on a sharded outbox, end to end: several workers, real PostgreSQL and ClickHouse, faults.
+
+"Exactly the committed set" is checked as in tests/faults: the ids in ClickHouse's
+progress ledger (one row per inserted event, so a duplicate shows) equal the ids
+PostgreSQL committed, each once. Deduplication is off (``--dedup-window 0``), so
+each shard's own high-water mark alone must prevent duplicates.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from shard_support import RUN, CdcProcess, Writer, all_acknowledged, assert_exactly, owned_by, stop_all, streamed
+from support import Target, checked, wait_until
+
+
+@pytest.fixture
+def sharded(pg_dsn: str, clickhouse_url: str) -> Iterator[Target]:
+    t = Target(pg_dsn, clickhouse_url)
+    checked(t.cdc("migrate", "--shards", "8"))
+    yield t
+
+
+def test_three_workers_on_eight_shards_survive_a_kill_9_with_exactly_the_committed_set(sharded: Target) -> None:
+    t = sharded
+    writer = Writer(t, "k", seed="sharded-kill", max_rows=12, rollback_every=6)
+    workers = [CdcProcess(t, *RUN) for _ in range(3)]
+    try:
+        writer.start()
+        wait_until(lambda: len(streamed(t)) == 8, 90, "all 8 shards streamed")
+        # Every worker listed with its share: the third may join after the first two took all 8.
+        wait_until(lambda: sorted(i for s in owned_by(t).values() for i in s) == list(range(8))
+                   and len(owned_by(t)) == 3, 60, "cdc_workers to list the 8 shards among the 3 workers")
+        time.sleep(2)
+        victim = workers[0]
+        before = owned_by(t)
+        victim.kill()
+        killed = time.monotonic()
+        wait_until(lambda: len(streamed(t)) == 8, 60, "the survivors to stream all 8 shards again")
+        takeover = time.monotonic() - killed
+        time.sleep(2)
+        writer.stop()
+        end = t.current_lsn()
+        wait_until(lambda: all_acknowledged(t, end), 120, "every shard to acknowledge the writer's last commit")
+    finally:
+        stop_all(workers[1:])
+    assert_exactly(t, writer.committed, writer.rolled_back)
+    assert set(before) == {w.pid for w in workers} and all(len(s) <= 3 for s in before.values())
+    assert before[victim.pid], "the killed worker owned shards"
+    print(f"takeover after kill -9: {takeover:.1f}s; {len(writer.committed)} events")
+
+
+@pytest.mark.every_pg  # two workers through row-filtered slots on the oldest PostgreSQL we shard
+def test_two_workers_drain_four_shards_up_to_an_lsn_and_leave(pg_dsn: str, clickhouse_url: str) -> None:
+    t = Target(pg_dsn, clickhouse_url)
+    checked(t.cdc("migrate", "--shards", "4"))
+    ids = [f"d-{i}" for i in range(3000)]
+    with t.pg() as conn:
+        for k in range(0, len(ids), 500):
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany("INSERT INTO outbox (unique_id, event_type) VALUES (%s, 'drain')",
+                                [(uid,) for uid in ids[k:k + 500]])
+    end = t.current_lsn()
+    workers = [CdcProcess(t, *RUN, "--until-lsn", end) for _ in range(2)]
+    for worker in workers:
+        assert worker.wait(180) == 0, worker.tail()
+        assert worker.events("every shard has reached the LSN to stop at: leaving")
+    assert all_acknowledged(t, end)
+    assert_exactly(t, ids, [])
