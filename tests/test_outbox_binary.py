@@ -127,6 +127,16 @@ def test_infinity_and_null_are_rejected_and_dead_lettered_readably() -> None:
     assert row["id"] == "7" and row["occurred_at"] == "infinity" and row["payload"] == '{"k": 1}'
 
 
+@pytest.mark.parametrize("column", REQUIRED_COLUMNS)
+def test_a_null_in_any_required_column_is_rejected_not_raised(column: str) -> None:
+    converter = BinaryRowConverter(relation(), bounds=BOUNDS, max_payload_bytes=100)
+    at = NAMES.index(column)
+    good = binary_row(1, "u", PG_EPOCH, "{}", 1)
+    rows, rejected = converter.convert_many([good[:at] + (None,) + good[at + 1:], good], 0)
+    assert len(rows) == 1 and rows[0][-1] == 1
+    assert [(seq, reason) for seq, _, reason in rejected] == [(0, f"{column} is NULL")]
+
+
 def test_a_timestamp_without_time_zone_is_rejected_as_in_text_mode() -> None:
     converter = BinaryRowConverter(relation(occurred_at=TIMESTAMP), bounds=BOUNDS, max_payload_bytes=100)
     _, rejected = converter.convert_many([binary_row(1, "u", PG_EPOCH, "{}", 1)], 0)

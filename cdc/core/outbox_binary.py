@@ -140,7 +140,7 @@ class BinaryRowConverter:
                         or not int32[0] <= version <= int32[1]
                     ):
                         row = None
-                except (TypeError, ValueError, IndexError):
+                except (AttributeError, TypeError, ValueError, IndexError):  # a NULL or unsent text: the careful way
                     row = None
             if row is None:
                 try:
