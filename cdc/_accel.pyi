@@ -26,6 +26,8 @@ class Converter:
         max_payload: int,
         strings: dict[bytes, str],
         convert_many: Callable[[Sequence[TupleData], int], tuple[list[tuple[Any, ...]], list[tuple[int, TupleData, str]]]],
+        *,
+        binary: bool = False,
     ) -> None: ...
     def convert_many(
         self, tuples: Sequence[TupleData], first_seq: int

@@ -8,6 +8,12 @@
  * date), integers as plain decimal digits. Any other row is handed, alone, to the
  * pure-Python convert_many, which converts it or says why not: every rejection
  * and every reason comes from the reference.
+ *
+ * With ``binary`` it is BinaryRowConverter.convert_many (cdc/core/outbox_binary.py)
+ * instead, for the outbox it takes in one go (occurred_at timestamptz, payload
+ * jsonb, a text unique_id): occurred_at an 8-byte int64 of microseconds since
+ * 2000-01-01, payload jsonb's version byte 1 then the JSON text, id and
+ * metadata_version big-endian integers of 2, 4 or 8 bytes.
  */
 #include "_accel.h"
 
@@ -26,7 +32,11 @@ typedef struct {
     PyObject *fallback;         /* the reference convert_many(tuples, first_seq) */
     PyObject *last_at;          /* the last occurred_at parsed, or NULL */
     long long last_micros;
+    int binary;                 /* values in pgoutput's binary format (BinaryRowConverter) */
 } Converter;
+
+/* 2000-01-01 in Unix microseconds: binary timestamps count from there. */
+#define PG_EPOCH_UNIX_MICROS 946684800000000LL
 
 /* -- parsing --------------------------------------------------------------------------------- */
 
@@ -141,6 +151,32 @@ parse_int(PyObject *value, long long *out)
     return 1;
 }
 
+/* A big-endian two's-complement integer of 2, 4 or 8 bytes, as int.from_bytes(value, "big", signed=True). */
+static int
+parse_be_int(PyObject *value, long long *out)
+{
+    if (!PyBytes_CheckExact(value)) {
+        return 0;
+    }
+    Py_ssize_t n = PyBytes_GET_SIZE(value);
+    if (n != 2 && n != 4 && n != 8) {
+        return 0;
+    }
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(value);
+    uint64_t u = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        u = (u << 8) | p[i];
+    }
+    if (n < 8) {
+        uint64_t sign = (uint64_t)1 << (8 * n - 1);
+        u = (u ^ sign) - sign;  /* sign-extended, in unsigned arithmetic (no overflow) */
+    }
+    int64_t v;
+    memcpy(&v, &u, sizeof v);
+    *out = v;
+    return 1;
+}
+
 /* -- one row --------------------------------------------------------------------------------- */
 
 /* A shared string for bytes already in the table: a borrowed str, or NULL (an error set only on failure). */
@@ -154,6 +190,78 @@ shared(Converter *self, PyObject *value)
     return text != NULL && PyUnicode_CheckExact(text) ? text : NULL;
 }
 
+/* The event row (unique_id, event_type, occurred_at, environment, payload, version, id, seq) in *row: 1, or -1
+   with an exception set. ``payload`` is a new reference, which this takes over either way. */
+static int
+make_row(PyObject *uid, PyObject *type, long long micros, PyObject *env, PyObject *payload, long long version,
+         long long id, long long seq, PyObject **row)
+{
+    PyObject *out = PyTuple_New(8);
+    if (out == NULL) {
+        Py_DECREF(payload);
+        return -1;
+    }
+    PyTuple_SET_ITEM(out, 0, Py_NewRef(uid));
+    PyTuple_SET_ITEM(out, 1, Py_NewRef(type));
+    PyTuple_SET_ITEM(out, 3, Py_NewRef(env));
+    PyTuple_SET_ITEM(out, 4, payload);
+    PyObject *numbers[] = {PyLong_FromLongLong(micros), PyLong_FromLongLong(version), PyLong_FromLongLong(id),
+                           PyLong_FromLongLong(seq)};
+    const int slots[] = {2, 5, 6, 7};
+    int failed = 0;
+    for (int i = 0; i < 4; i++) {
+        if (numbers[i] == NULL) {
+            failed = 1;
+        }
+        else {
+            PyTuple_SET_ITEM(out, slots[i], numbers[i]);
+        }
+    }
+    if (failed) {
+        Py_DECREF(out);  /* a NULL item is fine for a tuple being freed */
+        return -1;
+    }
+    *row = out;
+    return 1;
+}
+
+/* fast_row for binary values (``v``: the row's width-long items); the same contract. */
+static int
+fast_binary_row(Converter *self, PyObject **v, long long seq, PyObject **row)
+{
+    PyObject *uid = v[self->index[I_UID]], *payload = v[self->index[I_PAYLOAD]], *at = v[self->index[I_AT]];
+    if (!PyBytes_CheckExact(uid) || PyBytes_GET_SIZE(uid) == 0) {
+        return 0;
+    }
+    /* jsonb: its format version (1), then the JSON text, which is what is stored. */
+    if (!PyBytes_CheckExact(payload) || PyBytes_GET_SIZE(payload) < 1 || PyBytes_AS_STRING(payload)[0] != 1 ||
+        PyBytes_GET_SIZE(payload) - 1 > self->max_payload) {
+        return 0;
+    }
+    long long raw, version, id;
+    if (!PyBytes_CheckExact(at) || PyBytes_GET_SIZE(at) != 8 || !parse_be_int(at, &raw)) {
+        return 0;
+    }
+    /* The bounds lie well inside int64 either way: compared before adding, nothing overflows. */
+    if (raw < self->low - PG_EPOCH_UNIX_MICROS || raw > self->high - PG_EPOCH_UNIX_MICROS) {
+        return 0;
+    }
+    if (!parse_be_int(v[self->index[I_VERSION]], &version) || version < INT32_MIN || version > INT32_MAX ||
+        !parse_be_int(v[self->index[I_ID]], &id)) {
+        return 0;
+    }
+    PyObject *type = shared(self, v[self->index[I_TYPE]]);
+    PyObject *env = type == NULL ? NULL : shared(self, v[self->index[I_ENV]]);
+    if (env == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    PyObject *json = PyBytes_FromStringAndSize(PyBytes_AS_STRING(payload) + 1, PyBytes_GET_SIZE(payload) - 1);
+    if (json == NULL) {
+        return -1;
+    }
+    return make_row(uid, type, raw + PG_EPOCH_UNIX_MICROS, env, json, version, id, seq, row);
+}
+
 /* 1 and a new row in *row; 0 when the reference must look at it; -1 with an exception set. */
 static int
 fast_row(Converter *self, PyObject *values, long long seq, PyObject **row)
@@ -162,6 +270,9 @@ fast_row(Converter *self, PyObject *values, long long seq, PyObject **row)
         return 0;
     }
     PyObject **v = &PyTuple_GET_ITEM(values, 0);
+    if (self->binary) {
+        return fast_binary_row(self, v, seq, row);
+    }
     PyObject *uid = v[self->index[I_UID]], *payload = v[self->index[I_PAYLOAD]], *at = v[self->index[I_AT]];
     if (!PyBytes_CheckExact(uid) || PyBytes_GET_SIZE(uid) == 0) {
         return 0;
@@ -195,32 +306,7 @@ fast_row(Converter *self, PyObject *values, long long seq, PyObject **row)
     if (micros < self->low || micros > self->high) {
         return 0;
     }
-    PyObject *out = PyTuple_New(8);
-    if (out == NULL) {
-        return -1;
-    }
-    PyTuple_SET_ITEM(out, 0, Py_NewRef(uid));
-    PyTuple_SET_ITEM(out, 1, Py_NewRef(type));
-    PyTuple_SET_ITEM(out, 3, Py_NewRef(env));
-    PyTuple_SET_ITEM(out, 4, Py_NewRef(payload));
-    PyObject *numbers[] = {PyLong_FromLongLong(micros), PyLong_FromLongLong(version), PyLong_FromLongLong(id),
-                           PyLong_FromLongLong(seq)};
-    const int slots[] = {2, 5, 6, 7};
-    int failed = 0;
-    for (int i = 0; i < 4; i++) {
-        if (numbers[i] == NULL) {
-            failed = 1;
-        }
-        else {
-            PyTuple_SET_ITEM(out, slots[i], numbers[i]);
-        }
-    }
-    if (failed) {
-        Py_DECREF(out);  /* a NULL item is fine for a tuple being freed */
-        return -1;
-    }
-    *row = out;
-    return 1;
+    return make_row(uid, type, micros, env, Py_NewRef(payload), version, id, seq, row);
 }
 
 /* The reference's verdict on one row: its rows and rejections appended to ours. */
@@ -315,12 +401,19 @@ fail:
 static int
 Converter_init(Converter *self, PyObject *args, PyObject *kwargs)
 {
-    static char *names[] = {"index", "width", "low", "high", "max_payload", "strings", "convert_many", NULL};
+    static char *names[] = {"index", "width", "low", "high", "max_payload", "strings", "convert_many", "binary",
+                            NULL};
     PyObject *index, *strings, *fallback;
     Py_ssize_t width, max_payload;
     long long low, high;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!nLLnO!O:Converter", names, &PyTuple_Type, &index, &width,
-                                     &low, &high, &max_payload, &PyDict_Type, &strings, &fallback)) {
+    int binary = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!nLLnO!O|$p:Converter", names, &PyTuple_Type, &index, &width,
+                                     &low, &high, &max_payload, &PyDict_Type, &strings, &fallback, &binary)) {
+        return -1;
+    }
+    /* Binary bounds are compared before the epoch is added: keep them where that cannot overflow. */
+    if (binary && (low < -(1LL << 60) || high > (1LL << 60))) {
+        PyErr_SetString(PyExc_ValueError, "Converter: binary bounds must lie within 2**60 microseconds of 1970");
         return -1;
     }
     if (PyTuple_GET_SIZE(index) != N_INDEX || !PyCallable_Check(fallback)) {
@@ -342,6 +435,7 @@ Converter_init(Converter *self, PyObject *args, PyObject *kwargs)
     self->low = low;
     self->high = high;
     self->max_payload = max_payload;
+    self->binary = binary;
     Py_XSETREF(self->strings, Py_NewRef(strings));
     Py_XSETREF(self->fallback, Py_NewRef(fallback));
     Py_CLEAR(self->last_at);
@@ -380,8 +474,9 @@ static PyMethodDef Converter_methods[] = {
 };
 
 PyDoc_STRVAR(Converter_doc,
-"Converter(index, width, low, high, max_payload, strings, convert_many)\n\n"
-"Compiled RowConverter.convert_many: ``index`` the positions of REQUIRED_COLUMNS,\n"
+"Converter(index, width, low, high, max_payload, strings, convert_many, *, binary=False)\n\n"
+"Compiled RowConverter.convert_many (with ``binary``: BinaryRowConverter's, for an outbox\n"
+"of timestamptz occurred_at, jsonb payload, text unique_id): ``index`` the positions of REQUIRED_COLUMNS,\n"
 "``width`` the relation's column count, ``low``/``high`` the occurred_at bounds in\n"
 "Unix microseconds, ``strings`` the converter's shared-string table (read only), and\n"
 "``convert_many`` the reference, which gets every row this does not take.");
