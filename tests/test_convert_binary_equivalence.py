@@ -170,6 +170,7 @@ def test_converting_binary_rows_keeps_no_memory(monkeypatch: pytest.MonkeyPatch)
     _, compiled = converters(monkeypatch)
     good = good_row(0)
     run = [good, good_row(1, at=HIGH + 1), good[:1] + (b"\x02{}",) + good[2:], good[:-1]]
+    shared = compiled.convert_many([good], 0)[0][0][3]  # "prod", the shared string the table holds
     for _ in range(100):
         compiled.convert_many(run, 0)
     gc.collect()
@@ -182,7 +183,6 @@ def test_converting_binary_rows_keeps_no_memory(monkeypatch: pytest.MonkeyPatch)
         assert tracemalloc.get_traced_memory()[0] - before < 4096
     finally:
         tracemalloc.stop()
-    shared = compiled.convert_many([good], 0)[0][0][3]  # "prod", the shared string the table holds
     counts = [sys.getrefcount(o) for o in (shared, None, *good)]
     for _ in range(2000):
         compiled.convert_many(run, 0)

@@ -219,6 +219,7 @@ def test_converting_keeps_no_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     _, compiled = converters(monkeypatch)
     good = (b"", b"{}", b"1", b"2024-05-01 12:00:00.5+00", b"u", b"prod", b"1", b"t")
     run = [good, good[:3] + (b"2024-05-02 12:00:00+02",) + good[4:], good[:4] + (b"",) + good[5:], good[:-1]]
+    shared = compiled.convert_many([good], 0)[0][0][3]  # "prod", the shared string the table holds
     for _ in range(100):
         compiled.convert_many(run, 0)
     gc.collect()
@@ -231,7 +232,6 @@ def test_converting_keeps_no_memory(monkeypatch: pytest.MonkeyPatch) -> None:
         assert tracemalloc.get_traced_memory()[0] - before < 4096
     finally:
         tracemalloc.stop()
-    shared = compiled.convert_many([good], 0)[0][0][3]  # "prod", the shared string the table holds
     counts = [sys.getrefcount(o) for o in (shared, None, *good)]
     for _ in range(2000):
         compiled.convert_many(run, 0)
