@@ -169,7 +169,7 @@ def test_converting_binary_rows_keeps_no_memory(monkeypatch: pytest.MonkeyPatch)
 
     _, compiled = converters(monkeypatch)
     good = good_row(0)
-    run = [good, good_row(1, at=HIGH + 1), good[:1] + (b"\x02{}",) + good[2:], good[:-1]]
+    run = [good, good_row(1, version=be(2**31, 8)), good[:1] + (b"\x02{}",) + good[2:], good[:-1]]
     shared = compiled.convert_many([good], 0)[0][0][3]  # "prod", the shared string the table holds
     for _ in range(100):
         compiled.convert_many(run, 0)
