@@ -27,7 +27,8 @@ _TESTS = ROOT / "tests"
 if str(_TESTS) not in sys.path:
     sys.path.append(str(_TESTS))
 
-from servers import make_server_root, start_clickhouse, start_postgres  # noqa: E402
+from servers import make_server_root, start_postgres  # noqa: E402
+from servers import start_clickhouse as start_clickhouse  # noqa: E402  (re-exported for bench.restart)
 from servers.clickhouse import ClickHouseServer  # noqa: E402
 from servers.postgres import PostgresServer, create_database, drop_database  # noqa: E402
 from support import Target as Target  # noqa: E402  (re-exported)

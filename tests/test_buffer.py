@@ -57,3 +57,20 @@ def test_seal_opens_the_next_batch_with_the_next_seq() -> None:
     first = builder.seal()
     assert (first.seq, len(first), len(first.dead_letters)) == (1, 1, 1)
     assert builder.seq == 2 and len(builder) == 0
+
+
+def test_many_small_transactions_land_in_the_columns_in_order_across_the_spread_size() -> None:
+    builder = BatchBuilder(max_rows=10**6, max_bytes=10**12, max_age=60)
+    expected = []
+    # 5,000 rows in transactions of 5, more than wait as tuples at once, and one long run among them.
+    sizes = [5] * 500 + [1000] + [5] * 500
+    for t, size in enumerate(sizes):
+        rows = [_row(f"{t}-{s}", s) for s in range(size)]
+        builder.extend(rows, commit_lsn=1000 + t, commit_time=t)
+        expected += [(f"{t}-{s}", 1000 + t, s) for s in range(size)]
+        assert builder.rows == len(builder) == len(expected)
+    batch = builder.seal()
+    columns = dict(zip(EVENT_COLUMNS, batch.columns))
+    assert list(zip(columns["unique_id"], columns["commit_lsn"], columns["commit_seq"])) == expected
+    assert all(len(column) == 6000 for column in batch.columns)
+    assert batch.rows == 6000 and builder.rows == 0

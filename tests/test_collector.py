@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import pytest
 import structlog
 
 from cdc.core.buffer import BatchBuilder
@@ -13,6 +14,10 @@ from cdc.core.events import EVENT_COLUMNS, Batch
 from cdc.core.outbox import REQUIRED_COLUMNS, to_micros
 from cdc.core.tracker import AckTracker
 from cdc.pgoutput.messages import Column, Relation, TupleData
+from implementations import implementation  # noqa: F401 - the fixture
+
+# Every test once per implementation of the conversion (pure Python, compiled).
+pytestmark = pytest.mark.usefixtures("implementation")
 
 UTC = timezone.utc
 OUTBOX = Relation(None, 1, "public", "outbox", ord("d"),

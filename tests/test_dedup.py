@@ -12,6 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cdc.core.dedup import DedupWindow
+from implementations import implementation  # noqa: F401 - the fixture
+
+# Every test once per implementation of the window's insert (pure Python, compiled).
+pytestmark = pytest.mark.usefixtures("implementation")
 
 KEY = b"test-key-16bytes"
 

@@ -48,6 +48,17 @@ def test_last_commit_is_the_newest_seen_even_before_it_is_stored() -> None:
     assert tracker.last_commit_lsn == 70
 
 
+def test_many_commits_into_one_batch_become_safe_together_at_the_newest() -> None:
+    tracker = AckTracker(10)
+    for lsn in range(20, 220, 20):
+        tracker.commit(lsn, batch_seq=1)
+    tracker.commit(500, batch_seq=2)
+    assert tracker.pending == 2  # one entry per batch, however many transactions
+    assert tracker.last_commit_lsn == 500
+    assert tracker.stored(1) == 200
+    assert tracker.stored(2) == 500
+
+
 def test_each_stored_batch_is_reported_once_in_order() -> None:
     reported: list[int] = []
     t = AckTracker(0, on_stored=reported.append)

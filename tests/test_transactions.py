@@ -10,7 +10,9 @@ import structlog
 from cdc.core.spill import SpillBudget
 from cdc.core.transactions import TransactionAssembler, TransactionError
 from cdc.pgoutput import messages as m
+from cdc.pgoutput.errors import PgOutputError
 from cdc.pgoutput.framing import FrameDecoder
+from implementations import IMPLEMENTATIONS, insert_decoding
 
 from pgoutput.encoder import encode
 
@@ -173,6 +175,13 @@ def _inserts(asm: TransactionAssembler, frames: list[memoryview]) -> None:
     FrameDecoder(asm, keepalive=lambda frame: None).decode(frames)
 
 
+@pytest.fixture(params=IMPLEMENTATIONS)
+def insert_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The frames' runs decoded by each implementation (the process uses the one cdc.accel picked)."""
+    monkeypatch.setattr("cdc.pgoutput.framing.insert_run_at", insert_decoding(request.param).insert_run_at)
+
+
+@pytest.mark.usefixtures("insert_path")
 def test_a_run_of_insert_frames_gives_the_rows_feeding_each_insert_would_give() -> None:
     inserts = [_insert(str(i).encode()) for i in range(5)]
     fed, fed_rec = _assembler()
@@ -189,6 +198,7 @@ def test_a_run_of_insert_frames_gives_the_rows_feeding_each_insert_would_give() 
     assert run_rec.runs == [("outbox", 2), ("outbox", 3)]
 
 
+@pytest.mark.usefixtures("insert_path")
 def test_a_run_is_split_where_the_relation_changes() -> None:
     asm, rec = _assembler()
     for message in (m.Begin(1000, 5, 700), REL, OTHER):
@@ -200,6 +210,7 @@ def test_a_run_is_split_where_the_relation_changes() -> None:
     assert [r[3] for r in rec.got] == [0, 1, 2, 3]
 
 
+@pytest.mark.usefixtures("insert_path")
 def test_a_run_outside_a_transaction_or_of_an_unknown_relation_is_a_protocol_error() -> None:
     asm, _ = _assembler()
     asm.feed(REL)
@@ -222,6 +233,38 @@ def test_a_long_streamed_transaction_comes_out_in_bounded_runs_split_by_relation
     asm.feed(m.StreamCommit(900, 0, 7000, 7100, 9))
     assert rec.runs == [("outbox", 4096), ("outbox", 4096), ("outbox", 1808), ("other", 1)]
     assert [r[3] for r in rec.got] == list(range(10_001))
+
+
+@pytest.mark.usefixtures("insert_path")
+def test_small_transactions_as_frames_give_what_feeding_their_messages_gives() -> None:
+    # Begin and Commit of the right size are read in place by the frame decoder.
+    messages: list[m.Message] = [REL]
+    for t in range(3):
+        lsn = 1000 + 100 * t
+        messages += [m.Begin(lsn, 5 + t, 700 + t), _insert(f"{t}a".encode()), _insert(f"{t}b".encode()),
+                     m.Commit(0, lsn, lsn + 40, 5 + t)]
+    fed, fed_rec = _assembler()
+    framed, framed_rec = _assembler()
+    for message in messages:
+        fed.feed(message)
+    _inserts(framed, [_frame(message) for message in messages])
+    assert framed_rec.got == fed_rec.got
+    assert framed_rec.commits == fed_rec.commits == [1040, 1140, 1240]
+    assert not framed.busy
+
+
+@pytest.mark.parametrize("sequence", [[m.Begin(1, 2, 3), m.Begin(4, 5, 6)], [m.Commit(0, 1, 2, 3)]])
+def test_begin_and_commit_frames_out_of_place_are_a_protocol_error(sequence: list[m.Message]) -> None:
+    asm, _ = _assembler()
+    with pytest.raises(TransactionError):
+        _inserts(asm, [_frame(message) for message in sequence])
+
+
+def test_a_begin_frame_of_the_wrong_size_is_a_decoding_error_not_a_transaction() -> None:
+    asm, _ = _assembler()
+    with pytest.raises(PgOutputError):
+        _inserts(asm, [memoryview(HEADER + encode(m.Begin(1, 2, 3)) + b"\0")])
+    assert not asm.busy
 
 
 # -- logical decoding messages (heartbeats) ------------------------------------------------------

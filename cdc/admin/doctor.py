@@ -10,6 +10,7 @@ from typing import Any
 
 from psycopg import sql
 
+from .. import accel
 from ..errors import ConnectError, PreflightError
 from ..pg import ha, preflight
 from ..pg.connect import Conn, connect, setting, version_text
@@ -55,7 +56,17 @@ def run_checks(settings: Settings, *, timeout: float = 10.0) -> list[Check]:
                 _postgres(conn, settings, checks)
                 _ha_chain(conn, settings, checks, timeout)
     _clickhouse(settings, checks, timeout)
+    _accelerator(checks)
     return checks
+
+
+def _accelerator(checks: _Checks) -> None:
+    # Not a precondition: the pure-Python path does the same work, only slower.
+    if accel.native is None and not accel.STATUS.startswith("pure Python (CDC_NO_ACCEL="):
+        checks.add(WARN, "accelerator", accel.accelerator_status(),
+                   "install a C compiler and Python's headers (Debian: gcc python3-dev), then reinstall cdc")
+    else:
+        checks.add(PASS, "accelerator", accel.accelerator_status())
 
 
 def _ident(conn: Conn, *parts: str) -> str:

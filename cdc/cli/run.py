@@ -42,8 +42,8 @@ if TYPE_CHECKING:  # prometheus_client is loaded only when an endpoint is served
 @cdc_option("--retain", metavar="SIZE|TIME",
             help="Replay window: acknowledge this much WAL (512MB) or time (6h) behind what is stored.")
 @settings_options("batch_rows", "batch_bytes", "flush_interval", "dedup_window", "dedup_max_age", "max_payload_bytes",
-                  "streaming", "binary", "spill_bytes", "status_interval", "retry_max", "retry_initial",
-                  "heartbeat_interval", "failover")
+                  "streaming", "binary", "spill_bytes", "status_interval", "read_settle", "retry_max",
+                  "retry_initial", "heartbeat_interval", "failover")
 @cdc_option("--metrics-addr", metavar="HOST:PORT",
             help="Serve Prometheus metrics at http://HOST:PORT/metrics (off unless set).")
 @cdc_option("--max-shards", type=click.IntRange(min=0),

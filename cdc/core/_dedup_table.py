@@ -28,6 +28,11 @@ id's UTF-8 bytes, one of them salted with a random per-window key: Python's own
 nobody who controls ids can aim them at one probe chain and make lookups slow,
 unless PYTHONHASHSEED pins the secret.
 
+The batch insert (fingerprints, probe, insert, eviction) also exists compiled,
+``cdc._accel.insert_ids`` (cdc/_accel_dedup.c), the same recipe and loop on the
+same arrays; ``_insert_ids`` uses it when ``cdc.accel`` picked the accelerator,
+for a list of bytes or ASCII ids, and this module's code otherwise.
+
 ``DedupWindow`` subclasses ``FingerprintTable`` rather than holding one: its
 hot path then reaches the arrays and methods through ``self`` with no extra
 attribute hop, and (as the tests rely on) a subclass can still override
@@ -40,6 +45,8 @@ import math
 import os
 from array import array
 from collections.abc import Sequence
+
+from .. import accel
 
 # Ring positions are stored +1 in 32-bit slots; 0 marks an empty slot.
 MAX_CAPACITY = 0xFFFFFFFE
@@ -104,6 +111,7 @@ class FingerprintTable:
         "_last_ts",
         "_lo",
         "_mask",
+        "_native",
         "_salt",
         "_ts",
     )  # fmt: skip
@@ -123,6 +131,12 @@ class FingerprintTable:
         self._count = 0
         self._last_ts = -math.inf
         self._salt = key if key is not None else os.urandom(16)
+        # The compiled insert (cdc._accel.insert_ids) when cdc.accel picked it,
+        # unless a subclass fingerprints or inserts its own way.
+        cls = type(self)
+        standard = (cls._fingerprints is FingerprintTable._fingerprints
+                    and cls._insert_many is FingerprintTable._insert_many and type(self._salt) is bytes)
+        self._native = accel.native if standard else None
 
     def nbytes(self) -> int:
         """Bytes held by the window's arrays (the fixed, up-front allocation)."""
@@ -149,6 +163,22 @@ class FingerprintTable:
             return [hash(d + salt) & _U64 for d in data], [hash(d) & _U64 for d in data]  # type: ignore[operator]
 
     # -- the table ---------------------------------------------------------
+
+    def _insert_ids(self, unique_ids: Sequence[UniqueId], now: float) -> list[bool]:
+        """``_insert_many(self._fingerprints(unique_ids), now)``: compiled for a list of bytes or ASCII ids."""
+        native = self._native
+        if native is not None and type(unique_ids) is list:
+            if now < self._last_ts:
+                now = self._last_ts
+            done: tuple[list[bool], int, int] | None = native.insert_ids(
+                unique_ids, self._salt, now, self._index, self._hi, self._lo, self._ts, self._mask, self._capacity,
+                self._head, self._count,
+            )
+            if done is not None:  # None: an id it does not take, and nothing changed
+                self._last_ts = now
+                admitted, self._head, self._count = done
+                return admitted
+        return self._insert_many(self._fingerprints(unique_ids), now)
 
     def _insert(self, hi: int, lo: int, now: float) -> bool:
         """Remember one fingerprint unless present (the caller has already expired by age)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from itertools import repeat
+from operator import itemgetter
 from typing import Final
 
 from ..pgoutput.messages import PG_EPOCH_UNIX_MICROS
@@ -13,16 +14,32 @@ from .outbox import EventRow
 
 # Rough per-row overhead in the buffer beyond the payload, for the byte-size trigger.
 ROW_OVERHEAD: Final = 160
+# Rows that wait as tuples before they are spread into columns: enough for many
+# small transactions at once, few enough to stay in the CPU's caches.
+_SPREAD: Final = 2048
+# A transaction's run at least this long skips the wait.
+_SPREAD_AT_ONCE: Final = 256
+_payload: Final = itemgetter(4)
 
 
 class BatchBuilder:
-    """The open batch. Flush when it holds ``max_rows`` rows, ``max_bytes`` bytes, or is ``max_age`` old."""
+    """The open batch. Flush when it holds ``max_rows`` rows, ``max_bytes`` bytes, or is ``max_age`` old.
+
+    Rows of short runs wait as the tuples they came in until ``_SPREAD`` of
+    them have come (or the batch is sealed), then go into the batch's columns
+    in one transposition: a transaction of five rows then costs a list
+    extend, not ten (live traffic is mostly such transactions). A long run
+    (a drain's) goes into the columns at once, behind what waits.
+    """
 
     def __init__(self, *, max_rows: int, max_bytes: int, max_age: float, first_seq: int = 1) -> None:
         self.max_rows: Final = max_rows
         self.max_bytes: Final = max_bytes
         self.max_age: Final = max_age
         self.batch = Batch(seq=first_seq)
+        self.rows = 0  # event rows in the open batch, in its columns or still waiting
+        self._waiting: list[EventRow] = []
+        self._commits: list[tuple[int, int, int]] = []  # (rows, commit_lsn, committed_at) of _waiting, in order
         self._opened_at: float | None = None
 
     @property
@@ -38,7 +55,30 @@ class BatchBuilder:
         if self._opened_at is None:
             self._opened_at = time.monotonic()
         n = len(rows)
-        # One transposition in C instead of ten list appends per row.
+        # PostgreSQL counts time from 2000-01-01, the batch from 1970-01-01 (both UTC, in microseconds).
+        commit = (n, commit_lsn, commit_time + PG_EPOCH_UNIX_MICROS)
+        self.rows += n
+        if n >= _SPREAD_AT_ONCE:  # a drain's long run: straight into the columns (after what waits)
+            self._spread()
+            payload = self._into_columns(rows, (commit,))
+            self.batch.nbytes += sum(map(len, payload)) + n * ROW_OVERHEAD
+            return
+        waiting = self._waiting
+        waiting += rows
+        self._commits.append(commit)
+        self.batch.nbytes += sum(map(len, map(_payload, rows))) + n * ROW_OVERHEAD
+        if len(waiting) >= _SPREAD:
+            self._spread()
+
+    def _spread(self) -> None:
+        """Move the waiting rows into the batch's columns."""
+        if self._waiting:
+            self._into_columns(self._waiting, self._commits)
+            self._waiting = []
+            self._commits = []
+
+    def _into_columns(self, rows: Sequence[EventRow], commits: Sequence[tuple[int, int, int]]) -> tuple[bytes, ...]:
+        """Append rows to the columns in one transposition (in C); returns their payloads."""
         unique_id, event_type, occurred_at, environment, payload, version, outbox_id, seq = zip(*rows)
         c = self.batch.columns
         c[0].extend(unique_id)
@@ -48,11 +88,12 @@ class BatchBuilder:
         c[4].extend(payload)
         c[5].extend(version)
         c[6].extend(outbox_id)
-        c[7].extend(repeat(commit_lsn, n))
         c[8].extend(seq)
-        # PostgreSQL counts time from 2000-01-01, the batch from 1970-01-01 (both UTC, in microseconds).
-        c[9].extend(repeat(commit_time + PG_EPOCH_UNIX_MICROS, n))
-        self.batch.nbytes += sum(map(len, payload)) + n * ROW_OVERHEAD
+        lsns, times = c[7], c[9]
+        for n, commit_lsn, committed_at in commits:
+            lsns.extend(repeat(commit_lsn, n))
+            times.extend(repeat(committed_at, n))
+        return payload
 
     def dead_letter(self, letter: DeadLetter) -> None:
         if self._opened_at is None:
@@ -61,11 +102,10 @@ class BatchBuilder:
         self.batch.nbytes += len(letter.row_json) + ROW_OVERHEAD
 
     def __len__(self) -> int:
-        return len(self.batch)
+        return self.rows + len(self.batch.dead_letters)
 
     def full(self) -> bool:
-        batch = self.batch
-        return batch.rows >= self.max_rows or batch.nbytes >= self.max_bytes
+        return self.rows >= self.max_rows or self.batch.nbytes >= self.max_bytes
 
     def due(self, now: float) -> bool:
         """Full, or holding rows for longer than max_age."""
@@ -80,7 +120,9 @@ class BatchBuilder:
 
     def seal(self) -> Batch:
         """Hand over the open batch and open the next one."""
+        self._spread()
         sealed = self.batch
         self.batch = Batch(seq=sealed.seq + 1)
+        self.rows = 0
         self._opened_at = None
         return sealed

@@ -156,8 +156,14 @@ class Collector:
             start = len(tuples) if commit_lsn < hwm[0] else min(len(tuples), hwm[1] - first_seq + 1)
             self.counters.already_stored += start
         builder = self._builder
+        if not start and 0 < len(tuples) <= builder.max_rows - builder.rows:
+            # The whole run fits the open batch (a small transaction's always does): no slicing.
+            self._buffer(converter, tuples, commit_lsn, first_seq, commit_time)
+            if builder.full():
+                self._on_full()
+            return
         while start < len(tuples):
-            end = start + max(1, builder.max_rows - builder.batch.rows)
+            end = start + max(1, builder.max_rows - builder.rows)
             self._buffer(converter, tuples[start:end], commit_lsn, first_seq + start, commit_time)
             start = end
             if builder.full():

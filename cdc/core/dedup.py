@@ -115,7 +115,7 @@ class DedupWindow(FingerprintTable):
         if not unique_ids:
             # It expires like any call, but stamps nothing: the clock must not move.
             return []
-        return self._insert_many(self._fingerprints(unique_ids), now)
+        return self._insert_ids(unique_ids, now)
 
     def contains(self, unique_id: UniqueId, now: float) -> bool:
         """Whether ``unique_id`` is remembered at ``now``, without remembering it."""

@@ -7,14 +7,19 @@ handful of index lookups and conversions with no dictionaries.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from .. import accel
 from ..pgoutput.messages import UNCHANGED, Column, Relation, TupleData, pg_epoch_micros_to_datetime
 from .events import DeadLetter
+
+if TYPE_CHECKING:
+    from .._accel import Converter
 
 REQUIRED_COLUMNS: Final = (
     "id", "unique_id", "event_type", "occurred_at", "environment", "payload", "metadata_version",
@@ -71,6 +76,11 @@ class SharedText:
     def __init__(self) -> None:
         self._strings: dict[bytes, str] = {}
 
+    @property
+    def strings(self) -> dict[bytes, str]:
+        """The table (bytes -> str), which the compiled converter reads and never writes (cdc/_accel_convert.c)."""
+        return self._strings
+
     def text(self, value: bytes) -> str:
         text = self._strings.get(value)
         if text is None:
@@ -101,11 +111,20 @@ class RowConverter:
         self._max: Final = to_micros(bounds[1])
         self._max_payload: Final = max_payload_bytes
         self._width: Final = len(names)
-        self._shared: Final = SharedText().text
+        shared = SharedText()
+        self._shared: Final = shared.text
         # occurred_at defaults to the transaction's start, so runs of rows share
         # it: the previous row's text and microseconds are usually the answer.
         self._last_at: object = None
         self._last_micros = 0
+        # The compiled converter, when cdc.accel picked it (read here, not at
+        # import: tests switch paths by setting cdc.accel.native). It takes the
+        # plainly fine rows and hands every other one to _convert_many.
+        native = accel.native
+        self._compiled: Converter | None = None if native is None else native.Converter(
+            self._index, self._width, self._min, self._max, min(max_payload_bytes, sys.maxsize), shared.strings,
+            self._convert_many,
+        )
 
     def convert_many(self, tuples: Sequence[TupleData], first_seq: int) -> tuple[list[EventRow], list[Rejected]]:
         """Event rows for consecutive tuples, the first at position ``first_seq`` of its transaction.
@@ -115,6 +134,12 @@ class RowConverter:
         stay the UTF-8 bytes PostgreSQL sent (the preflight insists on a UTF8
         database); event_type and environment are shared strings.
         """
+        if self._compiled is not None:
+            return self._compiled.convert_many(tuples, first_seq)
+        return self._convert_many(tuples, first_seq)
+
+    def _convert_many(self, tuples: Sequence[TupleData], first_seq: int) -> tuple[list[EventRow], list[Rejected]]:
+        """``convert_many`` in pure Python: the reference the compiled converter must match."""
         i_id, i_uid, i_type, i_at, i_env, i_payload, i_version = self._index
         low, high, max_payload, width, shared = self._min, self._max, self._max_payload, self._width, self._shared
         last_at, micros = self._last_at, self._last_micros

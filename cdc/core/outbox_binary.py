@@ -15,16 +15,21 @@ as text.
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
+from .. import accel
 from .outbox import (
     REQUIRED_COLUMNS, EventRow, OutboxSchemaError, Rejected, RowRejected, SharedText, dead_letter, to_micros,
 )
 from ..pgoutput.messages import Relation, TupleData
 from .events import DeadLetter
+
+if TYPE_CHECKING:
+    from .._accel import Converter
 
 INT2, INT4, INT8, TEXT, NAME, BPCHAR, VARCHAR, JSON, JSONB, UUID, TIMESTAMP, TIMESTAMPTZ = (
     21, 23, 20, 25, 19, 1042, 1043, 114, 3802, 2950, 1114, 1184,
@@ -109,14 +114,28 @@ class BinaryRowConverter:
         self._bounds_text: Final = (bounds[0].isoformat(), bounds[1].isoformat())
         self._max_payload: Final = max_payload_bytes
         self._width: Final = len(names)
-        self._shared: Final = SharedText().text
+        shared = SharedText()
+        self._shared: Final = shared.text
         # The usual outbox (migrations/0001_outbox.sql) in one go; other types the careful way.
         self._fast: Final = (
             types["occurred_at"] == TIMESTAMPTZ and types["payload"] == JSONB and types["unique_id"] != UUID
         )
+        # For that outbox, the compiled converter when cdc.accel picked it (binary=True: cdc/_accel_convert.c),
+        # which takes the plainly fine rows and hands every other one to _convert_many.
+        native = accel.native
+        self._compiled: Converter | None = None if native is None or not self._fast else native.Converter(
+            self._index, self._width, self._min, self._max, min(max_payload_bytes, sys.maxsize), shared.strings,
+            self._convert_many, binary=True,
+        )
 
     def convert_many(self, tuples: Sequence[TupleData], first_seq: int) -> tuple[list[EventRow], list[Rejected]]:
         """As ``RowConverter.convert_many``: the rows that convert in order, the others with the reason."""
+        if self._compiled is not None:
+            return self._compiled.convert_many(tuples, first_seq)
+        return self._convert_many(tuples, first_seq)
+
+    def _convert_many(self, tuples: Sequence[TupleData], first_seq: int) -> tuple[list[EventRow], list[Rejected]]:
+        """``convert_many`` in pure Python: the reference the compiled converter must match."""
         i_id, i_uid, i_type, i_at, i_env, i_payload, i_version = self._index
         low, high, max_payload, width, shared = self._min, self._max, self._max_payload, self._width, self._shared
         fast, from_bytes, epoch, int32 = self._fast, int.from_bytes, _PG_EPOCH_IN_UNIX_MICROS, _INT32
@@ -140,7 +159,7 @@ class BinaryRowConverter:
                         or not int32[0] <= version <= int32[1]
                     ):
                         row = None
-                except (TypeError, ValueError, IndexError):
+                except (AttributeError, TypeError, ValueError, IndexError):  # a NULL or unsent text: the careful way
                     row = None
             if row is None:
                 try:

@@ -18,7 +18,7 @@ class AckTracker:
         self._lock = threading.Lock()
         # Told each batch seq as it is stored (once per batch): heartbeats are timed by it.
         self._on_stored = on_stored
-        self._pending: deque[tuple[int, int]] = deque()  # (batch seq, commit end LSN)
+        self._pending: deque[tuple[int, int]] = deque()  # (batch seq, newest commit end LSN in it)
         self._safe = start_lsn
         self._stored_seq = 0
 
@@ -28,6 +28,7 @@ class AckTracker:
 
     @property
     def pending(self) -> int:
+        """Batches holding commits not yet stored (commits into one batch count once)."""
         return len(self._pending)
 
     @property
@@ -40,8 +41,15 @@ class AckTracker:
         with self._lock:
             if batch_seq <= self._stored_seq:
                 self._safe = max(self._safe, end_lsn)
+                return
+            pending = self._pending
+            if pending and pending[-1][0] == batch_seq:
+                # Another commit into the same batch: one entry per batch is all
+                # stored() needs, whatever the number of small transactions.
+                if end_lsn > pending[-1][1]:
+                    pending[-1] = (batch_seq, end_lsn)
             else:
-                self._pending.append((batch_seq, end_lsn))
+                pending.append((batch_seq, end_lsn))
 
     def stored(self, batch_seq: int) -> int:
         """Batch ``batch_seq`` and all before it are stored; returns the new safe LSN."""

@@ -102,18 +102,26 @@ class TransactionAssembler:
         self.relations.clear()
 
     def _begin(self, message: m.Begin) -> None:
+        self.begin_at(message.final_lsn, message.commit_time)
+
+    def begin_at(self, final_lsn: int, commit_time: int) -> None:
+        """A Begin, as its fields (see cdc.pgoutput.framing.FrameDecoder)."""
         if self._in_transaction:
             raise TransactionError("Begin inside a transaction")
         self._in_transaction = True
-        self._commit_lsn = message.final_lsn
-        self._commit_time = message.commit_time
+        self._commit_lsn = final_lsn
+        self._commit_time = commit_time
         self._seq = 0
 
     def _commit(self, message: m.Commit) -> None:
+        self.commit_at(message.end_lsn)
+
+    def commit_at(self, end_lsn: int) -> None:
+        """A Commit, as the one field it needs (see cdc.pgoutput.framing.FrameDecoder)."""
         if not self._in_transaction:
             raise TransactionError("Commit outside a transaction")
         self._in_transaction = False
-        self._handler.commit(message.end_lsn)
+        self._handler.commit(end_lsn)
 
     def _message(self, message: m.LogicalMessage) -> None:
         if not message.flags & 1:

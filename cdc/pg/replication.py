@@ -9,6 +9,7 @@ streaming it with the options cdc uses.
 from __future__ import annotations
 
 import select
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
@@ -102,15 +103,20 @@ class ReplicationConnection:
         except psycopg.Error as exc:
             raise StreamEnded(f"lost the replication connection: {scrub(' '.join(str(exc).split()), self._secret)}") from None
 
-    def read(self, max_messages: int, timeout: float, max_bytes: int = 1 << 62) -> list[memoryview]:
+    def read(
+        self, max_messages: int, timeout: float, max_bytes: int = 1 << 62, *, settle: float = 0.0
+    ) -> list[memoryview]:
         """Every available CopyData payload, up to ``max_messages`` or just past ``max_bytes``.
 
-        Waits at most ``timeout`` for the first.
+        Waits at most ``timeout`` for the first. Once something arrives after a
+        wait, waits ``settle`` seconds more before reading it: live traffic's
+        small transactions then come several to a wake-up instead of one each
+        (a drain never waits, so it never settles).
         """
         with self._io():
-            return self._read(max_messages, timeout, max_bytes)
+            return self._read(max_messages, timeout, max_bytes, settle)
 
-    def _read(self, max_messages: int, timeout: float, max_bytes: int) -> list[memoryview]:
+    def _read(self, max_messages: int, timeout: float, max_bytes: int, settle: float = 0.0) -> list[memoryview]:
         pgconn = self._pgconn
         out: list[memoryview] = []
         waited = refilled = False
@@ -136,6 +142,8 @@ class ReplicationConnection:
                     break
                 waited = True
                 if select.select([pgconn.socket], [], [], timeout)[0]:
+                    if settle > 0:
+                        time.sleep(settle)
                     pgconn.consume_input()
                 continue
             self._raise_end(nbytes)

@@ -7,6 +7,7 @@ share the tuple decoding.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from struct import error as StructError
 
 from . import _struct
@@ -137,6 +138,33 @@ def decode_insert_at(buf: bytes, offset: int) -> tuple[int, TupleData]:
         pass
     insert = _insert_message(buf[offset:])  # the message alone: exact errors and offsets
     return insert.relation_id, insert.new
+
+
+def insert_run_at(frames: Sequence[bytes | memoryview], start: int, offset: int) -> tuple[int, list[TupleData], int]:
+    """The run of Inserts into one relation that starts at ``frames[start]``: (relation OID, new tuples, next index).
+
+    Each frame holds its message at ``offset`` (an XLogData frame: b"w", a
+    header, then the message). The run goes on while the next frame is also an
+    XLogData Insert of the same relation; ``frames[start]`` must be an Insert.
+    A frame that does not decode raises what ``decode_insert_at(bytes(frame),
+    offset)`` raises, with the run so far unreturned, exactly as decoding frame
+    by frame would. The first frame of the next relation's run is decoded here
+    (a frame that does not decode must fail before the run before it is handed
+    on) and again by the next call.
+    """
+    relation_id, values = decode_insert_at(bytes(frames[start]), offset)
+    run = [values]
+    i, n = start + 1, len(frames)
+    while i < n:
+        data = frames[i]
+        if data[0] != 0x77 or len(data) <= offset or data[offset] != 0x49:  # not an XLogData ('w') Insert ('I')
+            break
+        next_id, values = decode_insert_at(bytes(data), offset)
+        if next_id != relation_id:
+            break
+        run.append(values)
+        i += 1
+    return relation_id, run, i
 
 
 def _insert_message(buf: bytes) -> Insert:

@@ -14,12 +14,12 @@ whole, and keepalives.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
 # The package's, not _tuples' own: whichever implementation the package exports.
-from . import decode, decode_insert_at
+from . import decode, insert_run_at
 from .messages import Message, StreamStart, StreamStop, TupleData, pg_now_micros
 
 _XLOGDATA: Final = struct.Struct("!QQq")       # wal_start, wal_end, send_time
@@ -29,6 +29,14 @@ _STATUS: Final = struct.Struct("!cQQQq?")      # 'r', written, flushed, applied,
 XLOGDATA_HEADER_SIZE: Final = 1 + _XLOGDATA.size  # 'w' + wal_start, wal_end, send_time
 _XLOGDATA_TYPE: Final = ord("w")
 _INSERT_TYPE: Final = ord("I")  # the pgoutput message type, at XLOGDATA_HEADER_SIZE
+# Begin and Commit, once per transaction: read in place when they have their one
+# valid size (anything else goes through decode, which says what is wrong).
+_BEGIN_TYPE: Final = ord("B")
+_COMMIT_TYPE: Final = ord("C")
+_BEGIN: Final = struct.Struct("!QqI")     # final_lsn, commit_time, xid
+_COMMIT: Final = struct.Struct("!BQQq")   # flags, commit_lsn, end_lsn, commit_time
+_BEGIN_FRAME: Final = XLOGDATA_HEADER_SIZE + 1 + _BEGIN.size
+_COMMIT_FRAME: Final = XLOGDATA_HEADER_SIZE + 1 + _COMMIT.size
 
 
 class ReplicationProtocolError(Exception):
@@ -84,6 +92,14 @@ class Receiver(Protocol):
         """The new tuples of consecutive Inserts into one relation, outside a streamed block."""
         ...
 
+    def begin_at(self, final_lsn: int, commit_time: int) -> None:
+        """``feed(Begin(final_lsn, commit_time, xid))``, without making the message."""
+        ...
+
+    def commit_at(self, end_lsn: int) -> None:
+        """``feed(Commit(...))`` with that end LSN, without making the message."""
+        ...
+
 
 class FrameDecoder:
     """Decodes one replication stream's frames in order; one per connection.
@@ -97,29 +113,39 @@ class FrameDecoder:
         self.in_stream = False
         self._feed = receiver.feed
         self._insert_run = receiver.insert_run
+        self._begin_at = receiver.begin_at
+        self._commit_at = receiver.commit_at
         self._keepalive = keepalive
 
-    def decode(self, frames: Iterable[memoryview]) -> None:
+    def decode(self, frames: Sequence[memoryview]) -> None:
         """Hand on what one read's frames carry; a frame that does not decode raises where it stands."""
-        feed, insert_run, decode_at = self._feed, self._insert_run, decode_insert_at
+        feed, insert_run, run_at = self._feed, self._insert_run, insert_run_at
         xlogdata, insert, offset = _XLOGDATA_TYPE, _INSERT_TYPE, XLOGDATA_HEADER_SIZE
+        begin_type, begin_frame, begin_at, unpack_begin = _BEGIN_TYPE, _BEGIN_FRAME, self._begin_at, _BEGIN.unpack_from
+        commit_type, commit_frame, commit_at, unpack_commit = (
+            _COMMIT_TYPE, _COMMIT_FRAME, self._commit_at, _COMMIT.unpack_from)
         in_stream = self.in_stream
-        run: list[TupleData] = []
-        relation_id = -1
-        for data in frames:
+        i, n = 0, len(frames)
+        while i < n:
+            data = frames[i]
             if data[0] == xlogdata:
-                if not in_stream and len(data) > offset and data[offset] == insert:
-                    rid, values = decode_at(bytes(data), offset)
-                    if rid != relation_id:
-                        if run:
-                            insert_run(relation_id, run)
-                            run = []
-                        relation_id = rid
-                    run.append(values)
-                    continue
-                if run:
-                    insert_run(relation_id, run)
-                    run, relation_id = [], -1
+                if not in_stream and len(data) > offset:
+                    kind = data[offset]
+                    if kind == insert:
+                        # The hot path: the Inserts of one relation from here on, in one call.
+                        relation_id, run, i = run_at(frames, i, offset)
+                        insert_run(relation_id, run)
+                        continue
+                    # Small transactions: their Begin and Commit cost as much as their rows.
+                    if kind == begin_type and len(data) == begin_frame:
+                        final_lsn, commit_time, _ = unpack_begin(data, offset + 1)
+                        begin_at(final_lsn, commit_time)
+                        i += 1
+                        continue
+                    if kind == commit_type and len(data) == commit_frame:
+                        commit_at(unpack_commit(data, offset + 1)[2])
+                        i += 1
+                        continue
                 # (A frame too short to hold a message type decodes as an empty message: an error.)
                 message = decode(data[offset:], in_stream=in_stream)
                 if type(message) is StreamStart:
@@ -127,12 +153,8 @@ class FrameDecoder:
                 elif type(message) is StreamStop:
                     in_stream = self.in_stream = False
                 feed(message)
-                continue
-            if run:
-                insert_run(relation_id, run)
-                run, relation_id = [], -1
-            frame = parse_copy_data(data)
-            if type(frame) is Keepalive:
-                self._keepalive(frame)
-        if run:
-            insert_run(relation_id, run)
+            else:
+                frame = parse_copy_data(data)
+                if type(frame) is Keepalive:
+                    self._keepalive(frame)
+            i += 1

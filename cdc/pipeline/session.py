@@ -36,9 +36,15 @@ class StreamSession:
         builder, tracker, hand_off, acknowledge, stop = p.builder, p.tracker, p.handoff.hand_off, p.ack.send, p.stop
         max_messages = min(_MAX_MESSAGES_PER_READ, p.settings.batch_rows)
         max_bytes = min(_MAX_BYTES_PER_READ, p.settings.batch_bytes)
+        # Caught up with the server, the loop would wake for every small transaction,
+        # and a wake-up (select, libpq, decode, timers, acknowledgement) costs about
+        # what a small transaction's rows do. A few milliseconds' settle once data
+        # arrives gathers several into one wake-up, for latency that the flush
+        # interval (a second by default) dwarfs.
+        settle = p.settings.read_settle
         while not stop.is_set():
             timeout = builder.seconds_until_due(time.monotonic())
-            decode(read(max_messages, 0.5 if timeout is None else min(0.5, timeout), max_bytes))
+            decode(read(max_messages, 0.5 if timeout is None else min(0.5, timeout), max_bytes, settle=settle))
             now = time.monotonic()
             if builder.due(now) or (tracker.pending and (not len(builder) or self._until_received())):
                 hand_off()

@@ -6,7 +6,7 @@ A sink module implements both and registers its URL scheme in cdc/sink/__init__.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -53,6 +53,15 @@ class Sink(Protocol):
         ``held``: only ids the events themselves still hold, however the positions' ledger remembers them
         (for a replay or a new slot's copy, which must restore what the events lost); slower.
         """
+        ...
+
+    def recent_unique_id_blocks(
+        self, max_count: int, max_age_seconds: float, *, held: bool = False
+    ) -> Generator[list[str], None, None]:
+        """The same ids streamed in blocks, oldest first (an id stored twice may come twice): bounded memory.
+
+        What the pipeline rebuilds its window with; the generator holds the sink's connection until it ends or
+        is closed (close it when stopping early)."""
         ...
 
     def ledger_warning(self) -> str | None:

@@ -6,6 +6,7 @@ import json
 import time
 
 from admin_support import Cli, ok
+from cdc.accel import accelerator_status
 from servers import PgServer
 from support import Target, checked, insert_events, stop, wait_until
 
@@ -112,6 +113,7 @@ def test_doctor_passes_a_fresh_setup_and_names_the_fix_for_each_failure(migrated
         assert checks[name]["status"] == "PASS", checks[name]
     assert checks["max_slot_wal_keep_size"]["status"] == "WARN"
     assert "max_slot_wal_keep_size" in checks["max_slot_wal_keep_size"]["fix"]
+    assert checks["accelerator"]["detail"] == accelerator_status()  # which path runs: compiled, or pure Python and why
 
     with migrated.pg() as conn:
         conn.execute("ALTER PUBLICATION cdc_outbox SET (publish_via_partition_root = false)")

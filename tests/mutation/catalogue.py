@@ -36,6 +36,8 @@ _BACKPRESSURE = (
     "tests/test_reader_backpressure.py::"
     "test_held_back_by_a_failing_insert_the_reader_keeps_the_server_informed_and_acknowledges_nothing"
 )
+# The collector's tests run once per implementation of the conversion (tests/implementations.py);
+# the pure-Python run exists whether or not the accelerator is built.
 _COLLECTOR = "tests/test_collector.py::"
 
 CATALOGUE: tuple[Mutant, ...] = (
@@ -62,11 +64,11 @@ CATALOGUE: tuple[Mutant, ...] = (
         "        if hwm is not None and (commit_lsn, first_seq) <= hwm:",
         "        if False:  # MUTANT: rows at or below the high-water mark are delivered again",
         must_fail=(
-            f"{_COLLECTOR}test_rows_at_or_below_the_high_water_mark_are_skipped_even_inside_a_run",
+            f"{_COLLECTOR}test_rows_at_or_below_the_high_water_mark_are_skipped_even_inside_a_run[python]",
             f"{_CRASH}[pg18-clickhouse-between-insert-and-ack]",
             f"{_CRASH}[pg18-clickhouse-large-transaction-partly-stored]",
         ),
-        quick=(f"{_COLLECTOR}test_rows_at_or_below_the_high_water_mark_are_skipped_even_inside_a_run",),
+        quick=(f"{_COLLECTOR}test_rows_at_or_below_the_high_water_mark_are_skipped_even_inside_a_run[python]",),
     ),
     Mutant(
         "drop-the-dedup-admit", "application retries become one event",
@@ -74,12 +76,12 @@ CATALOGUE: tuple[Mutant, ...] = (
         "        admitted = self._dedup.admit_many([row[0] for row in rows], time.monotonic())",
         "        admitted = [True] * len(rows)  # MUTANT: every row is new",
         must_fail=(
-            f"{_COLLECTOR}test_duplicates_inside_a_run_and_across_runs_are_dropped_and_counted",
+            f"{_COLLECTOR}test_duplicates_inside_a_run_and_across_runs_are_dropped_and_counted[python]",
             "tests/pipeline/test_end_to_end.py::test_concurrent_transactions_arrive_exactly_once_with_their_values[pg18-clickhouse]",
             "tests/pipeline/test_acknowledgement.py::"
             "test_retried_event_after_a_restart_is_still_recognised_as_a_duplicate[pg18-clickhouse]",
         ),
-        quick=(f"{_COLLECTOR}test_duplicates_inside_a_run_and_across_runs_are_dropped_and_counted",),
+        quick=(f"{_COLLECTOR}test_duplicates_inside_a_run_and_across_runs_are_dropped_and_counted[python]",),
     ),
     Mutant(
         "never-send-status-during-an-outage", "the server is always answered, even while ClickHouse is down",
@@ -108,14 +110,14 @@ CATALOGUE: tuple[Mutant, ...] = (
         "            self._builder.dead_letter(converter.dead_letter(values, commit_lsn, seq, commit_time, reason))",
         "            converter.dead_letter(values, commit_lsn, seq, commit_time, reason)  # MUTANT: not written",
         must_fail=(
-            f"{_COLLECTOR}test_bad_rows_in_a_run_are_dead_lettered_at_their_position_and_the_rest_buffered",
-            f"{_COLLECTOR}test_rows_of_another_table_are_dead_lettered_not_dropped",
+            f"{_COLLECTOR}test_bad_rows_in_a_run_are_dead_lettered_at_their_position_and_the_rest_buffered[python]",
+            f"{_COLLECTOR}test_rows_of_another_table_are_dead_lettered_not_dropped[python]",
             "tests/faults/test_fault_bad_input.py::"
             "test_bad_rows_are_dead_lettered_with_reason_and_lsn_and_the_stream_goes_on[pg18]",
             "tests/pipeline/test_other_tables.py::"
             "test_a_table_added_to_the_publication_while_running_is_dead_lettered_not_lost[pg18]",
         ),
-        quick=(f"{_COLLECTOR}test_bad_rows_in_a_run_are_dead_lettered_at_their_position_and_the_rest_buffered",),
+        quick=(f"{_COLLECTOR}test_bad_rows_in_a_run_are_dead_lettered_at_their_position_and_the_rest_buffered[python]",),
     ),
     Mutant(
         "no-lag-seconds-check", "`cdc status` warns when the slot is longer behind than --max-lag-seconds",

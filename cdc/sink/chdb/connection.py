@@ -15,7 +15,7 @@ import fcntl
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import Any, Final
 
 from clickhouse_driver.util.escape import escape_params
@@ -57,6 +57,18 @@ class ChdbConnection:
             return self._run(query, params)
         except RuntimeError as exc:
             raise self._sink_error(exc) from None
+
+    def query_blocks(
+        self, query: str, params: dict[str, Any] | None = None, *, block_rows: int = 65536
+    ) -> Generator[list[tuple[Any, ...]], None, None]:
+        """The rows of ``query`` in lists of at most ``block_rows``, as ClickHouseConnection.query_blocks hands them.
+
+        chDB answers in this process and the answer comes whole, so this saves
+        the caller's copies (the dedup window's rebuild), not chDB's own.
+        """
+        rows = self.query(query, params)
+        for start in range(0, len(rows), max(1, block_rows)):
+            yield rows[start:start + block_rows]
 
     def insert(self, query: str, columns: Sequence[list[Any]]) -> None:
         """One ``INSERT INTO t (a, b) VALUES`` of columns, sent as one Arrow record batch (one block)."""

@@ -12,7 +12,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from typing import Any, Final, Protocol
 
 import structlog
@@ -106,6 +106,12 @@ class Connection(Protocol):
         """One columnar ``INSERT INTO t (columns) VALUES`` written as one block; SinkError or UnstorableValue."""
         ...
 
+    def query_blocks(
+        self, query: str, params: dict[str, Any] | None = None, *, block_rows: int = 65536
+    ) -> Generator[list[tuple[Any, ...]], None, None]:
+        """A SELECT's rows in lists of at most ``block_rows``, in order, streamed; a failure is a SinkError."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -191,6 +197,30 @@ class ClickHouseConnection:
             return self._run(query, params, None)
         except _TRANSPORT_ERRORS as exc:
             raise self.sink_error(exc) from None
+
+    def query_blocks(
+        self, query: str, params: dict[str, Any] | None = None, *, block_rows: int = 65536
+    ) -> Generator[list[tuple[Any, ...]], None, None]:
+        """A SELECT's rows ``block_rows`` at a time, streamed: memory holds one block, not the whole result.
+
+        The connection is held (locked) until the iterator is exhausted or
+        closed; one left unfinished is disconnected, since the rest of its
+        result would still be on the socket. A failure is a SinkError.
+        """
+        with self._lock:
+            done = False
+            try:
+                rows = self._client.execute_iter(
+                    query, params, settings={"max_block_size": block_rows}, chunk_size=block_rows
+                )
+                # chunk_size=1 hands out bare rows, not lists of one.
+                yield from rows if block_rows > 1 else ([row] for row in rows)
+                done = True
+            except _TRANSPORT_ERRORS as exc:
+                raise self.sink_error(exc) from None
+            finally:
+                if not done:
+                    self._disconnect()
 
     def insert(self, query: str, columns: Sequence[list[Any]]) -> None:
         """One columnar INSERT ... VALUES; a failure is a SinkError (the caller may retry).

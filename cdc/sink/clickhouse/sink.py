@@ -21,7 +21,7 @@ table is synced from the other replicas before the high-water mark is read.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Final
@@ -36,6 +36,7 @@ from .connection import ClickHouseConnection, Connection, DatabaseMissing
 from .ddl import PROGRESS_COLUMNS, Capabilities, SchemaNames, parse_version, render_schema
 from .layout import Layout, SchemaInspector
 from .queries import SinkQueries
+from .recent import recent_id_blocks
 from .ledger import check_ledger
 from .stored import ClickHouseStoredIds
 from .streams import StreamBinding, StreamQueries, upgrade_statements
@@ -307,19 +308,22 @@ class ClickHouseSink:
     def recent_unique_ids(self, max_count: int, max_age_seconds: float, *, held: bool = False) -> list[str]:
         """unique_ids of the newest events (by commit position) inserted in the last max_age_seconds, oldest first.
 
-        Age counts from when the sink inserted them, by this machine's clock
-        (the clock that stamped them). An id stored twice is listed once.
-        From the progress ledger (fast), or with ``held`` from the events
+        Age counts from when the sink inserted them, by this machine's clock (the clock that stamped them).
+        An id stored twice is listed once. From the progress ledger (fast), or with ``held`` from the events
         table itself (it reads the whole inserted_at column).
         """
-        if max_count <= 0:
-            return []
-        since = int(time.time() - max_age_seconds)
-        self.sync_progress()
-        queries = self._stream_queries()
-        query = queries.held if held else queries.recent
-        rows = self._conn.query(query, {"since": max(since, 0), "limit": int(max_count)})
-        return list(dict.fromkeys(str(row[0]) for row in reversed(rows)))
+        blocks = self.recent_unique_id_blocks(max_count, max_age_seconds, held=held)
+        return list(dict.fromkeys(uid for block in blocks for uid in block))
+
+    def recent_unique_id_blocks(
+        self, max_count: int, max_age_seconds: float, *, held: bool = False
+    ) -> Generator[list[str], None, None]:
+        """``recent_unique_ids`` streamed in blocks, oldest first; an id stored twice comes twice (recent.py)."""
+        if max_count > 0:
+            self.sync_progress()
+            queries = self._stream_queries()
+            query = queries.held if held else queries.recent
+            yield from recent_id_blocks(self._conn, query, max_count, max_age_seconds)
 
     def ledger_warning(self) -> str | None:
         return check_ledger(self._conn, self.names).warning

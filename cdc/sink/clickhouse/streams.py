@@ -51,8 +51,11 @@ class StreamQueries:
             also = f"AND {STREAM} NOT IN ({', '.join(f'{s:d}' for s in siblings)})" if siblings else ""
         self.high_water = f"SELECT commit_lsn, commit_seq FROM {progress} {where} {_NEWEST}"
         self.latest = f"SELECT commit_lsn, committed_at FROM {progress} {where} {_NEWEST}"
-        recent = ("SELECT unique_id FROM {} WHERE inserted_at >= toDateTime(%(since)s) AND unique_id != '' "
-                  f"{also} ORDER BY commit_lsn DESC, commit_seq DESC LIMIT %(limit)s")
+        # The newest rows, handed over oldest first: the server sorts them twice so
+        # that the client can stream them straight into the window (recent.py).
+        recent = ("SELECT unique_id FROM (SELECT unique_id, commit_lsn, commit_seq FROM {} "
+                  f"WHERE inserted_at >= toDateTime(%(since)s) AND unique_id != '' {also} "
+                  "ORDER BY commit_lsn DESC, commit_seq DESC LIMIT %(limit)s) ORDER BY commit_lsn, commit_seq")
         self.recent = recent.format(progress)
         # The same from the events themselves: what a lost row's ledger entry cannot vouch for.
         self.held = recent.format(names.events)

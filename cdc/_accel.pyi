@@ -1,0 +1,39 @@
+# Types of the compiled accelerator (cdc/_accel.c); cdc.accel decides whether it is used.
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .pgoutput.messages import TupleData
+
+class InsertDecoder:
+    def __init__(
+        self,
+        unchanged: object,
+        decode_insert_at: Callable[[bytes, int], tuple[int, TupleData]],
+        insert_run_at: Callable[[Sequence[bytes | memoryview], int, int], tuple[int, list[TupleData], int]],
+    ) -> None: ...
+    def decode_insert_at(self, buf: bytes, offset: int) -> tuple[int, TupleData]: ...
+    def insert_run_at(
+        self, frames: Sequence[bytes | memoryview], start: int, offset: int
+    ) -> tuple[int, list[TupleData], int]: ...
+
+class Converter:
+    def __init__(
+        self,
+        index: tuple[int, ...],
+        width: int,
+        low: int,
+        high: int,
+        max_payload: int,
+        strings: dict[bytes, str],
+        convert_many: Callable[[Sequence[TupleData], int], tuple[list[tuple[Any, ...]], list[tuple[int, TupleData, str]]]],
+        *,
+        binary: bool = False,
+    ) -> None: ...
+    def convert_many(
+        self, tuples: Sequence[TupleData], first_seq: int
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[int, TupleData, str]]]: ...
+
+def insert_ids(
+    ids: list[str | bytes], salt: bytes, now: float, index: Any, hi: Any, lo: Any, ts: Any,
+    mask: int, capacity: int, head: int, count: int,
+) -> tuple[list[bool], int, int] | None: ...
