@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-import threading
+import time
 from types import FrameType
 from typing import Any
 
@@ -131,25 +131,29 @@ def create(settings: Settings, name: str | None, temporary: bool, yes: bool, as_
             _hold(conn, created.name, as_json, stop)
 
 
-def _stop_on_signal() -> threading.Event:
-    stop = threading.Event()
+def _stop_on_signal() -> list[int]:
+    received: list[int] = []
 
-    def handle(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        # No lock here: Event.set() would take the lock the main thread may hold inside Event.wait(),
+        # and a handler runs on that same thread, so it could wait for itself forever.
+        received.append(signum)
 
     signal.signal(signal.SIGINT, handle)
     signal.signal(signal.SIGTERM, handle)
-    return stop
+    return received
 
 
-def _hold(conn: Any, name: str, as_json: bool, stop: threading.Event) -> None:
+def _hold(conn: Any, name: str, as_json: bool, stopped: list[int]) -> None:
     if not as_json:
         click.echo(f"holding temporary slot {name}; it is dropped when this command stops (Ctrl-C)")
-    while not stop.wait(1.0):
+    while not stopped:
         try:
             conn.execute("SELECT 1")  # the slot lives with this session: notice if it is gone
         except psycopg.Error:
             raise AdminError(f"lost the connection to PostgreSQL: temporary slot {name} is gone") from None
+        if not stopped:
+            time.sleep(1.0)
     if not as_json:
         click.echo(f"slot {name} dropped")
 
