@@ -23,10 +23,10 @@ class _Group(click.Group):
         return sorted(_COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        module = _COMMANDS.get(cmd_name)
-        if module is None:
+        if cmd_name not in _COMMANDS:
             return None
-        command = getattr(importlib.import_module(f"{__name__}.{module}"), cmd_name)
+        # Each family's module is named after its command, and so is the command in it.
+        command = getattr(importlib.import_module(f"{__name__}.{cmd_name}"), cmd_name)
         assert isinstance(command, click.Command)
         return command
 
@@ -71,11 +71,10 @@ def cli() -> None:
 
 # Each command family's module, imported only when that command runs (or when --help lists them all):
 # a `cdc run` then pays for the pipeline's imports, not for verify's, demo's or top's.
-_COMMANDS = {
-    "run": "run", "migrate": "migrate", "slot": "slot", "publication": "publication", "status": "status",
-    "doctor": "doctor", "outbox": "outbox", "checkpoint": "checkpoint", "backfill": "backfill",
-    "shards": "shards", "verify": "verify", "top": "top", "demo": "demo",
-}
+_COMMANDS = frozenset({
+    "run", "migrate", "slot", "publication", "status", "doctor", "outbox", "checkpoint", "backfill", "shards",
+    "verify", "top", "demo",
+})
 
 
 def main() -> None:
