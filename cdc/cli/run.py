@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
 import click
@@ -21,6 +18,7 @@ from ..pipeline import Pipeline, build
 from ..pipeline.retain import RetainError, Retention
 from ..settings import Settings
 from ..sink import open_sink
+from ..stopping import StopSignals
 from .options import (
     cdc_option, lsn_or_current_value, lsn_value, require_pg, require_sink, settings_options, shared_options, with_changes,
 )
@@ -77,12 +75,29 @@ def run(
         raise click.UsageError(f"CDC_FAILPOINTS: {exc}") from None
     log = get_logger(slot=settings.slot)
     require_sink(settings)
-    stop = threading.Event()
-    # Before anything connects: a SIGTERM during start-up must end the run
-    # cleanly (exit 0, nothing acknowledged), not kill it with -15. A worker
-    # installs its own handlers once it is about to join its group.
     started: list[Pipeline] = []
-    _install_signal_handlers(stop, started)
+
+    def give_up() -> None:
+        for pipeline in started:
+            pipeline.abort()
+        click.echo("cdc: stopping without flushing; unstored rows will be re-read from the slot", err=True)
+
+    # Before anything connects: a SIGTERM during start-up must end the run cleanly
+    # (exit 0, nothing acknowledged), not kill it with -15. The first signal after
+    # start-up flushes, acknowledges and exits 0; the second stops retrying.
+    with StopSignals(on_abort=give_up,
+                     exit_while_starting="cdc: stopped during start-up; nothing was read or acknowledged") as signals:
+        _run(settings, signals, started, log=log, create_slot=create_slot, until_lsn=until_lsn,
+             replay_from=replay_from, from_checkpoint=from_checkpoint, retention=retention, failpoints=failpoints,
+             address=address, max_shards=max_shards, shard_threads=shard_threads)
+
+
+def _run(
+    settings: Settings, signals: StopSignals, started: list[Pipeline], *, log: FilteringBoundLogger,
+    create_slot: bool, until_lsn: str | None, replay_from: int | None, from_checkpoint: Path | None,
+    retention: Retention, failpoints: Failpoints | None, address: Address | None, max_shards: int | None,
+    shard_threads: bool,
+) -> None:
     from ..workers.worker import is_sharded, run_worker  # only a sharded outbox needs the group's modules
 
     if is_sharded(settings):
@@ -97,17 +112,18 @@ def run(
         with ExitStack() as serving:
             # One endpoint for the process: every shard it streams, whether in a thread or a child process.
             server = None if address is None else serving.enter_context(_serve_metrics(address, log))
-            run_worker(settings, log=log, failpoints=failpoints, retention=retention, until=until_lsn,
+            run_worker(settings, signals, log=log, failpoints=failpoints, retention=retention, until=until_lsn,
                        max_shards=max_shards, threads=shard_threads, replay=replay, metrics=server)
         return
     sink = open_sink(require_sink(settings), settings, log=log)
     with ExitStack() as cleanup:
         cleanup.callback(sink.close)
         sink.ensure_schema()
-        pipeline = build(settings, sink, log=log, stop=stop, failpoints=failpoints, retention=retention)
+        pipeline = build(settings, sink, log=log, stop=signals.stop, failpoints=failpoints, retention=retention)
         if address is not None:
             cleanup.enter_context(_serve_metrics(address, log)).add(pipeline.parts.metrics)
         started.append(pipeline)
+        signals.started()
         summary = pipeline.run(until=until_lsn, create_slot=create_slot, from_lsn=replay_from)
     log.info("done", ack_lsn=format_lsn(summary.acknowledged_lsn), rows_stored=summary.rows_stored,
              dead_letters=summary.dead_letters_stored, duplicates=summary.counters.duplicates)
@@ -146,24 +162,3 @@ def _replay_position(settings: Settings, from_lsn: str | None, from_checkpoint: 
         )
         return checkpoint.load_checkpoint(from_checkpoint)
     return None if from_lsn is None else parse_lsn(from_lsn)
-
-
-def _install_signal_handlers(stop: threading.Event, started: list[Pipeline]) -> None:
-    """First signal: flush, acknowledge, exit 0. Second: stop retrying (``started`` holds the pipeline once built)."""
-
-    def handle(signum: int, _frame: FrameType | None) -> None:
-        if not started:
-            # Still starting (a connection may be blocked for its whole timeout):
-            # nothing has been read, so there is nothing to flush or acknowledge.
-            click.echo("cdc: stopped during start-up; nothing was read or acknowledged", err=True)
-            raise SystemExit(0)
-        if stop.is_set():
-            # Second signal: stop retrying; whatever is not stored is not acknowledged.
-            for pipeline in started:
-                pipeline.abort()
-            click.echo("cdc: stopping without flushing; unstored rows will be re-read from the slot", err=True)
-            return
-        stop.set()
-
-    signal.signal(signal.SIGINT, handle)
-    signal.signal(signal.SIGTERM, handle)

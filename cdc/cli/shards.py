@@ -3,15 +3,12 @@ and changing their number under load (cdc/admin/reshard.py)."""
 
 from __future__ import annotations
 
-import signal
-import threading
-from types import FrameType
-
 import click
 
 from ..logs import get_logger
 from ..settings import Settings
 from ..shards.layout import MAX_SHARDS
+from ..stopping import StopSignals
 from ..admin import shards as shard_show
 from ._output import confirm, emit_json, human_bytes, human_seconds, json_option, table, yes_option
 from .options import cdc_option, require_pg, require_sink, settings_options, shared_options
@@ -73,15 +70,9 @@ def reshard(settings: Settings, count: int, handover_timeout: float, yes: bool, 
             "workers pause for a few seconds while the new slots are made.", yes=yes,
             refusal=f"resharding into {count} shards")
     log = get_logger(slot=settings.slot)
-    stop, abort = threading.Event(), threading.Event()
-
-    def handle(_signum: int, _frame: FrameType | None) -> None:
-        (abort if stop.is_set() else stop).set()
-
-    signal.signal(signal.SIGINT, handle)
-    signal.signal(signal.SIGTERM, handle)
-    report = Resharder(settings, PipelineHooks(settings, log, stop, abort), log,
-                       handover_timeout=handover_timeout).run(count)
+    with StopSignals() as signals:
+        report = Resharder(settings, PipelineHooks(settings, log, signals.stop, signals.abort), log,
+                           handover_timeout=handover_timeout).run(count)
     if as_json:
         emit_json(report.as_dict())
         return

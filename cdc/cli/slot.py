@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import signal
-import time
-from types import FrameType
+import threading
+from contextlib import nullcontext
 from typing import Any
 
 import click
@@ -16,6 +15,7 @@ from ..lsn import parse_lsn
 from ..pg import slots as admin
 from ..pg.connect import connect, server_version
 from ..settings import Settings
+from ..stopping import StopSignals
 from ..sink import open_sink_admin
 from ..pg.shards import read_sharding
 from ..sink.base import SinkConfigError, SinkError
@@ -113,47 +113,33 @@ def create(settings: Settings, name: str | None, temporary: bool, yes: bool, as_
         # Installed before the slot exists (and after the prompt, which Ctrl-C must still abort): the slot is
         # visible the moment it is made, so a signal from then on ends the hold cleanly instead of killing
         # the process between the creation and the hold.
-        stop = _stop_on_signal() if temporary else None
-        created = admin.create_slot(conn, name, temporary=temporary, failover=failover)
-        has_rows = (not temporary and name == settings.slot
-                    and admin.outbox_has_rows(conn, settings.outbox_schema, settings.outbox_table))
-        note = ("the outbox already holds rows this slot will not send: deliver them with `cdc backfill`"
-                if has_rows else None)
-        if as_json:
-            emit_json({"slot": created.name, "lsn": created.lsn, "temporary": temporary, "failover": failover,
-                       "note": note})
-        else:
-            click.echo(f"slot {created.name} created at {created.lsn}"
-                       f"{' (temporary)' if temporary else ''}{' (failover)' if failover else ''}")
-            if note:
-                click.echo(f"note: {note}")
-        if stop is not None:
-            _hold(conn, created.name, as_json, stop)
+        with StopSignals() if temporary else nullcontext() as signals:
+            created = admin.create_slot(conn, name, temporary=temporary, failover=failover)
+            has_rows = (not temporary and name == settings.slot
+                        and admin.outbox_has_rows(conn, settings.outbox_schema, settings.outbox_table))
+            note = ("the outbox already holds rows this slot will not send: deliver them with `cdc backfill`"
+                    if has_rows else None)
+            if as_json:
+                emit_json({"slot": created.name, "lsn": created.lsn, "temporary": temporary, "failover": failover,
+                           "note": note})
+            else:
+                click.echo(f"slot {created.name} created at {created.lsn}"
+                           f"{' (temporary)' if temporary else ''}{' (failover)' if failover else ''}")
+                if note:
+                    click.echo(f"note: {note}")
+            if signals is not None:
+                _hold(conn, created.name, as_json, signals.stop)
 
 
-def _stop_on_signal() -> list[int]:
-    received: list[int] = []
-
-    def handle(signum: int, _frame: FrameType | None) -> None:
-        # No lock here: Event.set() would take the lock the main thread may hold inside Event.wait(),
-        # and a handler runs on that same thread, so it could wait for itself forever.
-        received.append(signum)
-
-    signal.signal(signal.SIGINT, handle)
-    signal.signal(signal.SIGTERM, handle)
-    return received
-
-
-def _hold(conn: Any, name: str, as_json: bool, stopped: list[int]) -> None:
+def _hold(conn: Any, name: str, as_json: bool, stop: threading.Event) -> None:
     if not as_json:
         click.echo(f"holding temporary slot {name}; it is dropped when this command stops (Ctrl-C)")
-    while not stopped:
+    while not stop.is_set():
         try:
             conn.execute("SELECT 1")  # the slot lives with this session: notice if it is gone
         except psycopg.Error:
             raise AdminError(f"lost the connection to PostgreSQL: temporary slot {name} is gone") from None
-        if not stopped:
-            time.sleep(1.0)
+        stop.wait(1.0)
     if not as_json:
         click.echo(f"slot {name} dropped")
 

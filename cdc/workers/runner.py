@@ -105,6 +105,9 @@ class ForkRunner:
             if os.getppid() != parent:
                 os._exit(1)  # the worker died between fork and prctl
             stop, abort = threading.Event(), threading.Event()
+            # The worker's wakeup pipe (cdc/stopping.py) is the worker's: a signal caught here must not
+            # reach the worker's watcher as though the worker had been told to stop.
+            signal.set_wakeup_fd(-1)
             # Ctrl-C reaches the whole process group: the worker decides what its shards do.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             # SIGTERM stays blocked in every thread (they inherit the mask) and one thread of its own

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import threading
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from structlog.typing import FilteringBoundLogger
@@ -18,6 +15,7 @@ from ..pg.shards import list_workers as read_workers
 from ..pg.shards import read_sharding, streaming_generation
 from ..pipeline.retain import Retention
 from ..settings import Settings
+from ..stopping import StopSignals
 from .group import WorkerGroup
 from .runner import ForkRunner, Runner, ThreadRunner
 from .target import shard_target
@@ -32,11 +30,11 @@ def is_sharded(settings: Settings) -> bool:
 
 
 def run_worker(
-    settings: Settings, *, log: FilteringBoundLogger, failpoints: Failpoints | None, retention: Retention,
-    until: str | None, max_shards: int | None, threads: bool = False, replay: int | dict[str, int] | None = None,
-    metrics: MetricsServer | None = None,
+    settings: Settings, signals: StopSignals, *, log: FilteringBoundLogger, failpoints: Failpoints | None,
+    retention: Retention, until: str | None, max_shards: int | None, threads: bool = False,
+    replay: int | dict[str, int] | None = None, metrics: MetricsServer | None = None,
 ) -> None:
-    """Take part in the group until SIGINT/SIGTERM (hand every shard over, then leave; a second signal: give
+    """Take part in the group until ``signals`` stops it (hand every shard over, then leave; on abort: give
     up what is unstored) or, with ``until``, until every shard has acknowledged it.
 
     ``replay`` (one LSN for every shard, or one per slot from a checkpoint) replays every shard: this worker
@@ -68,14 +66,8 @@ def run_worker(
     group = WorkerGroup(dsn=settings.pg_dsn, schema=settings.outbox_schema, slot=settings.slot, runner=runner,
                         log=log, backoff=Backoff(settings.retry_initial, settings.retry_max), max_shards=max_shards,
                         until=until_lsn, replay=positions)
-    stop, abort = threading.Event(), threading.Event()
-
-    def handle(_signum: int, _frame: FrameType | None) -> None:
-        (abort if stop.is_set() else stop).set()
-
-    signal.signal(signal.SIGINT, handle)
-    signal.signal(signal.SIGTERM, handle)
-    group.run(stop, abort)
+    signals.started()
+    group.run(signals.stop, signals.abort)
 
 
 def _replay_positions(
