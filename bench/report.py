@@ -67,6 +67,7 @@ def meta(srv: Servers | None, args: argparse.Namespace, argv: list[str]) -> dict
         "pg_kind": args.pg_kind, "pg_settings": args.pg_settings,
     }
     if srv is not None:
+        info["cdc_measured"] = srv.cdc  # where the children import cdc from, and its accelerator
         with connect(srv.postgres.dsn()) as conn:
             info["postgres"] = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
         info["clickhouse"] = srv.clickhouse.version
