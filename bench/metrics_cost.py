@@ -3,8 +3,8 @@
     python -m bench.metrics_cost                     # 1,000,000 events, 3 rounds of off/on (~10 min on 2 cores)
     python -m bench.metrics_cost --events 200000 --rounds 2 --json metrics.json
 
-Each round drains a fresh backlog twice, once per mode, the order swapped
-every round so that a drift of the machine (a neighbour's load, caches) does
+Each round drains a fresh backlog once per mode, the order rotated every
+round so that a drift of the machine (a neighbour's load, caches) does
 not favour one side. "on" serves the endpoint and a scraper reads it every
 ``--scrape-interval`` seconds (1 s: fifteen times Prometheus's default), so
 the whole cost is in: the scrape's reading of the pipeline's counts on the
@@ -32,7 +32,8 @@ from typing import Any
 from .env import Servers, snapshot_cdc
 from .common import load, log, migrate, pipeline_drain
 
-MODES = ("off", "on")
+# "idle" serves the endpoint and nobody reads it: what the server's thread costs on its own.
+MODES = ("off", "on", "idle")
 
 
 class Scraper(threading.Thread):
@@ -74,9 +75,10 @@ def drain(srv: Servers, args: argparse.Namespace, mode: str, round_: int) -> dic
         load(t, args.events, args.txn_rows)
         extra: list[str] = []
         scraper = None
-        if mode == "on":
+        if mode != "off":
             port = free_port()
             extra = ["--metrics-addr", f"127.0.0.1:{port}"]
+        if mode == "on":
             scraper = Scraper(f"http://127.0.0.1:{port}/metrics", args.scrape_interval)
             scraper.start()
         run_args = argparse.Namespace(cdc_run_args=[*args.cdc_run_args, *extra])
@@ -120,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
         srv = Servers(args.pg_kind)
         for round_ in range(args.rounds):
-            for mode in MODES if round_ % 2 == 0 else tuple(reversed(MODES)):
+            # Each mode takes each place in the order in turn.
+            shift = round_ % len(MODES)
+            for mode in MODES[shift:] + MODES[:shift]:
                 runs[mode].append(drain(srv, args, mode, round_))
     finally:
         if srv is not None:
@@ -128,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         if snapshot_dir is not None:
             shutil.rmtree(snapshot_dir, ignore_errors=True)
     result = summarize(runs, args)
+    result["cdc_measured"] = srv.cdc if srv is not None else None
     print(table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
@@ -145,6 +150,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
         out[mode] = {"median_events_per_s": median(mode, "events_per_s"), "min_events_per_s": min(rates),
                      "max_events_per_s": max(rates), "median_cpu_us_per_event": median(mode, "cpu_us_per_event")}
     out["on_vs_off"] = out["on"]["median_events_per_s"] / out["off"]["median_events_per_s"]
+    out["idle_vs_off"] = out["idle"]["median_events_per_s"] / out["off"]["median_events_per_s"]
     return out
 
 
@@ -156,7 +162,7 @@ def table(r: dict[str, Any]) -> str:
         m = r[mode]
         lines.append(f"{mode:6} {m['median_events_per_s']:>12,.0f} "
                      f"{m['min_events_per_s']:>10,.0f}-{m['max_events_per_s']:<10,.0f} {m['median_cpu_us_per_event']:>10.2f}")
-    lines.append(f"on / off: {r['on_vs_off']:.3f}")
+    lines.append(f"on / off: {r['on_vs_off']:.3f}; idle (served, not scraped) / off: {r['idle_vs_off']:.3f}")
     return "\n".join(lines)
 
 
