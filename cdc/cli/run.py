@@ -12,6 +12,7 @@ from structlog.typing import FilteringBoundLogger
 
 from ..errors import PipelineError
 from ..failpoints import Failpoints
+from ..heap import tune_for_streaming
 from ..logs import get_logger
 from ..lsn import format_lsn, parse_lsn
 from ..pipeline import Pipeline, build
@@ -112,6 +113,7 @@ def _run(
         with ExitStack() as serving:
             # One endpoint for the process: every shard it streams, whether in a thread or a child process.
             server = None if address is None else serving.enter_context(_serve_metrics(address, log))
+            tune_for_streaming()
             run_worker(settings, signals, log=log, failpoints=failpoints, retention=retention, until=until_lsn,
                        max_shards=max_shards, threads=shard_threads, replay=replay, metrics=server)
         return
@@ -124,6 +126,7 @@ def _run(
             cleanup.enter_context(_serve_metrics(address, log)).add(pipeline.parts.metrics)
         started.append(pipeline)
         signals.started()
+        tune_for_streaming()
         summary = pipeline.run(until=until_lsn, create_slot=create_slot, from_lsn=replay_from)
     log.info("done", ack_lsn=format_lsn(summary.acknowledged_lsn), rows_stored=summary.rows_stored,
              dead_letters=summary.dead_letters_stored, duplicates=summary.counters.duplicates)
