@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--txn-rows", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--scrape-interval", type=float, default=1.0)
+    parser.add_argument("--scrape-interval", type=float, default=1.0,
+                        help="seconds between scrapes in 'on' (Prometheus's default is 15)")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {MODES}, with off")
     parser.add_argument("--pg-kind", default="pg18", choices=["pg18", "pg15"])
     parser.add_argument("--cdc-ref", metavar="REF", help="measure a snapshot of this commit (see bench/README.md)")
     parser.add_argument("--cdc-args", default="", help="extra flags for every `cdc run`")
@@ -112,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
     args.cdc_run_args = shlex.split(args.cdc_args)
-    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+    modes = tuple(m.strip() for m in args.modes.split(","))
+    if "off" not in modes or not set(modes) <= set(MODES):
+        parser.error(f"--modes: 'off' and any of {MODES[1:]}")
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
     snapshot_dir = None
     srv = None
     try:
@@ -123,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         srv = Servers(args.pg_kind)
         for round_ in range(args.rounds):
             # Each mode takes each place in the order in turn.
-            shift = round_ % len(MODES)
-            for mode in MODES[shift:] + MODES[:shift]:
+            shift = round_ % len(modes)
+            for mode in modes[shift:] + modes[:shift]:
                 runs[mode].append(drain(srv, args, mode, round_))
     finally:
         if srv is not None:
@@ -145,12 +150,13 @@ def summarize(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
 
     out: dict[str, Any] = {"events": args.events, "rounds": args.rounds, "scrape_interval_s": args.scrape_interval,
                            "runs": runs, "loadavg": os.getloadavg()[0]}
-    for mode in MODES:
+    for mode in runs:
         rates = [r["events_per_s"] for r in runs[mode]]
         out[mode] = {"median_events_per_s": median(mode, "events_per_s"), "min_events_per_s": min(rates),
                      "max_events_per_s": max(rates), "median_cpu_us_per_event": median(mode, "cpu_us_per_event")}
-    out["on_vs_off"] = out["on"]["median_events_per_s"] / out["off"]["median_events_per_s"]
-    out["idle_vs_off"] = out["idle"]["median_events_per_s"] / out["off"]["median_events_per_s"]
+    for mode in runs:
+        if mode != "off":
+            out[f"{mode}_vs_off"] = out[mode]["median_events_per_s"] / out["off"]["median_events_per_s"]
     return out
 
 
@@ -159,10 +165,12 @@ def table(r: dict[str, Any]) -> str:
              f"{r['scrape_interval_s']:g} s when on",
              f"{'':6} {'median ev/s':>12} {'range ev/s':>21} {'CPU us/ev':>10}"]
     for mode in MODES:
+        if mode not in r:
+            continue
         m = r[mode]
         lines.append(f"{mode:6} {m['median_events_per_s']:>12,.0f} "
                      f"{m['min_events_per_s']:>10,.0f}-{m['max_events_per_s']:<10,.0f} {m['median_cpu_us_per_event']:>10.2f}")
-    lines.append(f"on / off: {r['on_vs_off']:.3f}; idle (served, not scraped) / off: {r['idle_vs_off']:.3f}")
+    lines += [f"{mode} / off: {r[f'{mode}_vs_off']:.3f}" for mode in MODES[1:] if f"{mode}_vs_off" in r]
     return "\n".join(lines)
 
 
