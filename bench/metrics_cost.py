@@ -1,6 +1,6 @@
 """What the metrics endpoint costs: the backlog drain with `--metrics-addr` off and on, side by side.
 
-    python -m bench.metrics_cost                     # 1,000,000 events, 3 rounds of off/on (~10 min on 2 cores)
+    python -m bench.metrics_cost                     # 1,000,000 events, 3 rounds of off/on/idle (~6 min on 2 cores)
     python -m bench.metrics_cost --events 200000 --rounds 2 --json metrics.json
 
 Each round drains a fresh backlog once per mode, the order rotated every

@@ -8,6 +8,7 @@ import pickle
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from clickhouse_driver import Client
@@ -76,6 +77,23 @@ def percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[k]
 
 
+def run_writers(dsn: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """The steady-state writers (bench.workload) at ``args.rate`` from ``args.connections`` connections for
+    ``args.duration`` s; their record (commit times and ids), read back from ``out``."""
+    gen = subprocess.run(
+        [*PYTHON_M, "bench.workload", "steady", "--dsn", dsn, "--rate", str(args.rate),
+         "--connections", str(args.connections), "--duration", str(args.duration),
+         "--max-txn", str(args.max_txn), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=args.duration + 120,
+    )
+    if gen.returncode != 0:
+        raise BenchError(f"the steady-state writer failed:\n{gen.stdout[-2000:]}\n{gen.stderr[-3000:]}")
+    with open(out, "rb") as f:
+        written: dict[str, Any] = pickle.load(f)
+    out.unlink()
+    return written
+
+
 def scenario_steady(srv: Servers, args: argparse.Namespace) -> dict[str, Any]:
     db = "bench_steady"
     t = srv.database(db, args.clickhouse_params)
@@ -96,18 +114,8 @@ def scenario_steady(srv: Servers, args: argparse.Namespace) -> dict[str, Any]:
         out = srv.logs / "steady-commits.pickle"
         log(f"steady state: {args.rate:,.0f} events/s from {args.connections} connections for {args.duration:.0f} s")
         meter = CpuMeter(srv.cpu_groups()).__enter__()
-        gen = subprocess.run(
-            [*PYTHON_M, "bench.workload", "steady", "--dsn", t.pg_dsn, "--rate", str(args.rate),
-             "--connections", str(args.connections), "--duration", str(args.duration),
-             "--max-txn", str(args.max_txn), "--out", str(out)],
-            cwd=ROOT, capture_output=True, text=True, timeout=args.duration + 120,
-        )
+        written = run_writers(t.pg_dsn, args, out)
         meter.__exit__()
-        if gen.returncode != 0:
-            raise BenchError(f"the steady-state writer failed:\n{gen.stdout[-2000:]}\n{gen.stderr[-3000:]}")
-        with open(out, "rb") as f:
-            written = pickle.load(f)
-        out.unlink()
         commits: list[tuple[float, list[str]]] = written["commits"]
         ids = {uid for _, batch in commits for uid in batch}
         wait_until = time.monotonic() + 60

@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from .common import log, migrate
-from .env import PYTHON_M, ROOT, BenchError, CpuMeter, Servers
-from .steady import scenario_steady
+from .env import CpuMeter, Servers
+from .steady import run_writers, scenario_steady
 
 FLUSH_INTERVAL_S = 1.0  # cdc's default --flush-interval
 P99_MARGIN_S = 0.35
@@ -39,25 +37,19 @@ def connections_for(rate: float) -> int:
     return max(4, round(rate / 1250))
 
 
+def _at(args: argparse.Namespace, rate: float) -> argparse.Namespace:
+    """The steady scenario's arguments for one rate of the sweep."""
+    return argparse.Namespace(**{**vars(args), "rate": rate, "connections": connections_for(rate)})
+
+
 def writers_alone(srv: Servers, args: argparse.Namespace, rate: float) -> dict[str, Any]:
     """The writers at ``rate`` with no pipeline running: what the machine gives them."""
     db = "bench_sweep_alone"
     t = srv.database(db, args.clickhouse_params)
     try:
         migrate(srv, t)
-        out = srv.logs / "sweep-alone.pickle"
         with CpuMeter(srv.cpu_groups()) as meter:
-            gen = subprocess.run(
-                [*PYTHON_M, "bench.workload", "steady", "--dsn", t.pg_dsn, "--rate", str(rate),
-                 "--connections", str(connections_for(rate)), "--duration", str(args.duration),
-                 "--max-txn", str(args.max_txn), "--out", str(out)],
-                cwd=ROOT, capture_output=True, text=True, timeout=args.duration + 120,
-            )
-        if gen.returncode != 0:
-            raise BenchError(f"the writers failed:\n{gen.stdout[-2000:]}\n{gen.stderr[-3000:]}")
-        with open(out, "rb") as f:
-            written = pickle.load(f)
-        out.unlink()
+            written = run_writers(t.pg_dsn, _at(args, rate), srv.logs / "sweep-alone.pickle")
         return {"achieved_per_s": written["achieved_per_s"], "events": written["events"],
                 "cpu_elsewhere": meter.as_dict()}
     finally:
@@ -67,8 +59,7 @@ def writers_alone(srv: Servers, args: argparse.Namespace, rate: float) -> dict[s
 def point(srv: Servers, args: argparse.Namespace, rate: float) -> dict[str, Any]:
     alone = writers_alone(srv, args, rate)
     log(f"rate {rate:,.0f}: the writers alone reach {alone['achieved_per_s']:,.0f} events/s")
-    steady_args = argparse.Namespace(**{**vars(args), "rate": rate, "connections": connections_for(rate)})
-    with_cdc = scenario_steady(srv, steady_args)
+    with_cdc = scenario_steady(srv, _at(args, rate))
     reachable = alone["achieved_per_s"] >= 0.95 * rate
     p99 = with_cdc["latency_s"]["p99"]
     met = with_cdc["kept_up"] and p99 <= FLUSH_INTERVAL_S + P99_MARGIN_S
