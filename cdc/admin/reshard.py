@@ -206,6 +206,7 @@ class Resharder:
             if slot_exists(conn, shard.slot):
                 self._log.info("draining", slot=shard.slot, until=format_lsn(until))
                 self._hooks.drain(shard, until)
+                self._until_released(conn, shard.slot)
                 if not catalog.slots_confirmed(conn, [shard.slot], until):
                     # Stopped, or the stream broke: the slot still holds what is undelivered. Keep it.
                     raise ShardError(f"the drain of slot {shard.slot} stopped before {format_lsn(until)}: nothing "
@@ -215,6 +216,13 @@ class Resharder:
         catalog.delete_generation(conn, self._schema, self._s.slot, old.number)
         self._log.info("old generation drained and dropped", generation=old.number, resumed=not fresh)
 
+    def _until_released(self, conn: Conn, slot: str) -> None:
+        # The drain's last acknowledgement reaches the slot only when its walsender reads it,
+        # in another process and maybe after the drain has returned; once that walsender is
+        # gone, it has read everything the drain sent (in order, before the end of the stream).
+        deadline = time.monotonic() + self._timeout
+        while catalog.slot_active_pid(conn, slot) is not None and time.monotonic() < deadline:
+            time.sleep(self._poll / 4)
 
 class PipelineHooks:
     """The reshard's sink work done by cdc itself: the stream column, and each old slot drained by its pipeline."""

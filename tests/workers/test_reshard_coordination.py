@@ -9,7 +9,11 @@ floor are tested end to end in tests/workers/test_sharded_run.py.
 
 from __future__ import annotations
 
+import os
+import signal
+import struct
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,3 +216,33 @@ def test_a_reshard_interrupted_mid_drain_is_finished_by_the_next_one_with_every_
     delivered = Counter(first.rows + second.rows + later)
     assert not [uid for uid, n in delivered.items() if n > 1], "a row on both sides of P"
     assert sorted(delivered) == sorted(before + after)
+
+
+class SlowWalsenderDrain(SqlDrain):
+    """Acknowledges ``until`` over a replication stream whose walsender is stopped (SIGSTOP) as the
+    stream ends, and let go a second later: the acknowledgement reaches the slot after the drain returns."""
+
+    def drain(self, shard: Shard, until: int) -> None:
+        stream = psycopg.connect(self.dsn + "?replication=database", autocommit=True)
+        stream.pgconn.exec_(f"START_REPLICATION SLOT {shard.slot} LOGICAL 0/0 (proto_version '1', "
+                            f"publication_names '{shard.publication}')".encode())
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            wait_until(lambda: conn.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s",
+                                            (shard.slot,)).fetchone() != (None,), 10, "the walsender")
+            (pid,) = conn.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s",
+                                  (shard.slot,)).fetchone()  # type: ignore[misc]
+        os.kill(pid, signal.SIGSTOP)
+        threading.Timer(1.0, os.kill, (pid, signal.SIGCONT)).start()
+        now = int((time.time() - 946684800) * 1_000_000)  # microseconds since 2000-01-01, as the protocol counts
+        stream.pgconn.put_copy_data(b"r" + struct.pack("!QQQqB", until, until, until, now, 0))
+        stream.pgconn.flush()
+        stream.close()
+        self.drained[shard.slot] = until
+
+
+def test_a_drain_whose_last_acknowledgement_reaches_the_slot_late_still_finishes_the_reshard(pg_dsn: str) -> None:
+    checked(Target(pg_dsn, "").cdc("migrate", "--shards", "2"))
+    report = Resharder(Settings(pg_dsn=pg_dsn), SlowWalsenderDrain(pg_dsn), get_logger()).run(3)
+    assert report.generation == 2
+    assert generations(pg_dsn) == [(2, 3, "active")]
+    assert slot_names(pg_dsn) == [f"cdc_outbox_g2_{k}" for k in range(3)]

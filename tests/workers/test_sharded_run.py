@@ -31,8 +31,11 @@ def test_three_workers_on_eight_shards_survive_a_kill_9_with_exactly_the_committ
         writer.start()
         wait_until(lambda: len(streamed(t)) == 8, 90, "all 8 shards streamed")
         # Every worker listed with its share: the third may join after the first two took all 8.
+        # Those above ceil(8 / 3) hand shards over after a flush: under load that takes a while.
         wait_until(lambda: sorted(i for s in owned_by(t).values() for i in s) == list(range(8))
-                   and len(owned_by(t)) == 3, 60, "cdc_workers to list the 8 shards among the 3 workers")
+                   and set(owned_by(t)) == {w.pid for w in workers}
+                   and all(len(s) <= 3 for s in owned_by(t).values()), 60,
+                   "cdc_workers to list the 8 shards among the 3 workers, at most 3 each")
         time.sleep(2)
         victim = workers[0]
         before = owned_by(t)
@@ -47,8 +50,7 @@ def test_three_workers_on_eight_shards_survive_a_kill_9_with_exactly_the_committ
     finally:
         stop_all(workers[1:])
     assert_exactly(t, writer.committed, writer.rolled_back)
-    assert set(before) == {w.pid for w in workers} and all(len(s) <= 3 for s in before.values())
-    assert before[victim.pid], "the killed worker owned shards"
+    assert before.get(victim.pid), "the killed worker owned shards"
     print(f"takeover after kill -9: {takeover:.1f}s; {len(writer.committed)} events")
 
 
