@@ -11,7 +11,7 @@ from cdc.core.spill import SpillBudget
 from cdc.core.transactions import TransactionAssembler, TransactionError
 from cdc.pgoutput import messages as m
 from cdc.pgoutput.errors import PgOutputError
-from cdc.pgoutput.framing import FrameDecoder
+from cdc.pgoutput.framing import FrameDecoder, Txn
 from implementations import IMPLEMENTATIONS, insert_decoding
 
 from pgoutput.encoder import encode
@@ -26,6 +26,7 @@ class Recorder:
         self.commits: list[int] = []
         self.relations: list[m.Relation] = []
         self.messages: list[tuple[str, bytes]] = []
+        self.groups: list[int] = []  # whole transactions handed on in one call, per call
 
     def relation(self, relation: m.Relation) -> None:
         self.relations.append(relation)
@@ -38,6 +39,15 @@ class Recorder:
 
     def commit(self, end_lsn: int) -> None:
         self.commits.append(end_lsn)
+
+    def transactions(self, relation: m.Relation, tuples: Sequence[m.TupleData], txns: Sequence[Txn]) -> None:
+        self.groups.append(len(txns))
+        start = 0
+        for n, commit_lsn, commit_time, end_lsn in txns:
+            if n:
+                self.rows(relation, tuples[start:start + n], commit_lsn, 0, commit_time)
+            start += n
+            self.commit(end_lsn)
 
     def message(self, prefix: str, content: bytes) -> None:
         self.messages.append((prefix, content))
@@ -250,6 +260,7 @@ def test_small_transactions_as_frames_give_what_feeding_their_messages_gives() -
     _inserts(framed, [_frame(message) for message in messages])
     assert framed_rec.got == fed_rec.got
     assert framed_rec.commits == fed_rec.commits == [1040, 1140, 1240]
+    assert framed_rec.groups == [3]
     assert not framed.busy
 
 

@@ -70,6 +70,20 @@ class BatchBuilder:
         if len(waiting) >= _SPREAD:
             self._spread()
 
+    def extend_many(self, rows: Sequence[EventRow], commits: Sequence[tuple[int, int, int]]) -> None:
+        """Rows of several transactions, in commit order; ``commits`` holds each one's (rows,
+        commit_lsn, commit_time), in the same order. The same as ``extend`` for each in turn."""
+        if self._opened_at is None:
+            self._opened_at = time.monotonic()
+        n = len(rows)
+        self.rows += n
+        waiting = self._waiting
+        waiting += rows
+        self._commits += [(k, commit_lsn, commit_time + PG_EPOCH_UNIX_MICROS) for k, commit_lsn, commit_time in commits]
+        self.batch.nbytes += sum(map(len, map(_payload, rows))) + n * ROW_OVERHEAD
+        if len(waiting) >= _SPREAD:
+            self._spread()
+
     def _spread(self) -> None:
         """Move the waiting rows into the batch's columns."""
         if self._waiting:

@@ -13,10 +13,11 @@ from structlog.typing import FilteringBoundLogger
 
 from ..errors import PipelineError
 from ..failpoints import Failpoints
+from ..pgoutput.framing import Txn
 from ..pgoutput.messages import Relation, TupleData
 from .buffer import BatchBuilder
 from .outbox_binary import BinaryRowConverter, BinaryUnreadable
-from .outbox import EventRow, OutboxSchemaError, RowConverter, UnreadableRows
+from .outbox import EventRow, OutboxSchemaError, Rejected, RowConverter, UnreadableRows
 from .tracker import AckTracker
 
 Converter = RowConverter | BinaryRowConverter | UnreadableRows
@@ -169,16 +170,75 @@ class Collector:
             if builder.full():
                 self._on_full()
 
+    def transactions(self, relation: Relation, tuples: Sequence[TupleData], txns: Sequence[Txn]) -> None:
+        """Whole transactions into one relation, in commit order: ``rows`` and ``commit`` for each, but
+        converted per transaction and deduplicated and buffered once for all (live traffic's small
+        transactions). Whatever is unusual about them (a relation not the cached one, rows already
+        stored or left to the next generation, more rows than the open batch has room for) takes them
+        one at a time instead."""
+        cached = self._converters.get(relation.relation_id)
+        builder, hwm, stop = self._builder, self.high_water_mark, self.stop_before
+        if (cached is None or cached[0] is not relation or len(tuples) > builder.max_rows - builder.rows
+                or (hwm is not None and txns[0][1] <= hwm[0]) or (stop is not None and txns[-1][1] >= stop)):
+            start = 0
+            for n, commit_lsn, commit_time, end_lsn in txns:
+                if n:
+                    self.rows(relation, tuples[start:start + n], commit_lsn, 0, commit_time)
+                start += n
+                self.commit(end_lsn)
+            return
+        counters, converter = self.counters, cached[1]
+        counters.rows_seen += len(tuples)
+        rows: list[EventRow] = []
+        commits: list[tuple[int, int, int]] = []  # (rows, commit LSN, commit time) of each
+        start = 0
+        for n, commit_lsn, commit_time, _ in txns:
+            if n:
+                converted, rejected = converter.convert_many(tuples[start:start + n], 0)
+                start += n
+                if rejected:
+                    self._reject(converter, rejected, commit_lsn, commit_time)
+                if converted:
+                    rows += converted
+                    commits.append((len(converted), commit_lsn, commit_time))
+        if rows:
+            admitted = self._dedup.admit_many([row[0] for row in rows], time.monotonic())
+            if not all(admitted):
+                kept_commits, k = [], 0
+                for n, commit_lsn, commit_time in commits:
+                    kept = sum(admitted[k:k + n])
+                    k += n
+                    if kept:
+                        kept_commits.append((kept, commit_lsn, commit_time))
+                kept_rows: list[EventRow] = list(compress(rows, admitted))
+                counters.duplicates += len(rows) - len(kept_rows)
+                rows, commits = kept_rows, kept_commits
+        if rows:
+            counters.rows_buffered += len(rows)
+            builder.extend_many(rows, commits)
+            self.last_position = (commits[-1][1], rows[-1][-1])
+            if self._failpoints is not None:
+                for _ in rows:
+                    self._failpoints.hit("row")
+        # Every row of these transactions is in the open batch: one entry stands for all their commits.
+        self._tracker.commit(txns[-1][3], builder.seq)
+        if builder.full():
+            self._on_full()
+
+    def _reject(self, converter: Converter, rejected: list[Rejected], commit_lsn: int, commit_time: int) -> None:
+        for seq, values, reason in rejected:
+            self.counters.dead_letters += 1
+            self._builder.dead_letter(converter.dead_letter(values, commit_lsn, seq, commit_time, reason))
+            self._log.warning("row dead-lettered", reason=reason, commit_lsn=commit_lsn, seq=seq)
+
     def _buffer(
         self, converter: Converter, tuples: Sequence[TupleData], commit_lsn: int,
         first_seq: int, commit_time: int,
     ) -> None:
         counters = self.counters
         rows, rejected = converter.convert_many(tuples, first_seq)
-        for seq, values, reason in rejected:
-            counters.dead_letters += 1
-            self._builder.dead_letter(converter.dead_letter(values, commit_lsn, seq, commit_time, reason))
-            self._log.warning("row dead-lettered", reason=reason, commit_lsn=commit_lsn, seq=seq)
+        if rejected:
+            self._reject(converter, rejected, commit_lsn, commit_time)
         if not rows:
             return
         admitted = self._dedup.admit_many([row[0] for row in rows], time.monotonic())

@@ -16,6 +16,7 @@ from typing import Any, Final, Protocol
 from structlog.typing import FilteringBoundLogger
 
 from ..pgoutput import messages as m
+from ..pgoutput.framing import Txn
 from .spill import SpillBudget, Spool
 
 # Rows of a streamed transaction are passed on in runs of at most this many.
@@ -36,6 +37,11 @@ class RowHandler(Protocol):
         ...
 
     def commit(self, end_lsn: int) -> None: ...
+
+    def transactions(self, relation: m.Relation, tuples: Sequence[m.TupleData], txns: Sequence[Txn]) -> None:
+        """Whole transactions in a row, each its (rows, commit LSN, commit time, end LSN) in ``txns`` and its
+        rows, in order, in ``tuples``: the same as ``rows`` then ``commit`` for each, in one call."""
+        ...
 
     def message(self, prefix: str, content: bytes) -> None:
         """A transactional logical decoding message of the transaction being passed on (heartbeats)."""
@@ -163,6 +169,15 @@ class TransactionAssembler:
             raise TransactionError("Insert outside a transaction")
         self._handler.rows(self._relation_of(relation_id), tuples, self._commit_lsn, self._seq, self._commit_time)
         self._seq += len(tuples)
+
+    def transactions(self, relation_id: int, tuples: list[m.TupleData], txns: list[Txn]) -> None:
+        """Whole transactions of Inserts into one relation, Begin to Commit, outside any other
+        (see cdc.pgoutput.framing.FrameDecoder): ``begin_at``, ``insert_run``, ``commit_at`` for each, in one call."""
+        if self._stream_xid is not None:
+            raise TransactionError("a run of Inserts without their xid inside a streamed block")
+        if self._in_transaction:
+            raise TransactionError("Begin inside a transaction")
+        self._handler.transactions(self._relation_of(relation_id), tuples, txns)
 
     def _relation_of(self, relation_id: int) -> m.Relation:
         relation = self.relations.get(relation_id)
