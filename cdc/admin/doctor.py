@@ -16,7 +16,7 @@ from ..pg import ha, preflight
 from ..pg.connect import Conn, connect, setting, version_text
 from ..pg.partitions import list_partitions
 from ..pg.publications import COVERS, PARTITIONS_ONLY, fix_for, get_publication
-from ..pg.shards import WORKERS, Sharding, list_workers, read_sharding
+from ..pg.shards import WORKERS, Sharding, ShardingUnreadable, list_workers, read_sharding
 from ..pg.slots import FAILOVER_SINCE, get_slot
 from ..settings import Settings
 from ..shards.layout import shard_settings
@@ -77,6 +77,19 @@ def _restart(name: str, value: object) -> str:
     return f"ALTER SYSTEM SET {name} = {value}; then restart PostgreSQL"
 
 
+def _role_and_outbox(conn: Conn, s: Settings, checks: _Checks) -> str:
+    """The role's REPLICATION, heartbeats and the outbox: checked whatever the slots; returns the role."""
+    user = conn.info.user
+    can_replicate = conn.execute(
+        "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    checks.add(PASS if can_replicate and can_replicate[0] else FAIL, "role REPLICATION",
+               f"role {user} {'may' if can_replicate and can_replicate[0] else 'may not'} open replication connections",
+               f"ALTER ROLE {_ident(conn, user)} REPLICATION;  -- as a superuser")
+    _heartbeats(conn, checks, user)
+    _outbox(conn, s, checks, user)
+    return user
+
+
 def _postgres(conn: Conn, s: Settings, checks: _Checks) -> None:
     v = conn.info.server_version
     checks.add(PASS, "postgres", f"connected to PostgreSQL {version_text(v)} as {conn.info.user}")
@@ -91,7 +104,13 @@ def _postgres(conn: Conn, s: Settings, checks: _Checks) -> None:
     wal_level = setting(conn, "wal_level")
     checks.add(PASS if wal_level == "logical" else FAIL, "wal_level", str(wal_level), _restart("wal_level", "logical"))
 
-    sharding = read_sharding(conn, s.outbox_schema, s.slot)
+    try:
+        sharding = read_sharding(conn, s.outbox_schema, s.slot)
+    except ShardingUnreadable as exc:
+        what, _, grant = str(exc).partition(": ")
+        checks.add(FAIL, "shards", what, grant)
+        _role_and_outbox(conn, s, checks)
+        return
     shards = [] if sharding is None else sharding.all_shards()
     slot = get_slot(conn, s.slot) if sharding is None else None
     rows = {shard.slot: get_slot(conn, shard.slot) for shard in shards}
@@ -110,14 +129,7 @@ def _postgres(conn: Conn, s: Settings, checks: _Checks) -> None:
     checks.add(PASS if free_sender else FAIL, "max_wal_senders", f"{senders} of {max_senders} in use",
                _restart("max_wal_senders", senders + 2))
 
-    user = conn.info.user
-    can_replicate = conn.execute(
-        "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
-    checks.add(PASS if can_replicate and can_replicate[0] else FAIL, "role REPLICATION",
-               f"role {user} {'may' if can_replicate and can_replicate[0] else 'may not'} open replication connections",
-               f"ALTER ROLE {_ident(conn, user)} REPLICATION;  -- as a superuser")
-    _heartbeats(conn, checks, user)
-    _outbox(conn, s, checks, user)
+    user = _role_and_outbox(conn, s, checks)
     if sharding is None:
         _publication(conn, s, checks)
         _slot(conn, s, checks, slot)

@@ -22,9 +22,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Final
 
-from psycopg import sql
+from psycopg import errors, sql
 
 from ..lsn import format_lsn, parse_lsn
+from ..shards import ShardError
 from ..shards.layout import Shard, shards_of, split_key, unsharded
 from .connect import Conn
 
@@ -107,6 +108,10 @@ def streaming_generation(sharding: Sharding | None, reshard_running: bool) -> Ge
     return None
 
 
+class ShardingUnreadable(ShardError):
+    """The role may not read the generations table: the message gives the GRANT."""
+
+
 def table(schema: str, name: str) -> sql.Composable:
     return sql.Identifier(schema, name)
 
@@ -127,13 +132,22 @@ def read_sharding(conn: Conn, schema: str, slot: str) -> Sharding | None:
     """The slot family's generations, or None when it is not sharded (today's layout)."""
     if not tables_exist(conn, schema):
         return None
-    rows = conn.execute(
-        sql.SQL(
-            "SELECT slot, generation, publication, shards, state, starts_at::text, paused_by "
-            "FROM {} WHERE slot = %s ORDER BY generation"
-        ).format(table(schema, GENERATIONS)),
-        (slot,),
-    ).fetchall()
+    try:
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT slot, generation, publication, shards, state, starts_at::text, paused_by "
+                "FROM {} WHERE slot = %s ORDER BY generation"
+            ).format(table(schema, GENERATIONS)),
+            (slot,),
+        ).fetchall()
+    except errors.InsufficientPrivilege:
+        # Without it no command can tell whether the outbox is sharded, nor which slots to read.
+        role = sql.Identifier(conn.info.user).as_string(conn)
+        raise ShardingUnreadable(
+            f"role {conn.info.user} may not read {schema}.{GENERATIONS}, which lists the outbox's shards: "
+            f"GRANT SELECT ON {table(schema, GENERATIONS).as_string(conn)}, {table(schema, WORKERS).as_string(conn)} "
+            f"TO {role};"
+        ) from None
     if not rows:
         return None
     return Sharding(tuple(
