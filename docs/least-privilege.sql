@@ -43,8 +43,4 @@ BEGIN
   END LOOP;
 END $$;
 
--- A sharded outbox (`cdc migrate --shards N`, as the owner, makes these tables):
--- every command reads which shards there are, and each worker records its
--- liveness. Run after that migrate (`cdc doctor` names the GRANT it lacks):
---   GRANT SELECT ON public.cdc_shard_generations TO cdc_replicator;
---   GRANT SELECT, INSERT, UPDATE, DELETE ON public.cdc_workers TO cdc_replicator;
+-- A sharded outbox (`cdc migrate --shards N`) needs two grants more: docs/least-privilege-shards.sql.
