@@ -156,7 +156,7 @@ def drop(settings: Settings, name: str | None, force: bool, yes: bool, as_json: 
     with connect(require_pg(settings), application_name="cdc-admin") as conn:
         info = admin.get_slot(conn, name)
         if info is None:
-            raise AdminError(f"replication slot {name} does not exist: `cdc slot list` shows the slots there are")
+            raise _missing(conn, settings, name)
         if info.active and not force:
             admin.drop_slot(conn, name, force=False)  # raises the refusal
         held = f" and terminate process {info.active_pid} streaming from it" if info.active else ""
@@ -181,6 +181,8 @@ def advance(settings: Settings, name: str | None, to_lsn: str, yes: bool, as_jso
     name = slot_arg(name or settings.slot)
     target = parse_lsn(to_lsn)
     with connect(require_pg(settings), application_name="cdc-admin") as conn:
+        if admin.get_slot(conn, name) is None:
+            raise _missing(conn, settings, name)
         info = admin.check_advance(conn, name, target)
         confirm(f"Advance replication slot {name} from {info.confirmed_flush_lsn} to {to_lsn}? Changes committed "
                 "in between will never be delivered by this slot.", yes=yes, refusal=f"advancing slot {name}")
@@ -189,3 +191,13 @@ def advance(settings: Settings, name: str | None, to_lsn: str, yes: bool, as_jso
         emit_json({"slot": name, "before": result.before, "after": result.after})
     else:
         click.echo(f"slot {name} advanced from {result.before} to {result.after}")
+
+
+def _missing(conn: Any, settings: Settings, name: str) -> AdminError:
+    """Slot ``name`` does not exist; when it names a sharded outbox's slots, they are named instead."""
+    sharding = read_sharding(conn, settings.outbox_schema, name) if name == settings.slot else None
+    if sharding is not None:
+        names = [shard.slot for shard in sharding.all_shards()]
+        return AdminError(f"replication slot {name} does not exist: the outbox is split over {len(names)} shard "
+                          f"slots ({', '.join(names)}): name one of them")
+    return AdminError(f"replication slot {name} does not exist: `cdc slot list` shows the slots there are")

@@ -50,6 +50,20 @@ def test_status_and_slot_list_show_every_shards_slot(sharded4: Target) -> None:
     assert ours == {f"cdc_outbox_{k}": f"{k}/4" for k in range(4)}
 
 
+def test_slot_advance_and_drop_of_the_family_name_name_the_shards_slots(sharded4: Target) -> None:
+    t = sharded4
+    expected = ("cdc: error: replication slot cdc_outbox does not exist: the outbox is split over 4 shard slots "
+                "(cdc_outbox_0, cdc_outbox_1, cdc_outbox_2, cdc_outbox_3): name one of them")
+    for args in (("slot", "advance", "--to-lsn", t.current_lsn(), "--yes"), ("slot", "drop", "--yes")):
+        result = t.cdc(*args)
+        assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == expected, result.stderr
+    moved = orjson.loads(checked(t.cdc("slot", "advance", "cdc_outbox_1", "--to-lsn", t.current_lsn(), "--yes",
+                                       "--json")).stdout)
+    assert moved["slot"] == "cdc_outbox_1"
+    assert t.cdc("slot", "drop", "nothing_like_it", "--yes").stderr.strip().endswith(
+        "replication slot nothing_like_it does not exist: `cdc slot list` shows the slots there are")
+
+
 def test_doctor_checks_each_shards_publication_filter_and_slot(sharded4: Target) -> None:
     t = sharded4
     report = orjson.loads(checked(t.cdc("doctor", "--json")).stdout)
