@@ -163,16 +163,18 @@ def _heartbeats(conn: Conn, checks: _Checks, user: str) -> None:
 
 def _ha_chain(conn: Conn, s: Settings, checks: _Checks, timeout: float) -> None:
     """Only where it applies: a 17+ primary with physical standbys, or standbys named with --standby-dsn."""
-    if ha.has_standbys(conn):
-        slot = get_slot(conn, s.slot)
-        findings = ha.primary_findings(conn, s.slot, None if slot is None else slot.failover)
-    elif s.standby_dsns:
-        findings = []
-    else:
+    if not ha.has_standbys(conn) and not s.standby_dsns:
         return
+    try:
+        sharding = read_sharding(conn, s.outbox_schema, s.slot)
+    except ShardingUnreadable:
+        sharding = None  # the "shards" check failed already, with its GRANT: check the family's name
+    names = [s.slot] if sharding is None else [shard.slot for shard in sharding.all_shards()]
+    slots = [(name, None if (row := get_slot(conn, name)) is None else row.failover) for name in names]
+    findings = ha.primary_findings(conn, slots) if ha.has_standbys(conn) else []
     named = ha.synchronized_standby_slots(conn) if conn.info.server_version >= FAILOVER_SINCE else []
     for dsn in s.standby_dsns:
-        findings.extend(ha.standby_findings(dsn, s.slot, named, timeout=timeout))
+        findings.extend(ha.standby_findings(dsn, names, named, timeout=timeout))
     for f in findings:
         checks.add(f.status, f.check, f.detail, f.fix)
 

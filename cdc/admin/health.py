@@ -87,15 +87,7 @@ def _postgres(status: Status, settings: Settings, timeout: float) -> SlotRow | N
     with conn:
         server_info(status, settings, conn, timeout)
         row = get_slot(conn, settings.slot)
-        findings = (ha.primary_findings(conn, settings.slot, None if row is None else row.failover)
-                    if ha.has_standbys(conn) else [])
-        named = ha.synchronized_standby_slots(conn)
-        for dsn in settings.standby_dsns:
-            # A standby that would lose the slot at promotion degrades failover, not streaming: a WARNING.
-            findings += [replace(f, status=ha.WARN) if f.status == ha.FAIL else f
-                         for f in ha.standby_findings(dsn, settings.slot, named, timeout=timeout)]
-        if findings:
-            _ha_chain(status, findings)
+        ha_chain(status, settings, conn, [(settings.slot, None if row is None else row.failover)], timeout)
     if row is None:
         status.slot = {"name": settings.slot, "exists": False}
         status.problem(CRITICAL, f"replication slot {settings.slot} does not exist: `cdc run --create-slot` creates it")
@@ -119,8 +111,18 @@ def clickhouse(status: Status, settings: Settings, timeout: float) -> datetime |
     return _clickhouse(status, settings, timeout)
 
 
-def _ha_chain(status: Status, findings: list[ha.Finding]) -> None:
-    """The failover chain: the primary's side, and each standby given with --standby-dsn."""
+def ha_chain(status: Status, settings: Settings, conn: Any, slots: list[tuple[str, bool | None]],
+             timeout: float) -> None:
+    """The failover chain of our ``slots`` (name, failover; None: missing): the primary's side, and each
+    standby given with --standby-dsn."""
+    findings = ha.primary_findings(conn, slots) if ha.has_standbys(conn) else []
+    named = ha.synchronized_standby_slots(conn)
+    for dsn in settings.standby_dsns:
+        # A standby that would lose the slot at promotion degrades failover, not streaming: a WARNING.
+        findings += [replace(f, status=ha.WARN) if f.status == ha.FAIL else f
+                     for f in ha.standby_findings(dsn, [name for name, _ in slots], named, timeout=timeout)]
+    if not findings:
+        return
     status.postgres["ha"] = [{"status": f.status, "check": f.check, "detail": f.detail} for f in findings]
     for f in findings:
         if f.status != ha.PASS:

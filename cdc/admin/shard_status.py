@@ -42,6 +42,8 @@ def _sharded(settings: Settings, sharding: Sharding, max_lag_bytes: int, max_lag
         health.server_info(status, settings, conn, timeout)
         rows = {shard.slot: get_slot(conn, shard.slot) for shard in sharding.all_shards()}
         alive = sum(1 for w in catalog.list_workers(conn, settings.outbox_schema, settings.slot) if w.alive)
+        health.ha_chain(status, settings, conn,
+                        [(slot, None if row is None else row.failover) for slot, row in rows.items()], timeout)
     health.clickhouse(status, settings, timeout)
     summaries = _summaries(settings, timeout)
     status.shards = []

@@ -12,6 +12,7 @@ dropped at promotion). Read-only: nothing here changes a server.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psycopg
@@ -69,16 +70,19 @@ def has_standbys(conn: Conn) -> bool:
     return bool(physical_slots(conn)) or streaming_standbys(conn) > 0
 
 
-def primary_findings(conn: Conn, slot: str, slot_failover: bool | None) -> list[Finding]:
-    """What the primary's side of the chain says; call only when has_standbys()."""
+def primary_findings(conn: Conn, ours: Sequence[tuple[str, bool | None]]) -> list[Finding]:
+    """What the primary's side of the chain says of our slots, ``ours`` (name, failover; None: no such slot),
+    one, or a sharded outbox's; call only when has_standbys()."""
     found: list[Finding] = []
-    if slot_failover is False:
-        found.append(Finding(
-            WARN, "failover slot", f"replication slot {slot} is not a failover slot: a promoted standby will not have it",
-            f"stop `cdc run`, then psql \"<dsn> replication=database\" -c 'ALTER_REPLICATION_SLOT {slot} "
-            "(FAILOVER true)'  (or create it with `cdc slot create`, failover by default on 17+)"))
-    elif slot_failover:
-        found.append(Finding(PASS, "failover slot", f"replication slot {slot} is a failover slot"))
+    for slot, slot_failover in ours:
+        if slot_failover is False:
+            found.append(Finding(
+                WARN, "failover slot",
+                f"replication slot {slot} is not a failover slot: a promoted standby will not have it",
+                f"stop `cdc run`, then psql \"<dsn> replication=database\" -c 'ALTER_REPLICATION_SLOT {slot} "
+                "(FAILOVER true)'  (or create it with `cdc slot create`, failover by default on 17+)"))
+        elif slot_failover:
+            found.append(Finding(PASS, "failover slot", f"replication slot {slot} is a failover slot"))
     slots = {s.name: s for s in physical_slots(conn)}
     named = synchronized_standby_slots(conn)
     if not named:
@@ -110,7 +114,7 @@ def primary_findings(conn: Conn, slot: str, slot_failover: bool | None) -> list[
     return found
 
 
-def standby_findings(dsn: str, slot: str, named: list[str], *, timeout: float = 10.0) -> list[Finding]:
+def standby_findings(dsn: str, slots: Sequence[str], named: list[str], *, timeout: float = 10.0) -> list[Finding]:
     """One standby's side of the chain, reached through ``dsn`` (a standby DSN given to doctor)."""
     try:
         conn = connect(dsn, timeout=timeout, application_name="cdc-doctor")
@@ -118,10 +122,10 @@ def standby_findings(dsn: str, slot: str, named: list[str], *, timeout: float = 
         return [Finding(WARN, "standby", str(exc).replace("; check CDC_PG_DSN", ""),
                         "start the standby, or check --standby-dsn")]
     with conn:
-        return _standby(conn, slot, named)
+        return _standby(conn, slots, named)
 
 
-def _standby(conn: Conn, slot: str, named: list[str]) -> list[Finding]:
+def _standby(conn: Conn, slots: Sequence[str], named: list[str]) -> list[Finding]:
     where = f"standby {conn.info.host}:{conn.info.port}"
     row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
     if not row or not row[0]:
@@ -152,7 +156,7 @@ def _standby(conn: Conn, slot: str, named: list[str]) -> list[Finding]:
         found.append(Finding(WARN, "primary_slot_name", f"{where} streams on slot {physical}, "
                              "not named in the primary's synchronized_standby_slots",
                              f"on the primary: add {physical} to synchronized_standby_slots; {_RELOAD}"))
-    found.append(_synced_slot(conn, where, slot))
+    found.extend(_synced_slot(conn, where, slot) for slot in slots)
     return found
 
 

@@ -181,3 +181,23 @@ def test_status_checks_each_standby_given_and_grades_its_findings_as_warnings(
     unreachable = [p for p in data["problems"] if "cannot connect" in p["message"]]
     assert len(unreachable) == 1 and unreachable[0]["level"] == "warning", data["problems"]
     assert result.exit_code == 1, data["problems"]
+
+
+def test_a_sharded_outbox_has_each_shards_slot_checked_on_the_primary_and_on_the_standby(
+    pg_standby: StandbyPair, clickhouse_url: str
+) -> None:
+    cli = _migrated(pg_standby, clickhouse_url, "--shards", "2")
+    shards = [f"{SLOT}_{k}" for k in range(2)]
+    pg_standby.wait_caught_up()
+    for name in shards:
+        pg_standby.wait_slot_synced(name, advance=True)
+    found = _doctor(cli, pg_standby)
+    assert sorted(c["detail"] for c in found["failover slot"]) == [
+        f"replication slot {name} is a failover slot" for name in shards]
+    synced = found["synced slot"]
+    assert [c["status"] for c in synced] == ["PASS", "PASS"]
+    assert all(any(f"slot {name} on standby" in c["detail"] for c in synced) for name in shards), synced
+    status = json.loads(cli("status", "--json", "--standby-dsn", pg_standby.standby_dsn()).stdout)
+    ha = {(c["check"], c["status"]) for c in status["postgres"]["ha"]}
+    assert ("failover slot", "PASS") in ha and ("synced slot", "PASS") in ha
+    assert sum(c["check"] == "synced slot" for c in status["postgres"]["ha"]) == 2
