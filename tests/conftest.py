@@ -45,6 +45,7 @@ from servers import clickhouse as local_clickhouse
 from servers import external
 from servers.pgbin import KINDS
 from servers.postgres import create_database, drop_database
+from support import TEST_SHARDS
 
 NO_SERVER = "unavailable"
 REQUIRE_SERVERS_ENV = "CDC_REQUIRE_SERVERS"
@@ -223,6 +224,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     doubled = [item for item in items if _extra_kind(item) and (
         item.callspec.params.get("sink_url") == "chdb"  # type: ignore[attr-defined]
         or (not all_kinds and Path(str(item.path)).relative_to(root).as_posix().startswith(ONE_KIND)))]
+    for item in items:
+        marker = item.get_closest_marker("single_slot")
+        if marker is not None and not (marker.args and isinstance(marker.args[0], str) and marker.args[0]):
+            raise pytest.UsageError(f"{item.nodeid}: single_slot needs its reason, as single_slot(\"...\")")
+    if TEST_SHARDS > 1:
+        # The suite run sharded: a test of one slot's own behaviour says why it does not apply.
+        doubled += [item for item in items if item.get_closest_marker("single_slot") is not None]
     if doubled:
         config.hook.pytest_deselected(items=doubled)
         items[:] = [item for item in items if item not in doubled]

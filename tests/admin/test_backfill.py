@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from admin_support import Cli, ok, refused
 from support import Target, insert_events
 
@@ -15,6 +16,7 @@ def _rows(t: Target) -> list[tuple[object, ...]]:
     return t.ch().execute("SELECT unique_id, commit_lsn, commit_seq, outbox_id FROM events FINAL ORDER BY outbox_id")
 
 
+@pytest.mark.single_slot("loses rows by advancing the one slot; tests/workers/test_sharded_admin.py backfills each shard")
 def test_backfill_redelivers_a_lost_range_without_moving_the_high_water_mark(migrated: Target, run: Cli) -> None:
     with migrated.pg() as conn:
         insert_events(conn, ["b1", "b2", "b3"])

@@ -32,6 +32,7 @@ def test_migrate_status_and_doctor_work_on_a_chdb_directory(chdb_target: Target)
     assert "FAIL" not in doctor.stdout, doctor.stdout
 
 
+@pytest.mark.single_slot("expects the one problem of the one slot's status report")
 def test_status_while_cdc_run_holds_the_directory_names_the_process(chdb_target: Target) -> None:
     run = Cli(chdb_target)
     ok(run("migrate"))

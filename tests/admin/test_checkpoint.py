@@ -13,6 +13,7 @@ from cdc.admin.checkpoint import CheckpointError, load_checkpoint, read_checkpoi
 from cdc.lsn import parse_lsn
 
 
+@pytest.mark.single_slot("the one slot's checkpoint file; tests/workers/test_sharded_admin.py saves every shard's")
 def test_save_records_both_positions_and_a_replayable_start(migrated: Target, run: Cli, tmp_path: Path) -> None:
     with migrated.pg() as conn:
         insert_events(conn, ["c1", "c2", "c3"])
@@ -37,6 +38,7 @@ def test_save_records_both_positions_and_a_replayable_start(migrated: Target, ru
     assert sorted(set(migrated.delivered_ids())) == ["c1", "c2", "c3", "c4"]
 
 
+@pytest.mark.single_slot("drops the one slot, cdc_outbox, by name")
 def test_without_clickhouse_or_slot(migrated: Target, run: Cli, tmp_path: Path) -> None:
     path = tmp_path / "cp.json"
     ok(run("checkpoint", "save", str(path), CDC_CLICKHOUSE_URL=""))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from admin_support import Cli, ok, refused
 from support import Target, insert_events, stop, wait_until
 
@@ -73,6 +74,7 @@ def _prune(run: Cli, *args: str) -> dict[str, dict]:  # type: ignore[type-arg]
     return {p["name"]: p for p in json.loads(result.stdout)["partitions"]}
 
 
+@pytest.mark.single_slot("advances the one slot; tests/workers/test_sharded_admin.py prunes behind every shard's slot")
 def test_prune_drops_only_delivered_partitions(migrated: Target, run: Cli) -> None:
     _maintain(run, "--days-ahead", "1")
     delivered, undelivered, empty = (_old_partition(migrated, d) for d in ("2001-01-01", "2001-01-02", "2001-01-03"))
@@ -123,6 +125,7 @@ def test_prune_drops_only_delivered_partitions(migrated: Target, run: Cli) -> No
     assert "outbox_default" in _partitions(migrated)
 
 
+@pytest.mark.single_slot("drops the one slot, cdc_outbox, by name")
 def test_prune_refuses_without_a_slot(migrated: Target, run: Cli) -> None:
     _old_partition(migrated, "2001-01-01")
     _insert_old(migrated, "2001-01-01", ["x1"])

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from admin_support import Cli, ok, refused
 from servers import PgServer
 from support import Target
 
 
+@pytest.mark.single_slot("the one publication, cdc_outbox, by name; doctor checks each shard's (tests/workers)")
 def test_create_show_add_drop(migrated: Target, run: Cli) -> None:
     with migrated.pg() as conn:
         conn.execute("DROP PUBLICATION cdc_outbox")
@@ -36,6 +38,7 @@ def test_create_show_add_drop(migrated: Target, run: Cli) -> None:
     refused(run("publication", "drop", "--yes"), "does not exist")
 
 
+@pytest.mark.single_slot("the one publication, cdc_outbox, by name; doctor checks each shard's (tests/workers)")
 def test_show_fails_when_the_outbox_is_not_covered(migrated: Target, run: Cli) -> None:
     with migrated.pg() as conn:
         conn.execute("DROP PUBLICATION cdc_outbox")
@@ -50,6 +53,7 @@ def test_show_fails_when_the_outbox_is_not_covered(migrated: Target, run: Cli) -
     ok(run("publication", "show"))
 
 
+@pytest.mark.single_slot("the one publication, cdc_outbox, by name; doctor checks each shard's (tests/workers)")
 def test_partitions_published_under_their_own_names_are_flagged(migrated: Target, run: Cli) -> None:
     with migrated.pg() as conn:
         conn.execute("ALTER PUBLICATION cdc_outbox SET (publish_via_partition_root = false)")
@@ -58,6 +62,7 @@ def test_partitions_published_under_their_own_names_are_flagged(migrated: Target
     assert json.loads(run("publication", "show", "--json").stdout)["covers_outbox"] == "partitions only"
 
 
+@pytest.mark.single_slot("the one publication, cdc_outbox, by name; doctor checks each shard's (tests/workers)")
 def test_row_filters_are_shown(migrated: Target, run: Cli, pg_server: PgServer) -> None:
     if pg_server.major < 15:
         return  # row filters arrived in PostgreSQL 15

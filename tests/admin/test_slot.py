@@ -11,6 +11,7 @@ from support import Target, stop, wait_until
 from admin_support import Cli, ok, refused
 
 
+@pytest.mark.single_slot("the one slot, cdc_outbox, by name; tests/workers/test_sharded_admin.py lists the shards'")
 def test_list_shows_every_logical_slot_with_lag_and_marks_ours(migrated: Target, run: Cli) -> None:
     with migrated.pg() as conn:
         conn.execute("SELECT pg_create_logical_replication_slot('someone_elses', 'test_decoding')")
@@ -41,6 +42,7 @@ def test_create_and_drop_with_yes(migrated: Target, run: Cli) -> None:
     refused(run("slot", "drop", "extra_slot", "--yes"), "does not exist")
 
 
+@pytest.mark.single_slot("drops the default slot, which a sharded outbox does not have")
 def test_off_a_terminal_without_yes_nothing_happens(migrated: Target, run: Cli) -> None:
     refused(run("slot", "create", "extra_slot"), "not a terminal", "--yes")
     refused(run("slot", "drop"), "not a terminal", "--yes")
@@ -48,6 +50,7 @@ def test_off_a_terminal_without_yes_nothing_happens(migrated: Target, run: Cli) 
     assert migrated.confirmed_lsn() is not None
 
 
+@pytest.mark.single_slot("drops the default slot, which a sharded outbox does not have")
 def test_on_a_terminal_the_answer_decides(migrated: Target, run: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     from cdc.cli import _output
 
@@ -76,6 +79,7 @@ def _failover(t: Target, slot: str) -> object:
     return row[0]
 
 
+@pytest.mark.single_slot("reads cdc_outbox's failover flag; tests/shards checks the shards'")
 def test_slots_are_failover_slots_by_default_where_the_server_has_them(
     migrated: Target, run: Cli, pg_server: PgServer
 ) -> None:
@@ -92,6 +96,7 @@ def test_slots_are_failover_slots_by_default_where_the_server_has_them(
         assert migrated.confirmed_lsn("default_slot") is not None
 
 
+@pytest.mark.single_slot("reads cdc_outbox's failover flag; tests/shards checks the shards'")
 def test_migrate_makes_a_failover_slot_unless_told_not_to(target: Target, run: Cli, pg_server: PgServer) -> None:
     if pg_server.major < 17:
         refused(run("migrate", "--failover"), "failover slots need PostgreSQL 17", "drop --failover")
@@ -114,6 +119,7 @@ def test_temporary_slot_lives_as_long_as_the_command(migrated: Target) -> None:
     assert migrated.confirmed_lsn("temp_slot") is None
 
 
+@pytest.mark.single_slot("drops and advances the default slot while cdc run streams it")
 def test_drop_refuses_an_active_slot_unless_forced(migrated: Target, run: Cli) -> None:
     proc = migrated.start("run", "--status-interval", "0.2")
     try:
@@ -135,6 +141,7 @@ def _active(t: Target) -> bool:
     return bool(row and row[0])
 
 
+@pytest.mark.single_slot("advances the default slot; tests/workers/test_sharded_admin.py advances a shard's")
 def test_advance_moves_forward_only(migrated: Target, run: Cli) -> None:
     before = migrated.confirmed_lsn()
     assert before is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 from admin_support import Cli, ok
 from cdc.accel import accelerator_status
 from servers import PgServer
@@ -22,6 +23,7 @@ def _wal(t: Target) -> None:
         conn.execute("INSERT INTO filler SELECT g FROM generate_series(1, 1000) g")
 
 
+@pytest.mark.single_slot("the one slot's status report; tests/workers/test_sharded_admin.py checks the sharded one")
 def test_healthy_streaming_is_exit_0_and_a_stopped_run_is_a_warning(migrated: Target, run: Cli) -> None:
     with migrated.pg() as conn:
         insert_events(conn, ["s1", "s2"])
@@ -42,6 +44,7 @@ def test_healthy_streaming_is_exit_0_and_a_stopped_run_is_a_warning(migrated: Ta
     assert code == 1 and "inactive" in data["problems"][0]["message"]
 
 
+@pytest.mark.single_slot("the one slot's status report; tests/workers/test_sharded_admin.py checks the sharded one")
 def test_lag_over_the_thresholds_is_a_warning(migrated: Target, run: Cli) -> None:
     _wal(migrated)
     code, data = _status(run, "--max-lag-bytes", "1")
@@ -52,6 +55,7 @@ def test_lag_over_the_thresholds_is_a_warning(migrated: Target, run: Cli) -> Non
     assert data["slot"]["lag_bytes"] > 0
 
 
+@pytest.mark.single_slot("the one slot's status report; tests/workers/test_sharded_admin.py checks the sharded one")
 def test_lag_in_seconds_alone_is_graded_by_max_lag_seconds(migrated: Target, run: Cli) -> None:
     # Something stored: an inactive slot's lag then runs from the last insert on
     # every PostgreSQL (inactive_since is 17+ only).
@@ -71,6 +75,7 @@ def test_lag_in_seconds_alone_is_graded_by_max_lag_seconds(migrated: Target, run
     assert not [p for p in lenient["problems"] if "behind" in p["message"]], lenient["problems"]
 
 
+@pytest.mark.single_slot("the one slot's status report; tests/workers/test_sharded_admin.py checks the sharded one")
 def test_missing_slot_or_unreachable_clickhouse_is_critical(migrated: Target, run: Cli) -> None:
     with migrated.pg() as conn:
         conn.execute("SELECT pg_drop_replication_slot('cdc_outbox')")
@@ -86,6 +91,7 @@ def test_missing_slot_or_unreachable_clickhouse_is_critical(migrated: Target, ru
     assert code == 2 and data["postgres"]["reachable"] is False
 
 
+@pytest.mark.single_slot("the one slot's status report; tests/workers/test_sharded_admin.py checks the sharded one")
 def test_an_invalidated_slot_is_critical(migrated: Target, run: Cli, pg_server: PgServer) -> None:
     pg_server.set_config(max_slot_wal_keep_size="1MB")
     try:
@@ -104,6 +110,7 @@ def test_an_invalidated_slot_is_critical(migrated: Target, run: Cli, pg_server: 
     assert doctor.exit_code == 1 and "is invalidated" in doctor.stdout
 
 
+@pytest.mark.single_slot("the one slot's status report; tests/workers/test_sharded_admin.py checks the sharded one")
 def test_doctor_passes_a_fresh_setup_and_names_the_fix_for_each_failure(migrated: Target, run: Cli) -> None:
     result = run("doctor", "--json")
     assert result.exit_code == 0, result.stdout

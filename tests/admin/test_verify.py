@@ -7,6 +7,7 @@ import signal
 import time
 from typing import Any
 
+import pytest
 from admin_support import Cli, ok, refused
 from psycopg.conninfo import make_conninfo
 
@@ -78,6 +79,7 @@ def test_rows_the_slot_still_holds_are_in_flight_and_lost_rows_are_missing(migra
     assert report["in_flight"]["count"] == 0 and named(report, "missing") == {"a3", "a150"}
 
 
+@pytest.mark.single_slot("waits for cdc run to hold the one slot")
 def test_rows_buffered_by_a_running_pipeline_are_in_flight(migrated: Target, run: Cli) -> None:
     with migrated.pg() as conn:
         insert_events(conn, ["first"])
@@ -98,6 +100,7 @@ def test_rows_buffered_by_a_running_pipeline_are_in_flight(migrated: Target, run
     assert verify(run)["status"] == "agree"
 
 
+@pytest.mark.single_slot("the auditor has the one-slot grants; tests/shards/test_shard_privileges.py covers the shards'")
 def test_without_a_readable_slot_undelivered_rows_are_undetermined(migrated: Target, run: Cli) -> None:
     with migrated.pg() as conn:
         insert_events(conn, ["x1"])
@@ -120,6 +123,7 @@ def test_without_a_readable_slot_undelivered_rows_are_undetermined(migrated: Tar
     assert "audit-pw" not in json.dumps(report)
 
 
+@pytest.mark.single_slot("drops the default slot, which a sharded outbox does not have")
 def test_with_the_slot_gone_every_absent_row_is_missing(migrated: Target, run: Cli) -> None:
     with migrated.pg() as conn:
         insert_events(conn, ["s1"])
@@ -206,6 +210,7 @@ def test_events_no_outbox_row_explains_are_unexpected(migrated: Target, run: Cli
     assert report["missing"]["count"] == 0
 
 
+@pytest.mark.single_slot("--from-lsn reads one slot (refused when sharded: tests/workers)")
 def test_from_lsn_checks_only_what_was_committed_after_it(migrated: Target, run: Cli) -> None:
     with migrated.pg() as conn:
         insert_events(conn, [f"w1-{i}" for i in range(50)])
@@ -220,6 +225,7 @@ def test_from_lsn_checks_only_what_was_committed_after_it(migrated: Target, run:
     assert report["outbox_ids"] == 50 and report["scope"]["from_lsn"] == saved
 
 
+@pytest.mark.single_slot("--from-lsn reads one slot (refused when sharded: tests/workers)")
 def test_bad_inputs_give_one_line_and_exit_2(migrated: Target, run: Cli) -> None:
     with migrated.pg() as conn:
         insert_events(conn, ["b1"])

@@ -117,6 +117,7 @@ def test_rows_no_outbox_row_explains_are_deleted_only_when_asked(migrated: Targe
                "the pipeline to deliver past the deleted position")
 
 
+@pytest.mark.single_slot("reads the one slot's status report")
 def test_a_ledger_claiming_more_than_the_events_table_is_a_warning_until_repaired(migrated: Target, run: Cli) -> None:
     _deliver_two_months(migrated, run)
     proc = migrated.start("run")  # status grades an idle slot; keep one streaming
