@@ -15,6 +15,7 @@ from ..pg.shards import list_workers as read_workers
 from ..pg.shards import read_sharding, streaming_generation
 from ..pipeline.retain import Retention
 from ..settings import Settings
+from ..sink import open_sink
 from ..stopping import StopSignals
 from .group import WorkerGroup
 from .runner import ForkRunner, Runner, ThreadRunner
@@ -42,6 +43,7 @@ def run_worker(
 
     ``metrics``: the process's endpoint, serving every shard this worker streams (each labelled with its
     slot and shard number)."""
+    _check_sink(settings, log)
     until_lsn = None
     positions: dict[str, int] = {}
     with connect(settings.pg_dsn, application_name="cdc-worker") as conn:
@@ -68,6 +70,15 @@ def run_worker(
                         until=until_lsn, replay=positions)
     signals.started()
     group.run(signals.stop, signals.abort)
+
+
+def _check_sink(settings: Settings, log: FilteringBoundLogger) -> None:
+    """A wrong ClickHouse URL, user, password or TLS setting, or a server not there, ends ``cdc run`` at
+    start-up in one line, as it does on one slot. (Once running, a shard streamer that cannot reach its
+    sink is restarted with backoff: an outage must not end the group.)"""
+    if settings.sink_url.startswith("chdb:"):
+        return  # in-process, one process at a time: each shard streamer opens it, and says why it cannot
+    open_sink(settings.sink_url, settings, log=log).close()
 
 
 def _replay_positions(

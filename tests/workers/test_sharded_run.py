@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 from shard_support import RUN, CdcProcess, Writer, all_acknowledged, assert_exactly, owned_by, stop_all, streamed
+from servers import ClickHouse
 from support import Target, checked, wait_until
 
 
@@ -71,3 +73,19 @@ def test_two_workers_drain_four_shards_up_to_an_lsn_and_leave(pg_dsn: str, click
         assert worker.events("every shard has reached the LSN to stop at: leaving")
     assert all_acknowledged(t, end)
     assert_exactly(t, ids, [])
+
+
+def test_a_worker_with_a_wrong_clickhouse_password_ends_at_start_up_in_one_line(
+    pg_dsn: str, clickhouse_url: str, clickhouse_server: ClickHouse,
+) -> None:
+    t = Target(pg_dsn, clickhouse_url)
+    checked(t.cdc("migrate", "--shards", "2"))
+    database = urlsplit(clickhouse_url).path.lstrip("/")
+    wrong = f"clickhouse://nobody:not-the-password@127.0.0.1:{clickhouse_server.port}/{database}"
+    result = Target(pg_dsn, wrong).cdc("run", "--until-lsn", "current", timeout=60)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("cdc: error: ClickHouse at ") and "refused user 'nobody'" in last, last
+    assert "not-the-password" not in result.stdout + result.stderr
+    with t.pg() as conn:
+        assert conn.execute("SELECT count(*) FROM cdc_workers").fetchone() == (0,), "it never joined the group"
