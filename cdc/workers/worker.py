@@ -47,6 +47,7 @@ def run_worker(
     until_lsn = None
     positions: dict[str, int] = {}
     with connect(settings.pg_dsn, application_name="cdc-worker") as conn:
+        _preflight(conn, settings)
         if until is not None:
             # One LSN for the whole group: 'current' is read once, here.
             until_lsn = preflight.current_wal_lsn(conn) if until == "current" else _lsn(until)
@@ -70,6 +71,18 @@ def run_worker(
                         until=until_lsn, replay=positions)
     signals.started()
     group.run(signals.stop, signals.abort)
+
+
+def _preflight(conn: Conn, settings: Settings) -> None:
+    """What ``cdc run`` on one slot checks before it streams, for every shard streamed now: a missing or
+    changed outbox, or a shard's publication, ends the worker at start-up in one line, as it ends one slot's
+    run. (The slots are each shard streamer's to check: another worker may be streaming them.)"""
+    preflight.check_server(conn)
+    preflight.check_outbox(conn, settings.outbox_schema, settings.outbox_table)
+    generation = streaming_generation(read_sharding(conn, settings.outbox_schema, settings.slot),
+                                      reshard_running=False)
+    for shard in [] if generation is None else generation.shard_list():
+        preflight.check_publication(conn, shard.publication, settings.outbox_schema, settings.outbox_table)
 
 
 def _check_sink(settings: Settings, log: FilteringBoundLogger) -> None:

@@ -89,3 +89,13 @@ def test_a_worker_with_a_wrong_clickhouse_password_ends_at_start_up_in_one_line(
     assert "not-the-password" not in result.stdout + result.stderr
     with t.pg() as conn:
         assert conn.execute("SELECT count(*) FROM cdc_workers").fetchone() == (0,), "it never joined the group"
+
+
+def test_a_worker_whose_outbox_lost_a_column_ends_at_start_up_in_one_line(pg_dsn: str, clickhouse_url: str) -> None:
+    t = Target(pg_dsn, clickhouse_url)
+    checked(t.cdc("migrate", "--shards", "2"))
+    with t.pg() as conn:
+        conn.execute("ALTER TABLE outbox DROP COLUMN environment")
+    result = t.cdc("run", "--until-lsn", "current", timeout=60)
+    assert result.returncode == 1
+    assert "lacks column(s) environment" in result.stderr.strip().splitlines()[-1], result.stderr[-2000:]
