@@ -24,6 +24,10 @@ class PipelineError(UserError):
     """The pipeline cannot go on; nothing unstored was acknowledged."""
 
 
+class SlotBusy(PreflightError):
+    """Another process streams the slot: a lone run says so; a worker waits and tries again."""
+
+
 class AdminError(UserError):
     """A DBA command refused, or the server refused it: the message says what to do."""
 

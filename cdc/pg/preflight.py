@@ -11,7 +11,7 @@ import psycopg
 from psycopg import sql
 
 from ..core.outbox import REQUIRED_COLUMNS
-from ..errors import ConnectError, PreflightError
+from ..errors import ConnectError, PreflightError, SlotBusy
 from ..lsn import format_lsn, parse_lsn
 from ..settings import Settings
 
@@ -171,7 +171,7 @@ def check_slot(conn: psycopg.Connection[tuple[object, ...]], info: SlotInfo) -> 
             f"replication slot {info.name} belongs to database {info.database}, not {database}: use another --slot"
         )
     if info.active_pid is not None:
-        raise PreflightError(
+        raise SlotBusy(
             f"replication slot {info.name} is in use by process {info.active_pid} (another cdc run?): "
             "stop that process, or use another --slot"
         )

@@ -19,7 +19,7 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ..core.outbox_binary import binary_readable
-from ..errors import PreflightError
+from ..errors import PreflightError, SlotBusy
 from ..pgoutput.framing import standby_status_update
 from ..redact import dsn_password, scrub
 from ..settings import Settings
@@ -213,7 +213,7 @@ def start_stream(s: Settings, *, start_lsn: str, reconnecting: bool) -> tuple[Re
         if exc.sqlstate == "55006":
             if reconnecting:
                 raise ReplicationError(str(exc)) from None  # retried: see above
-            raise PreflightError(
+            raise SlotBusy(
                 f"replication slot {s.slot} is in use by another process: stop it, or use another --slot"
             ) from None
         raise

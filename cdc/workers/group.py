@@ -32,11 +32,12 @@ from dataclasses import dataclass
 from structlog.typing import FilteringBoundLogger
 
 from ..backoff import Backoff
+from ..errors import PipelineError
 from ..pg.shards import streaming_generation
 from ..pg.worker_session import LockLost, LockSession
 from ..shards.layout import Shard, reshard_key
 from . import shares
-from .runner import Runner
+from .runner import CANNOT_GO_ON, Runner
 
 HEARTBEAT_INTERVAL = 1.0
 HUNG_AFTER = 30.0        # a live session that stopped beating this long is ended by the others
@@ -81,6 +82,8 @@ class WorkerGroup:
         # leaves once every shard of the generation has acknowledged the LSN.
         self._until = until
         self._finished = False
+        # What the streamer of a shard met that no restart mends: the worker leaves, then says so.
+        self._failed: str | None = None
         # slot -> LSN to replay from, the first time this worker streams it.
         self._replay = dict(replay or {})
 
@@ -103,6 +106,8 @@ class WorkerGroup:
                     if not self._finished:
                         stop.wait(self._interval)
                 self._leave(abort)
+                if self._failed is not None:
+                    raise PipelineError(self._failed)
                 return
             except LockLost as exc:
                 self._lose_everything(str(exc))
@@ -186,6 +191,11 @@ class WorkerGroup:
                     self._log.warning("shard streamer ended with an error while handing over", slot=exited.shard.slot,
                                       code=exited.code)
                 self._release(exited.shard, "handed over")
+                continue
+            if exited.code == CANNOT_GO_ON:
+                self._release(exited.shard, "given up")
+                self._failed = exited.why or f"the streamer of shard slot {exited.shard.slot} cannot go on"
+                self._finished = True
                 continue
             if self._until is not None and exited.code == 0:
                 owned.done = True

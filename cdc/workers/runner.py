@@ -28,7 +28,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from structlog.typing import FilteringBoundLogger
 
@@ -41,6 +41,13 @@ if TYPE_CHECKING:  # prometheus_client loads only when metrics are served
     from ..metrics.children import ChildMetrics
 
 ShardTarget = Callable[[Shard, threading.Event, threading.Event, MetricsHub | None], int]
+# A streamer's exit status when it met what no restart mends (the outbox, a publication, the sink's
+# configuration, a value ClickHouse cannot hold): the worker leaves, as one slot's `cdc run` exits.
+CANNOT_GO_ON: Final = 78  # EX_CONFIG
+
+
+class CannotGoOn(Exception):
+    """Raised by a ShardTarget: the one line that says what to mend (the worker's own last words)."""
 _PR_SET_PDEATHSIG = 1
 _STOPS = {signal.SIGTERM, signal.SIGINT}
 
@@ -49,6 +56,7 @@ _STOPS = {signal.SIGTERM, signal.SIGINT}
 class Exited:
     shard: Shard
     code: int  # exit status; negative: killed by that signal
+    why: str | None = None  # with CANNOT_GO_ON: what to mend
 
 
 class Runner(Protocol):
@@ -66,6 +74,7 @@ class Runner(Protocol):
 class _Child:
     shard: Shard
     pid: int
+    why: int  # the read end of the pipe its CannotGoOn line comes through
     stops: int = 0
 
 
@@ -87,17 +96,22 @@ class ForkRunner:
         # fork, and in the child for good, it waits for the child's relay thread.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
         report = None if self._metrics is None else self._metrics.open(shard.slot)
+        why_read, why_write = os.pipe()
         try:
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child, which never returns
-                self._child(shard, parent, report)
+                os.close(why_read)
+                self._child(shard, parent, report, why_write)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             if report is not None:
                 report.close()  # the child's end: the worker keeps its own
-        self._children[shard.slot] = _Child(shard, pid)
+            os.close(why_write)
+        self._children[shard.slot] = _Child(shard, pid, why_read)
 
-    def _child(self, shard: Shard, parent: int, report: Connection[Any, Any] | None) -> None:  # pragma: no cover - child side
+    def _child(  # pragma: no cover - child side
+        self, shard: Shard, parent: int, report: Connection[Any, Any] | None, why: int,
+    ) -> None:
         code = 1
         try:
             if sys.platform.startswith("linux"):
@@ -116,6 +130,9 @@ class ForkRunner:
             threading.Thread(target=_relay_stops, args=(stop, abort), name="cdc-stop-relay", daemon=True).start()
             hub = None if self._metrics is None or report is None else self._metrics.in_child(report)
             code = self._target(shard, stop, abort, hub)
+        except CannotGoOn as exc:
+            os.write(why, str(exc).encode()[:4000])  # within PIPE_BUF's one write: the worker reads it whole
+            code = CANNOT_GO_ON
         except BaseException as exc:  # noqa: BLE001 - a child must end here, whatever happened
             self._log.error("shard streamer failed", slot=shard.slot, error=f"{type(exc).__name__}: {exc}")
         finally:
@@ -146,7 +163,9 @@ class ForkRunner:
             del self._children[slot]
             if self._metrics is not None:
                 self._metrics.forget(slot)
-            out.append(Exited(child.shard, os.waitstatus_to_exitcode(status)))
+            with os.fdopen(child.why, "rb") as why:
+                said = why.read().decode(errors="replace") or None  # the child has exited: never blocks
+            out.append(Exited(child.shard, os.waitstatus_to_exitcode(status), said))
         return out
 
     def running(self) -> list[Shard]:
@@ -174,6 +193,7 @@ class _Thread:
     stop: threading.Event = field(default_factory=threading.Event)
     abort: threading.Event = field(default_factory=threading.Event)
     code: list[int] = field(default_factory=lambda: [1])
+    why: list[str | None] = field(default_factory=lambda: [None])
 
 
 class ThreadRunner:
@@ -194,6 +214,8 @@ class ThreadRunner:
     def _run(self, entry: _Thread) -> None:
         try:
             entry.code[0] = self._target(entry.shard, entry.stop, entry.abort, self._metrics)
+        except CannotGoOn as exc:
+            entry.code[0], entry.why[0] = CANNOT_GO_ON, str(exc)
         except BaseException as exc:  # noqa: BLE001 - reported as the shard's exit status
             self._log.error("shard streamer failed", slot=entry.shard.slot, error=f"{type(exc).__name__}: {exc}")
             entry.code[0] = 1
@@ -214,7 +236,7 @@ class ThreadRunner:
         for slot, entry in list(self._threads.items()):
             if entry.thread is not None and not entry.thread.is_alive():
                 del self._threads[slot]
-                out.append(Exited(entry.shard, entry.code[0]))
+                out.append(Exited(entry.shard, entry.code[0], entry.why[0]))
         return out
 
     def running(self) -> list[Shard]:

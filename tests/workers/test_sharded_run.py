@@ -99,3 +99,23 @@ def test_a_worker_whose_outbox_lost_a_column_ends_at_start_up_in_one_line(pg_dsn
     result = t.cdc("run", "--until-lsn", "current", timeout=60)
     assert result.returncode == 1
     assert "lacks column(s) environment" in result.stderr.strip().splitlines()[-1], result.stderr[-2000:]
+
+
+def test_a_shard_meeting_a_value_clickhouse_cannot_hold_ends_the_worker_in_one_line(
+    pg_dsn: str, clickhouse_url: str,
+) -> None:
+    t = Target(pg_dsn, clickhouse_url)
+    checked(t.cdc("migrate", "--shards", "2"))
+    t.ch().execute("ALTER TABLE events MODIFY COLUMN metadata_version Int8")  # 1000 no longer fits
+    with t.pg() as conn:
+        conn.execute("INSERT INTO outbox (unique_id, event_type, metadata_version) VALUES ('too-big', 'test', 1000)")
+    before = t.confirmed_lsn()
+    result = t.cdc("run", "--until-lsn", "current", "--flush-interval", "0.1", "--retry-max", "0.2", timeout=120)
+    assert result.returncode == 1, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("cdc: error: ") and "metadata_version" in lines[-1] and "widen that column" in lines[-1]
+    assert any("shard streamer cannot go on" in line for line in lines)
+    assert t.confirmed_lsn() == before, "acknowledged a batch that was not stored"
+    t.ch().execute("ALTER TABLE events MODIFY COLUMN metadata_version Int32")
+    checked(t.cdc("run", "--until-lsn", "current", "--flush-interval", "0.1"))
+    assert t.delivered_ids() == ["too-big"]
