@@ -30,8 +30,10 @@ from ..settings import Settings
 MAX_SHARDS: Final = 64
 SHARD_COLUMN: Final = "shard_hash"
 # The sign bit cleared (not abs(), which overflows on the smallest bigint and
-# would make the application's INSERT fail).
-SHARD_EXPRESSION: Final = "hashtextextended(unique_id, 0) & 9223372036854775807"
+# would make the application's INSERT fail). A NULL unique_id (an outbox of the
+# application's own that allows it) goes to shard 0, to be dead-lettered there:
+# a NULL shard_hash matches no shard's row filter, and the row would be lost.
+SHARD_EXPRESSION: Final = "coalesce(hashtextextended(unique_id, 0), 0) & 9223372036854775807"
 UNSHARDED_STREAM: Final = 0
 _STREAMS_PER_GENERATION: Final = 100
 

@@ -119,3 +119,18 @@ def test_a_shard_meeting_a_value_clickhouse_cannot_hold_ends_the_worker_in_one_l
     t.ch().execute("ALTER TABLE events MODIFY COLUMN metadata_version Int32")
     checked(t.cdc("run", "--until-lsn", "current", "--flush-interval", "0.1"))
     assert t.delivered_ids() == ["too-big"]
+
+
+def test_a_row_with_a_null_unique_id_is_dead_lettered_not_lost_between_the_shards(
+    pg_dsn: str, clickhouse_url: str,
+) -> None:
+    t = Target(pg_dsn, clickhouse_url)
+    checked(t.cdc("migrate", "--shards", "3"))
+    with t.pg() as conn:
+        conn.execute("ALTER TABLE outbox ALTER COLUMN unique_id DROP NOT NULL")  # an outbox that allows it
+        conn.execute("INSERT INTO outbox (unique_id, event_type) VALUES (NULL, 'no-id'), ('has-id', 'ok')")
+        assert conn.execute("SELECT shard_hash % 3 FROM outbox WHERE unique_id IS NULL").fetchone() == (0,)
+    checked(t.cdc("run", "--until-lsn", "current", "--flush-interval", "0.1"))
+    assert t.delivered_ids() == ["has-id"]
+    letters = t.ch().execute("SELECT reason, row_json FROM events_dead_letter")
+    assert len(letters) == 1 and '"event_type":"no-id"' in letters[0][1], letters
