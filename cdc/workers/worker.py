@@ -55,6 +55,10 @@ def run_worker(
             positions = _replay_positions(conn, settings, replay, max_shards)
     target = shard_target(settings, log=log, failpoints=failpoints, retention=retention, until=until_lsn)
     runner: Runner
+    if not threads and settings.sink_url.startswith("chdb:"):
+        # chDB opens a directory from one process at a time: shard processes would lock each other out.
+        log.info("a chDB sink is opened by one process: its shards stream in threads of this one")
+        threads = True
     if threads:
         runner = ThreadRunner(target, log, metrics)
     else:

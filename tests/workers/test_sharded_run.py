@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from shard_support import RUN, CdcProcess, Writer, all_acknowledged, assert_exactly, owned_by, stop_all, streamed
 from servers import ClickHouse
-from support import Target, checked, wait_until
+from support import Target, checked, insert_events, wait_until
 
 
 @pytest.fixture
@@ -134,3 +135,15 @@ def test_a_row_with_a_null_unique_id_is_dead_lettered_not_lost_between_the_shard
     assert t.delivered_ids() == ["has-id"]
     letters = t.ch().execute("SELECT reason, row_json FROM events_dead_letter")
     assert len(letters) == 1 and '"event_type":"no-id"' in letters[0][1], letters
+
+
+def test_shards_into_a_chdb_sink_stream_in_threads_of_one_process(pg_dsn: str, tmp_path: Path) -> None:
+    pytest.importorskip("chdb")
+    t = Target(pg_dsn, f"chdb://{tmp_path / 'chdb'}")
+    checked(t.cdc("migrate", "--shards", "3"))
+    ids = [f"c-{i}" for i in range(300)]
+    with t.pg() as conn:
+        insert_events(conn, ids)
+    result = checked(t.cdc("run", "--until-lsn", "current", "--flush-interval", "0.1"))
+    assert "its shards stream in threads of this one" in result.stderr
+    assert sorted(t.delivered_ids()) == sorted(ids)
