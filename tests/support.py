@@ -24,11 +24,11 @@ CDC = [sys.executable, "-m", "cdc"]
 TEST_SHARDS = int(os.environ.get("CDC_TEST_SHARDS") or "1")
 
 # The slot named, or (sharded) its shards' slots: pg_replication_slots rows a helper reads.
-_SLOTS = ("FROM pg_replication_slots WHERE slot_name = %(slot)s OR (%(sharded)s AND slot_name ~ ('^' || %(slot)s || "
-          "'_[0-9]+$') AND NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = %(slot)s))")
+SLOTS = ("FROM pg_replication_slots WHERE slot_name = %(slot)s OR (%(sharded)s AND slot_name ~ ('^' || %(slot)s || "
+        "'_[0-9]+$') AND NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = %(slot)s))")
 
 
-def _slot_args(slot: str, **more: object) -> dict[str, object]:
+def slot_args(slot: str, **more: object) -> dict[str, object]:
     return {"slot": slot, "sharded": TEST_SHARDS > 1, **more}
 
 
@@ -70,19 +70,19 @@ class Target:
     def confirmed_lsn(self, slot: str = "cdc_outbox") -> str | None:
         """The slot's confirmed position (sharded: the least of its shards')."""
         with self.pg() as conn:
-            row = conn.execute(f"SELECT min(confirmed_flush_lsn)::text {_SLOTS}", _slot_args(slot)).fetchone()
+            row = conn.execute(f"SELECT min(confirmed_flush_lsn)::text {SLOTS}", slot_args(slot)).fetchone()
             return None if row is None else row[0]  # type: ignore[return-value]
 
     def slot_reached(self, lsn: str, slot: str = "cdc_outbox") -> bool:
         with self.pg() as conn:
-            row = conn.execute(f"SELECT bool_and(confirmed_flush_lsn >= %(lsn)s::pg_lsn) {_SLOTS}",
-                               _slot_args(slot, lsn=lsn)).fetchone()
+            row = conn.execute(f"SELECT bool_and(confirmed_flush_lsn >= %(lsn)s::pg_lsn) {SLOTS}",
+                               slot_args(slot, lsn=lsn)).fetchone()
             return bool(row and row[0])
 
     def slot_active(self, slot: str = "cdc_outbox") -> bool:
         """Sharded: any of its shards' slots."""
         with self.pg() as conn:
-            row = conn.execute(f"SELECT bool_or(active) {_SLOTS}", _slot_args(slot)).fetchone()
+            row = conn.execute(f"SELECT bool_or(active) {SLOTS}", slot_args(slot)).fetchone()
             return bool(row and row[0])
 
     def delivered_ids(self, table: str = "events") -> list[str]:
@@ -224,7 +224,7 @@ def slot_released(t: Target, slot: str = "cdc_outbox", timeout: float = 30) -> N
 
     def released() -> bool:
         with t.pg() as conn:
-            row = conn.execute(f"SELECT bool_or(active) {_SLOTS}", _slot_args(slot)).fetchone()
+            row = conn.execute(f"SELECT bool_or(active) {SLOTS}", slot_args(slot)).fetchone()
         return row is None or not row[0]
 
     wait_until(released, timeout, "the killed run's walsender to release the slot", 0.05)

@@ -95,6 +95,7 @@ def other_database(pg_server: PgServer) -> Iterator[str]:
     drop_database(pg_server, name)
 
 
+@pytest.mark.single_slot("compares Django's outbox with an unsharded migrate's: sharding adds shard_hash")
 def test_the_django_migration_creates_the_outbox_cdc_migrate_creates(db: str, other_database: str) -> None:
     _migrate()
     checked(Target(other_database, "").cdc("migrate"))
@@ -103,6 +104,7 @@ def test_the_django_migration_creates_the_outbox_cdc_migrate_creates(db: str, ot
     assert django_made == _outbox_shape(other_database)
 
 
+@pytest.mark.single_slot("expects the one publication and slot in migrate's report")
 def test_cdc_migrate_after_the_django_migration_only_adds_publication_and_slot(db: str) -> None:
     _migrate()
     result = checked(Target(db, "").cdc("migrate", "--json"))
@@ -241,6 +243,7 @@ print(OutboxEvent._meta.db_table, OutboxEvent.objects.get().unique_id)
 """
 
 
+@pytest.mark.single_slot("migrates an outbox that already holds rows: sharding that is refused by design (tests/shards)")
 def test_cdc_outbox_schema_and_table_settings_place_the_outbox(db: str) -> None:
     script = f"DB = {_django_database(db)!r}\n" + textwrap.dedent(_CUSTOM_TABLE_APP)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=dict(os.environ))

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 
 import orjson
 import psycopg
-from support import CDC, Position, Target, high_water_mark, parse_lsn_text, wait_until
+from support import CDC, SLOTS, Position, Target, high_water_mark, parse_lsn_text, slot_args, wait_until
 
 # A fixed seed makes a failing run reproducible; CDC_FAULT_SEED picks another.
 SEED = int(os.environ.get("CDC_FAULT_SEED", "20240605"))
@@ -248,8 +248,9 @@ class CdcProcess:
 
 
 def slot_pid(t: Target, slot: str = "cdc_outbox") -> int | None:
+    """The walsender streaming the slot (sharded: one of its shards', None once none is)."""
     with t.pg() as conn:
-        row = conn.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+        row = conn.execute(f"SELECT min(active_pid) {SLOTS}", slot_args(slot)).fetchone()
     return None if row is None else row[0]  # type: ignore[return-value]
 
 

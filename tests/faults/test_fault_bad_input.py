@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 from fault_support import CdcProcess, assert_exactly, catch_up
 from support import Target, insert_events
 
@@ -30,6 +31,7 @@ def _lsn(conn: object) -> int:
     return (int(high, 16) << 32) | int(low, 16)
 
 
+@pytest.mark.single_slot("a row's position counts one slot's rows of its transaction; a shard sees only its own")
 def test_bad_rows_are_dead_lettered_with_reason_and_lsn_and_the_stream_goes_on(migrated: Target) -> None:
     t = migrated
     with t.pg() as conn:

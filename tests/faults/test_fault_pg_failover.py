@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from fault_support import CdcProcess, Writer, assert_exactly, catch_up, outbox_ids
 from servers.pg_standby import StandbyPair
 from support import Target, checked
@@ -27,6 +28,7 @@ TUNING = (
 SLOT = "cdc_outbox"
 
 
+@pytest.mark.single_slot("promotes with the one slot synced; doctor's sharded chain is tests/admin/test_doctor_ha.py")
 def test_failover_under_load_ends_with_exactly_the_promoted_servers_rows(
     pg_standby: StandbyPair, clickhouse_url: str
 ) -> None:

@@ -39,6 +39,7 @@ def _lost_and_back(run: CdcProcess, times: int) -> None:
     run.wait_for("streaming", timeout=60, count=times + 1)
 
 
+@pytest.mark.single_slot("counts one stream's reconnections; sharded restarts: tests/workers/test_sharded_faults.py")
 @pytest.mark.parametrize("fault", FAULTS)
 def test_postgres_fault_mid_stream_resumes_without_loss_or_duplicates(
     migrated: Target, pg_server: PgServer, fault: str

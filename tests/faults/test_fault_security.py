@@ -21,7 +21,7 @@ from psycopg import sql
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg.conninfo import conninfo_to_dict
 from servers import ClickHouse, PgServer
-from support import CDC, Target, insert_events, wait_until
+from support import CDC, TEST_SHARDS, Target, insert_events, wait_until
 
 from cdc.pg.replication import replication_conninfo
 
@@ -157,6 +157,10 @@ def _refused(result: subprocess.CompletedProcess[str]) -> str:
 # -- least privilege -----------------------------------------------------------------------------
 
 
+# Marks the tests of docs/least-privilege.sql alone: test_sharded_privileges.py runs it with the shards' file.
+LEAST_PRIVILEGE_ALONE = "runs docs/least-privilege.sql alone: the one slot's publication"
+
+
 @pytest.fixture
 def least_privilege(migrated: Target, pg_server: PgServer) -> Iterator[Target]:
     """The role of docs/least-privilege.sql, made by running exactly that file."""
@@ -181,6 +185,7 @@ def least_privilege(migrated: Target, pg_server: PgServer) -> Iterator[Target]:
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(ROLE)))
 
 
+@pytest.mark.single_slot(LEAST_PRIVILEGE_ALONE)
 def test_least_privilege_role_runs_the_pipeline(least_privilege: Target, migrated: Target) -> None:
     role = least_privilege
     with role.pg() as conn:
@@ -229,6 +234,7 @@ def _heartbeat_samples(run: CdcProcess) -> dict[str, float]:
     }
 
 
+@pytest.mark.single_slot(LEAST_PRIVILEGE_ALONE)
 def test_least_privilege_role_times_heartbeats_in_a_database_that_revoked_them_from_public(
     least_privilege: Target, migrated: Target
 ) -> None:
@@ -250,6 +256,7 @@ def test_least_privilege_role_times_heartbeats_in_a_database_that_revoked_them_f
     assert_exactly(migrated, ["before-1"])
 
 
+@pytest.mark.single_slot(LEAST_PRIVILEGE_ALONE)
 def test_least_privilege_role_without_the_grant_says_so_once_and_delivers_without_heartbeats(
     least_privilege: Target, migrated: Target
 ) -> None:
@@ -278,6 +285,7 @@ def test_least_privilege_role_without_the_grant_says_so_once_and_delivers_withou
     assert_exactly(migrated, ["streamed-1", "streamed-2"])
 
 
+@pytest.mark.single_slot(LEAST_PRIVILEGE_ALONE)
 def test_least_privilege_role_without_replication_is_refused_clearly(
     least_privilege: Target, migrated: Target
 ) -> None:
@@ -369,5 +377,6 @@ def test_hostile_names_are_refused_before_any_connection(migrated: Target) -> No
     assert listener.accepted == 0, "a connection was made before the name was checked"
     with migrated.pg() as conn:
         conn.execute("SELECT count(*) FROM public.outbox")
-        assert conn.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'cdc_outbox'").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name ~ '^cdc_outbox(_[0-9]+)?$'"
+                            ).fetchone() == (TEST_SHARDS,)
     assert migrated.ch().execute("EXISTS TABLE events") == [(1,)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
 from fault_support import CdcProcess, assert_exactly, catch_up, drain, slot_pid, walsender_pid
 from servers import PgServer
 from support import Target, insert_events, wait_until
@@ -37,6 +38,7 @@ def _lose_the_slot(t: Target) -> None:
     raise AssertionError(f"the slot is still {_wal_status(t)!r} after writing 30 WAL segments")
 
 
+@pytest.mark.single_slot("invalidates the one slot, cdc_outbox")
 def test_lost_slot_stops_with_how_to_recover(migrated: Target, pg_server: PgServer) -> None:
     t = migrated
     with t.pg() as conn:
@@ -77,6 +79,7 @@ def _ok(result: subprocess.CompletedProcess[str]) -> None:
     assert result.returncode == 0, f"exit {result.returncode}:\n{result.stderr[-3000:]}"
 
 
+@pytest.mark.single_slot("two runs on one slot; sharded, a second run joins the group (tests/workers)")
 def test_second_pipeline_on_the_same_slot_is_refused_and_the_first_keeps_going(migrated: Target) -> None:
     t = migrated
     first = CdcProcess(t, "run", "--flush-interval", "0.2")
@@ -100,6 +103,7 @@ def test_second_pipeline_on_the_same_slot_is_refused_and_the_first_keeps_going(m
     assert_exactly(t, committed)
 
 
+@pytest.mark.single_slot("two runs on one slot; sharded, a second run joins the group (tests/workers)")
 def test_two_pipelines_started_together_one_wins_one_fails_clearly(migrated: Target) -> None:
     t = migrated
     for attempt in range(2):

@@ -21,6 +21,7 @@ from cdc.lsn import parse_lsn
 FAST = ("--flush-interval", "0.2", "--status-interval", "0.5")
 
 
+@pytest.mark.single_slot("reads one pipeline's series; a worker's: tests/metrics/test_metrics_sharded.py")
 def test_the_endpoint_counts_what_the_run_stored_and_names_everything_the_docs_use(migrated: Target) -> None:
     t = migrated
     run = LiveRun(t, *FAST, "--heartbeat-interval", "0.3")
@@ -76,6 +77,7 @@ def test_the_endpoint_counts_what_the_run_stored_and_names_everything_the_docs_u
     assert frame["lag_seconds"] is not None and frame["heartbeat_p99"] is not None
 
 
+@pytest.mark.single_slot("reads one pipeline's series; a worker's: tests/metrics/test_metrics_sharded.py")
 def test_heartbeats_time_an_idle_pipeline_move_its_slot_and_never_become_rows(migrated: Target) -> None:
     t = migrated
     before = parse_lsn(t.confirmed_lsn() or "0/0")
@@ -100,6 +102,7 @@ def test_heartbeats_time_an_idle_pipeline_move_its_slot_and_never_become_rows(mi
     assert not [r for r in run.records() if r.get("level") in ("warning", "error")], run.tail()
 
 
+@pytest.mark.single_slot("reads one pipeline's series; a worker's: tests/metrics/test_metrics_sharded.py")
 def test_a_heartbeat_behind_an_unstored_batch_is_timed_only_once_that_batch_is_stored(
     migrated: Target, clickhouse_server: ClickHouse
 ) -> None:
@@ -169,6 +172,7 @@ def test_a_busy_metrics_port_is_one_line_and_nothing_is_read(migrated: Target) -
     assert t.ch().execute("SELECT count() FROM events") == [(0,)]
 
 
+@pytest.mark.single_slot("reads one pipeline's series; a worker's: tests/metrics/test_metrics_sharded.py")
 def test_prometheus_scrapes_a_live_run_evaluates_the_alerts_and_promql_returns_the_delivered_count(
     migrated: Target, prometheus: PrometheusServer
 ) -> None:

@@ -29,6 +29,7 @@ def two_sinks(pg_dsn: str, clickhouse_server: object, clickhouse_url: str) -> tu
     return text, binary
 
 
+@pytest.mark.single_slot("reads the one pipeline's streaming line")
 def test_binary_rows_arrive_exactly_as_text_rows_do(two_sinks: tuple[Target, Target]) -> None:
     text, binary = two_sinks
     with text.pg() as conn:
@@ -81,6 +82,7 @@ VARIANT_ROWS = "INSERT INTO outbox (unique_id, event_type, occurred_at, environm
                "VALUES (%s, '\"user.created\"', %s, '\"prod\"', %s, %s)"
 
 
+@pytest.mark.single_slot("alters the type of unique_id, from which shard_hash is computed")
 @pytest.mark.parametrize("variant", list(TYPE_VARIANTS))
 def test_every_column_type_binary_reads_delivers_what_text_does(two_sinks: tuple[Target, Target],
                                                                 variant: str) -> None:

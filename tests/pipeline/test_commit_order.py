@@ -11,6 +11,7 @@ import re
 import threading
 import time
 
+import pytest
 import psycopg
 from support import Target, checked, stop, wait_until
 
@@ -56,6 +57,7 @@ def _stored_in_commit_order(t: Target) -> list[tuple[str, int, int]]:
     return [(str(uid), int(lsn), int(seq)) for uid, lsn, seq in rows]
 
 
+@pytest.mark.single_slot("one global commit order; each shard keeps its own (tests/workers/test_sharded_exactness.py)")
 def test_concurrent_writers_rows_are_inserted_in_commit_order(pg_dsn: str, clickhouse_url: str) -> None:
     t = Target(pg_dsn, clickhouse_url)
     checked(t.cdc("migrate"))

@@ -84,6 +84,7 @@ CASES = [
 ]
 
 
+@pytest.mark.single_slot("the failpoint loop kills one pipeline at each failpoint; tests/workers kill -9 sharded workers")
 @pytest.mark.parametrize(("failpoint", "sink_url"), CASES, indirect=["sink_url"])
 def test_restart_after_kill_delivers_exactly_the_committed_rows(pg_dsn: str, sink_url: str, failpoint: str) -> None:
     t = Target(pg_dsn, sink_url)

@@ -6,6 +6,7 @@ import json
 import signal
 import threading
 
+import pytest
 from servers import PgServer
 from support import Target, checked, insert_events, stop, wait_until
 
@@ -20,6 +21,7 @@ def _drop_slot_and_fill(t: Target, rows: int) -> set[str]:
     return ids
 
 
+@pytest.mark.single_slot("`cdc run --create-slot` makes the one slot; sharded slots are made by migrate and reshard")
 def test_existing_rows_then_new_ones_arrive_with_no_gap_and_no_overlap(pg_dsn: str, clickhouse_url: str) -> None:
     t = Target(pg_dsn, clickhouse_url)
     checked(t.cdc("migrate"))
@@ -54,6 +56,7 @@ def test_existing_rows_then_new_ones_arrive_with_no_gap_and_no_overlap(pg_dsn: s
     assert set(delivered) == expected
 
 
+@pytest.mark.single_slot("`cdc run --create-slot` makes the one slot; sharded slots are made by migrate and reshard")
 def test_an_interrupted_first_copy_is_refused_then_redone_without_duplicates(pg_dsn: str, clickhouse_url: str) -> None:
     t = Target(pg_dsn, clickhouse_url)
     checked(t.cdc("migrate"))
@@ -72,6 +75,7 @@ def test_an_interrupted_first_copy_is_refused_then_redone_without_duplicates(pg_
     assert len(delivered) == len(expected), "rows copied before the crash were copied again"
 
 
+@pytest.mark.single_slot("`cdc run --create-slot` makes the one slot; sharded slots are made by migrate and reshard")
 def test_a_new_slot_after_a_lost_one_copies_only_what_clickhouse_lacks(pg_dsn: str, clickhouse_url: str) -> None:
     t = Target(pg_dsn, clickhouse_url)
     checked(t.cdc("migrate"))
@@ -100,6 +104,7 @@ def _slot_failover(t: Target) -> object:
     return row[0]
 
 
+@pytest.mark.single_slot("`cdc run --create-slot` makes the one slot; sharded slots are made by migrate and reshard")
 def test_the_slot_run_creates_is_a_failover_slot_like_migrates(
     pg_dsn: str, clickhouse_url: str, pg_server: PgServer
 ) -> None:

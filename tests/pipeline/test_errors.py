@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import psycopg
 from support import Target, checked, insert_events, stop, wait_until
 
@@ -36,6 +37,7 @@ def test_a_value_its_clickhouse_column_cannot_hold_ends_the_run_in_one_line(pg_d
     assert sorted(t.delivered_ids()) == ["fits", "too-big"]
 
 
+@pytest.mark.single_slot("drops the one slot, cdc_outbox")
 def test_a_slot_dropped_while_running_stops_the_run_with_how_to_recover(pg_dsn: str, clickhouse_url: str) -> None:
     t = Target(pg_dsn, clickhouse_url)
     checked(t.cdc("migrate"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import orjson
 from support import Target, checked, insert_events, parse_lsn_text, stored_positions
 
@@ -10,6 +11,7 @@ ROWS = 40
 BATCH_ROWS = 50
 
 
+@pytest.mark.single_slot("one flush log; each shard logs its own acknowledgements")
 def test_every_flush_logs_rows_bytes_seconds_and_the_acknowledged_lsn(pg_dsn: str, clickhouse_url: str) -> None:
     t = Target(pg_dsn, clickhouse_url)
     checked(t.cdc("migrate"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from support import Target, checked
 
 # Everything `cdc migrate` creates or could touch, read from the catalogs.
@@ -51,6 +52,7 @@ def _catalog(t: Target) -> dict[str, list[tuple[object, ...]]]:
         }
 
 
+@pytest.mark.single_slot("expects the one slot in the catalogs")
 def test_migrate_twice_leaves_the_postgresql_catalogs_as_the_first_run_made_them(
     pg_dsn: str, clickhouse_url: str
 ) -> None:

@@ -14,6 +14,7 @@ from support import Target, checked, insert_events
         pytest.param("insert, update, delete, truncate", id="publication-widened"),
     ],
 )
+@pytest.mark.single_slot("alters the one publication, cdc_outbox")
 def test_updates_deletes_and_truncates_of_the_outbox_are_ignored(pg_dsn: str, clickhouse_url: str, publish: str) -> None:
     t = Target(pg_dsn, clickhouse_url)
     checked(t.cdc("migrate"))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from support import Target, checked, insert_events, stop, wait_until
 
 
+@pytest.mark.single_slot("adds a table to the one publication, cdc_outbox")
 def test_a_table_added_to_the_publication_while_running_is_dead_lettered_not_lost(
     pg_dsn: str, clickhouse_url: str
 ) -> None:

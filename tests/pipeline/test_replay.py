@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from support import Target, checked, insert_events, wait_until
 
 WINDOW = ("--retain", "1GB")
@@ -39,6 +40,7 @@ def test_replay_into_an_emptied_clickhouse_rebuilds_exactly_the_events_after_the
     assert sorted(t.delivered_ids()) == sorted(second)
 
 
+@pytest.mark.single_slot("reads the one pipeline's summary line")
 def test_replay_into_a_table_that_holds_the_events_adds_no_duplicates(pg_dsn: str, clickhouse_url: str) -> None:
     t = Target(pg_dsn, clickhouse_url)
     saved, first, second = _two_waves(t)
@@ -47,6 +49,7 @@ def test_replay_into_a_table_that_holds_the_events_adds_no_duplicates(pg_dsn: st
     assert '"duplicates":300' in replay.stderr.replace(" ", "")
 
 
+@pytest.mark.single_slot("names the one slot in the refusal")
 def test_replay_from_before_what_the_slot_holds_is_refused_with_the_oldest_lsn(pg_dsn: str, clickhouse_url: str) -> None:
     t = Target(pg_dsn, clickhouse_url)
     checked(t.cdc("migrate"))

@@ -106,6 +106,7 @@ def test_migrate_again_keeps_the_shards_and_another_count_is_sent_to_reshard(t: 
         "change that under load with `cdc shards reshard 8`")
 
 
+@pytest.mark.single_slot("starts from an unsharded outbox")
 def test_an_outbox_streamed_by_one_slot_is_not_split_by_migrate(t: Target) -> None:
     checked(t.cdc("migrate"))
     refused = t.cdc("migrate", "--shards", "4")
@@ -115,6 +116,7 @@ def test_an_outbox_streamed_by_one_slot_is_not_split_by_migrate(t: Target) -> No
         assert slots(conn) == {"cdc_outbox": "pgoutput"}
 
 
+@pytest.mark.single_slot("starts from an unsharded outbox")
 def test_rows_already_in_the_outbox_stop_the_split_and_nothing_is_left_behind(t: Target) -> None:
     checked(t.cdc("migrate", "--pg-dsn", t.pg_dsn))
     with t.pg() as conn:

@@ -144,6 +144,7 @@ def test_a_second_reshard_at_the_same_time_is_refused(pg_dsn: str) -> None:
             Resharder(Settings(pg_dsn=pg_dsn), SqlDrain(pg_dsn), get_logger()).run(4)
 
 
+@pytest.mark.single_slot("starts from an unsharded outbox")
 def test_an_unsharded_slot_in_use_is_not_resharded_and_nothing_changes(pg_dsn: str) -> None:
     checked(Target(pg_dsn, "").cdc("migrate"))
     with psycopg.connect(pg_dsn, autocommit=True) as conn:

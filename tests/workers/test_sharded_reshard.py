@@ -51,6 +51,7 @@ def test_reshard_four_to_eight_under_load_loses_and_repeats_nothing(pg_dsn: str,
     assert all(w.events("shard handed over") for w in workers)
 
 
+@pytest.mark.single_slot("starts from an unsharded outbox")
 def test_reshard_an_unsharded_outbox_into_four_while_the_application_writes(pg_dsn: str, clickhouse_url: str) -> None:
     t = Target(pg_dsn, clickhouse_url)
     checked(t.cdc("migrate"))

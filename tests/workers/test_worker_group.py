@@ -185,6 +185,7 @@ def test_shards_show_names_each_shards_owner_streamer_and_lag(pg_dsn: str, click
     assert "cdc_outbox_3" in text and "worker" in text
 
 
+@pytest.mark.single_slot("starts from an unsharded outbox")
 def test_shards_show_on_an_unsharded_outbox_shows_its_one_slot(pg_dsn: str, clickhouse_url: str) -> None:
     t = Target(pg_dsn, clickhouse_url)
     checked(t.cdc("migrate"))
