@@ -120,6 +120,23 @@ def test_migrate_and_run_on_a_cluster_deliver_every_row_to_both_replicas_once(
         assert _ids(clickhouse_cluster, cluster_database, "events_cdc_progress", replica) == ids
 
 
+def test_a_sharded_outbox_migrates_onto_a_cluster_and_each_shard_reaches_both_replicas(
+    pg_dsn: str, clickhouse_cluster: ClickHouseCluster, cluster_database: str
+) -> None:
+    t = Target(pg_dsn, clickhouse_cluster.multi_host_url(cluster_database, first=0))
+    on_cluster = {"CDC_CLICKHOUSE_CLUSTER": clickhouse_cluster.name}
+    checked(t.cdc("migrate", "--shards", "2", **on_cluster))  # fresh cluster tables: made with the stream column
+    ids = [f"s{n:04d}" for n in range(200)]
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        insert_events(conn, ids)
+    checked(t.cdc("run", "--until-lsn", "current", **on_cluster))
+    for replica in (0, 1):
+        assert _ids(clickhouse_cluster, cluster_database, "events", replica) == ids
+        streams = clickhouse_cluster.execute(
+            f"SELECT DISTINCT stream FROM {cluster_database}.events_cdc_progress ORDER BY stream", replica=replica)
+        assert [s for (s,) in streams] == [100, 101], streams
+
+
 def test_a_cluster_named_for_tables_that_are_not_replicated_is_refused(pg_dsn: str, clickhouse_url: str) -> None:
     t = Target(pg_dsn, clickhouse_url)
     checked(t.cdc("migrate"))
@@ -129,6 +146,7 @@ def test_a_cluster_named_for_tables_that_are_not_replicated_is_refused(pg_dsn: s
     assert last.startswith("cdc: error: ") and "not replicated" in last and "--clickhouse-cluster" in last, last
 
 
+@pytest.mark.single_slot("kills one pipeline with a failpoint; tests/workers kill -9 sharded workers")
 def test_a_restart_on_a_lagging_replica_waits_for_what_the_other_stored_instead_of_storing_it_again(
     pg_dsn: str, clickhouse_cluster: ClickHouseCluster, cluster_database: str
 ) -> None:

@@ -256,14 +256,15 @@ class ClickHouseSink:
 
         Call only while nothing writes to the tables: the view is recreated.
         """
-        if self.cluster is not None:
-            raise SinkConfigError("the tables of a ClickHouse cluster are made with the stream column; these "
-                                  "predate it: recreate them (docs/ha.md) before sharding")
         plain = self.names.plain
         tables = (plain.events, plain.dead_letter, plain.progress, plain.progress_mv)
         columns = self._inspector.columns(self._conn.query, tables)
         view = dict(render_schema(self.names, self.capabilities))["progress_mv"]
         statements = upgrade_statements(self.names, columns, view)
+        if statements and self.cluster is not None:
+            # A cluster's tables are made with the stream column; altering them replica by replica is not done.
+            raise SinkConfigError("the tables of a ClickHouse cluster are made with the stream column; these "
+                                  "predate it: recreate them (docs/ha.md) before sharding")
         for statement in statements:
             self._conn.setup_query(statement)
         if statements:
