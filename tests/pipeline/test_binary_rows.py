@@ -48,6 +48,7 @@ def test_binary_rows_arrive_exactly_as_text_rows_do(two_sinks: tuple[Target, Tar
     assert len(text_letters) == 3 and binary_letters == text_letters
 
 
+@pytest.mark.single_slot("reads the one pipeline's streaming line")
 def test_a_column_only_text_can_read_makes_auto_stream_text_and_on_refuse(pg_dsn: str, clickhouse_url: str) -> None:
     t = Target(pg_dsn, clickhouse_url)
     checked(t.cdc("migrate"))

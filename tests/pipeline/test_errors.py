@@ -14,6 +14,7 @@ def _last_line(stderr: str) -> str:
     return lines[-1]
 
 
+@pytest.mark.single_slot("compares the one slot's position exactly; tests/workers checks the shard that holds the row")
 def test_a_value_its_clickhouse_column_cannot_hold_ends_the_run_in_one_line(pg_dsn: str, clickhouse_url: str) -> None:
     t = Target(pg_dsn, clickhouse_url)
     checked(t.cdc("migrate"))
