@@ -8,7 +8,7 @@ import pytest
 import structlog
 
 from cdc.core.spill import SpillBudget
-from cdc.core.transactions import TransactionAssembler, TransactionError
+from cdc.core.transactions import TransactionAssembler, TransactionError, each_transaction
 from cdc.pgoutput import messages as m
 from cdc.pgoutput.errors import PgOutputError
 from cdc.pgoutput.framing import FrameDecoder, Txn
@@ -42,12 +42,7 @@ class Recorder:
 
     def transactions(self, relation: m.Relation, tuples: Sequence[m.TupleData], txns: Sequence[Txn]) -> None:
         self.groups.append(len(txns))
-        start = 0
-        for n, commit_lsn, commit_time, end_lsn in txns:
-            if n:
-                self.rows(relation, tuples[start:start + n], commit_lsn, 0, commit_time)
-            start += n
-            self.commit(end_lsn)
+        each_transaction(self, relation, tuples, txns)
 
     def message(self, prefix: str, content: bytes) -> None:
         self.messages.append((prefix, content))

@@ -19,6 +19,7 @@ from .buffer import BatchBuilder
 from .outbox_binary import BinaryRowConverter, BinaryUnreadable
 from .outbox import EventRow, OutboxSchemaError, Rejected, RowConverter, UnreadableRows
 from .tracker import AckTracker
+from .transactions import each_transaction
 
 Converter = RowConverter | BinaryRowConverter | UnreadableRows
 
@@ -180,12 +181,7 @@ class Collector:
         builder, hwm, stop = self._builder, self.high_water_mark, self.stop_before
         if (cached is None or cached[0] is not relation or len(tuples) > builder.max_rows - builder.rows
                 or (hwm is not None and txns[0][1] <= hwm[0]) or (stop is not None and txns[-1][1] >= stop)):
-            start = 0
-            for n, commit_lsn, commit_time, end_lsn in txns:
-                if n:
-                    self.rows(relation, tuples[start:start + n], commit_lsn, 0, commit_time)
-                start += n
-                self.commit(end_lsn)
+            each_transaction(self, relation, tuples, txns)
             return
         counters, converter = self.counters, cached[1]
         counters.rows_seen += len(tuples)

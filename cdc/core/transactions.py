@@ -48,6 +48,17 @@ class RowHandler(Protocol):
         ...
 
 
+def each_transaction(handler: RowHandler, relation: m.Relation, tuples: Sequence[m.TupleData],
+                     txns: Sequence[Txn]) -> None:
+    """``transactions`` as ``rows`` then ``commit`` for each: the meaning a handler's own must keep."""
+    start = 0
+    for n, commit_lsn, commit_time, end_lsn in txns:
+        if n:
+            handler.rows(relation, tuples[start:start + n], commit_lsn, 0, commit_time)
+        start += n
+        handler.commit(end_lsn)
+
+
 class _StreamedTransaction:
     def __init__(self, budget: SpillBudget) -> None:
         self.spool = Spool(budget)
