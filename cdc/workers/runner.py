@@ -48,6 +48,8 @@ CANNOT_GO_ON: Final = 78  # EX_CONFIG
 
 class CannotGoOn(Exception):
     """Raised by a ShardTarget: the one line that says what to mend (the worker's own last words)."""
+
+
 _PR_SET_PDEATHSIG = 1
 _STOPS = {signal.SIGTERM, signal.SIGINT}
 
@@ -102,6 +104,9 @@ class ForkRunner:
             if pid == 0:  # pragma: no cover - runs in the child, which never returns
                 os.close(why_read)
                 self._child(shard, parent, report, why_write)
+        except BaseException:
+            os.close(why_read)
+            raise
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             if report is not None:

@@ -7,7 +7,6 @@ import threading
 from structlog.typing import FilteringBoundLogger
 
 from ..errors import SlotBusy, UserError
-
 from ..failpoints import Failpoints
 from ..lsn import format_lsn
 from ..metrics import MetricsHub
