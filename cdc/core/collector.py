@@ -198,7 +198,7 @@ class Collector:
                     rows += converted
                     commits.append((len(converted), commit_lsn, commit_time))
         if rows:
-            admitted = self._dedup.admit_many([row[0] for row in rows], time.monotonic())
+            admitted = self._admitted(rows)
             if not all(admitted):
                 kept_commits, k = [], 0
                 for n, commit_lsn, commit_time in commits:
@@ -221,6 +221,10 @@ class Collector:
         if builder.full():
             self._on_full()
 
+    def _admitted(self, rows: list[EventRow]) -> list[bool]:
+        """Which rows are new: the dedup window's answer for their unique_ids, in order."""
+        return self._dedup.admit_many([row[0] for row in rows], time.monotonic())
+
     def _reject(self, converter: Converter, rejected: list[Rejected], commit_lsn: int, commit_time: int) -> None:
         for seq, values, reason in rejected:
             self.counters.dead_letters += 1
@@ -237,7 +241,7 @@ class Collector:
             self._reject(converter, rejected, commit_lsn, commit_time)
         if not rows:
             return
-        admitted = self._dedup.admit_many([row[0] for row in rows], time.monotonic())
+        admitted = self._admitted(rows)
         if not all(admitted):
             kept: list[EventRow] = list(compress(rows, admitted))
             counters.duplicates += len(rows) - len(kept)

@@ -73,8 +73,8 @@ CATALOGUE: tuple[Mutant, ...] = (
     Mutant(
         "drop-the-dedup-admit", "application retries become one event",
         "cdc/core/collector.py",
-        "        admitted = self._dedup.admit_many([row[0] for row in rows], time.monotonic())",
-        "        admitted = [True] * len(rows)  # MUTANT: every row is new",
+        "        return self._dedup.admit_many([row[0] for row in rows], time.monotonic())",
+        "        return [True] * len(rows)  # MUTANT: every row is new",
         must_fail=(
             f"{_COLLECTOR}test_duplicates_inside_a_run_and_across_runs_are_dropped_and_counted[python]",
             "tests/pipeline/test_end_to_end.py::test_concurrent_transactions_arrive_exactly_once_with_their_values[pg18-clickhouse]",
