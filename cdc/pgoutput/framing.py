@@ -39,6 +39,9 @@ _COMMIT: Final = struct.Struct("!BQQq")   # flags, commit_lsn, end_lsn, commit_t
 _BEGIN_FRAME: Final = XLOGDATA_HEADER_SIZE + 1 + _BEGIN.size
 _COMMIT_FRAME: Final = XLOGDATA_HEADER_SIZE + 1 + _COMMIT.size
 _KEEPALIVE_TYPE: Final = ord("k")
+# At most this many Inserts make a small transaction, handed on in a group (FrameDecoder): a longer
+# run goes straight into the batch's columns anyway (cdc.core.buffer's own threshold is the same).
+_SMALL_TRANSACTION: Final = 256
 
 
 class ReplicationProtocolError(Exception):
@@ -200,20 +203,24 @@ class FrameDecoder:
                 continue
             if kind != _XLOGDATA_TYPE or len(data) != _BEGIN_FRAME or data[offset] != _BEGIN_TYPE:
                 break
-            j = i + 1
-            if j < n and len(frames[j]) > offset and frames[j][0] == _XLOGDATA_TYPE and frames[j][offset] == _INSERT_TYPE:
-                try:
-                    rel, run, j = insert_run_at(frames, j, offset)
-                except Exception:  # noqa: BLE001 - the usual path decodes it again and raises where it stands
-                    break
-                if relation_id not in (-1, rel):
-                    break
-                relation_id = rel
-            else:
-                run = []
+            # Find the Commit before decoding anything: a transaction longer than a small one, or cut by
+            # the read, is the usual path's, and its rows must not be decoded twice.
+            j, end = i + 1, min(n, i + 1 + _SMALL_TRANSACTION)
+            while j < end and len(frames[j]) > offset and frames[j][0] == _XLOGDATA_TYPE \
+                    and frames[j][offset] == _INSERT_TYPE:
+                j += 1
             if j >= n or len(frames[j]) != _COMMIT_FRAME or frames[j][0] != _XLOGDATA_TYPE \
                     or frames[j][offset] != _COMMIT_TYPE:
                 break
+            run: list[TupleData] = []
+            if j > i + 1:
+                try:
+                    rel, run, after = insert_run_at(frames, i + 1, offset)
+                except Exception:  # noqa: BLE001 - the usual path decodes it again and raises where it stands
+                    break
+                if after != j or relation_id not in (-1, rel):
+                    break  # Inserts into two relations in one transaction, or another relation than the group's
+                relation_id = rel
             final_lsn, commit_time, _ = unpack_begin(data, offset + 1)
             tuples += run
             txns.append((len(run), final_lsn, commit_time, unpack_commit(frames[j], offset + 1)[2]))
