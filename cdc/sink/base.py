@@ -57,8 +57,9 @@ class Sink(Protocol):
 
     def recent_unique_id_blocks(
         self, max_count: int, max_age_seconds: float, *, held: bool = False
-    ) -> Generator[list[str], None, None]:
-        """The same ids streamed in blocks, oldest first (an id stored twice may come twice): bounded memory.
+    ) -> Generator[Sequence[bytes], None, None]:
+        """The same ids streamed in blocks as UTF-8 bytes (what the window fingerprints), oldest first (an id
+        stored twice may come twice): bounded memory.
 
         What the pipeline rebuilds its window with; the generator holds the sink's connection until it ends or
         is closed (close it when stopping early)."""

@@ -56,7 +56,7 @@ def test_each_stream_has_its_own_high_water_mark_and_recent_ids(clickhouse_url: 
             # Streamed (the pipeline's rebuild), from the ledger or from the events: the same streams.
             for held in (False, True):
                 blocks = later.recent_unique_id_blocks(10, 3600, held=held)
-                assert [uid for block in blocks for uid in block] == ["two-a", "id-500-0", "id-500-1", "two-b"]
+                assert [uid for block in blocks for uid in block] == [b"two-a", b"id-500-0", b"id-500-1", b"two-b"]
 
 
 def test_two_shards_dead_letters_at_one_position_of_a_transaction_are_both_kept(clickhouse_url: str) -> None:

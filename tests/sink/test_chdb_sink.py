@@ -169,14 +169,14 @@ def test_recent_ids_stream_in_blocks_for_the_sinks_own_stream_and_from_the_event
         one.write(make_batch(2, [event_row(100, 2)]))  # delivered again after a crash: stored twice
         blocks = list(one.recent_unique_id_blocks(10, 3600))
         assert [len(block) for block in blocks] == [2, 2]
-        assert [uid for block in blocks for uid in block] == ["id-100-0", "id-100-1", "id-100-2", "id-100-2"]
+        assert [uid for block in blocks for uid in block] == [b"id-100-0", b"id-100-1", b"id-100-2", b"id-100-2"]
     with ChdbSink(url, stream=102, siblings=(101,)) as two:
         two.ensure_schema()
         two.write(make_batch(1, [event_row(50, 0, unique_id="two-a")]))
-        assert list(two.recent_unique_id_blocks(10, 3600)) == [["two-a"]]  # not its sibling's ids
+        assert list(two.recent_unique_id_blocks(10, 3600)) == [[b"two-a"]]  # not its sibling's ids
         two.connection.query(f"TRUNCATE TABLE {two.names.events}")  # the ledger still claims what it held
         two.write(make_batch(2, [event_row(60, 0, unique_id="two-b")]))
-        assert list(two.recent_unique_id_blocks(10, 3600, held=True)) == [["two-b"]]
+        assert list(two.recent_unique_id_blocks(10, 3600, held=True)) == [[b"two-b"]]
         assert two.recent_unique_ids(10, 3600) == ["two-a", "two-b"]
 
 

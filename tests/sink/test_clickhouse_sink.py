@@ -12,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from clickhouse_driver import Client
 
+from cdc.core.dedup import DedupWindow
 from cdc.core.events import EVENT_COLUMNS, Batch, DeadLetter
 from cdc.sink.base import SinkConfigError, SinkError
 from cdc.sink.clickhouse import ClickHouseSink
@@ -528,8 +529,22 @@ def test_recent_id_blocks_stream_the_newest_oldest_first_with_a_repeat_as_stored
     sink.write(make_batch(3, [event_row(250, 2)]))  # delivered again after a crash: stored twice
     blocks = list(sink.recent_unique_id_blocks(5, 3600))
     assert all(len(block) <= 2 for block in blocks) and len(blocks) >= 3
-    assert [uid for block in blocks for uid in block] == ["id-100-1", "id-250-0", "id-250-1", "id-250-2", "id-250-2"]
+    assert [uid for block in blocks for uid in block] == [
+        b"id-100-1", b"id-250-0", b"id-250-1", b"id-250-2", b"id-250-2"]
     assert sink.recent_unique_ids(5, 3600) == ["id-100-1", "id-250-0", "id-250-1", "id-250-2"]
+
+
+def test_recent_id_blocks_give_each_id_as_its_utf8_bytes_which_the_window_takes_as_the_same_id(
+    sink: ClickHouseSink,
+) -> None:
+    sink.write(make_batch(1, [event_row(100, 0, unique_id="zoë-🎉-1"), event_row(100, 1, unique_id="plain-2")]))
+    blocks = list(sink.recent_unique_id_blocks(10, 3600))
+    assert [uid for block in blocks for uid in block] == ["zoë-🎉-1".encode(), b"plain-2"]
+    assert sink.recent_unique_ids(10, 3600) == ["zoë-🎉-1", "plain-2"]
+    window = DedupWindow(capacity=10)
+    assert window.remember((uid for block in blocks for uid in block), 1.0) == 2
+    # The stream hands the window the text PostgreSQL sent, or its bytes: either is the stored id.
+    assert window.admit_many(["zoë-🎉-1", b"plain-2", "new-3"], 2.0) == [False, False, True]
 
 
 def test_recent_id_blocks_left_unfinished_leave_the_sink_usable(
@@ -542,7 +557,7 @@ def test_recent_id_blocks_left_unfinished_leave_the_sink_usable(
         first = next(blocks)
     finally:
         blocks.close()  # the rest of the result was still on the socket
-    assert first == ["id-100-0"]
+    assert list(first) == [b"id-100-0"]
     assert sink.high_water_mark() == (100, 4)
     assert sink.recent_unique_ids(2, 3600) == ["id-100-3", "id-100-4"]
 
@@ -556,6 +571,6 @@ def test_held_ids_stream_from_the_events_themselves_not_the_ledger(
     sink.write(make_batch(2, [event_row(200, seq) for seq in range(3)]))
     held = list(sink.recent_unique_id_blocks(10, 3600, held=True))
     assert all(len(block) <= 2 for block in held) and len(held) >= 2
-    assert [uid for block in held for uid in block] == ["id-200-0", "id-200-1", "id-200-2"]
+    assert [uid for block in held for uid in block] == [b"id-200-0", b"id-200-1", b"id-200-2"]
     assert sink.recent_unique_ids(10, 3600, held=True) == ["id-200-0", "id-200-1", "id-200-2"]
     assert sink.recent_unique_ids(4, 3600) == ["id-100-2", "id-200-0", "id-200-1", "id-200-2"]

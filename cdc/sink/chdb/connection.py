@@ -58,17 +58,19 @@ class ChdbConnection:
         except RuntimeError as exc:
             raise self._sink_error(exc) from None
 
-    def query_blocks(
+    def column_blocks(
         self, query: str, params: dict[str, Any] | None = None, *, block_rows: int = 65536
-    ) -> Generator[list[tuple[Any, ...]], None, None]:
-        """The rows of ``query`` in lists of at most ``block_rows``, as ClickHouseConnection.query_blocks hands them.
+    ) -> Generator[list[Sequence[Any]], None, None]:
+        """The result of ``query`` in blocks of columns, as ClickHouseConnection.column_blocks hands them
+        (a text value as its UTF-8 bytes).
 
         chDB answers in this process and the answer comes whole, so this saves
         the caller's copies (the dedup window's rebuild), not chDB's own.
         """
         rows = self.query(query, params)
         for start in range(0, len(rows), max(1, block_rows)):
-            yield rows[start:start + block_rows]
+            block = rows[start:start + block_rows]
+            yield [[v.encode() if type(v) is str else v for v in column] for column in zip(*block)]
 
     def insert(self, query: str, columns: Sequence[list[Any]]) -> None:
         """One ``INSERT INTO t (a, b) VALUES`` of columns, sent as one Arrow record batch (one block)."""

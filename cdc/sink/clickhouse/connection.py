@@ -22,10 +22,10 @@ import structlog
 # never write. Lazy (the driver's documented switch) fills it only if used.
 os.environ.setdefault("CLICKHOUSE_DRIVER_LASY_DATE_LUT", "1")
 
-from clickhouse_driver import Client
 from clickhouse_driver import errors as driver_errors
 
 from ..base import SinkConfigError, SinkError
+from .client import Client
 from .url import PASSWORD_ENV, ClickHouseTarget, scrub
 
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
@@ -106,10 +106,11 @@ class Connection(Protocol):
         """One columnar ``INSERT INTO t (columns) VALUES`` written as one block; SinkError or UnstorableValue."""
         ...
 
-    def query_blocks(
+    def column_blocks(
         self, query: str, params: dict[str, Any] | None = None, *, block_rows: int = 65536
-    ) -> Generator[list[tuple[Any, ...]], None, None]:
-        """A SELECT's rows in lists of at most ``block_rows``, in order, streamed; a failure is a SinkError."""
+    ) -> Generator[list[Sequence[Any]], None, None]:
+        """A SELECT's result in blocks of at most ``block_rows`` rows, in order, each as its columns (a String
+        column's values as bytes), streamed; a failure is a SinkError."""
         ...
 
     def close(self) -> None: ...
@@ -198,23 +199,22 @@ class ClickHouseConnection:
         except _TRANSPORT_ERRORS as exc:
             raise self.sink_error(exc) from None
 
-    def query_blocks(
+    def column_blocks(
         self, query: str, params: dict[str, Any] | None = None, *, block_rows: int = 65536
-    ) -> Generator[list[tuple[Any, ...]], None, None]:
-        """A SELECT's rows ``block_rows`` at a time, streamed: memory holds one block, not the whole result.
+    ) -> Generator[list[Sequence[Any]], None, None]:
+        """A SELECT's result a block at a time, each block as its columns, streamed: memory holds one block.
 
-        The connection is held (locked) until the iterator is exhausted or
-        closed; one left unfinished is disconnected, since the rest of its
-        result would still be on the socket. A failure is a SinkError.
+        String values come as the server's bytes: decoding them would cost the
+        caller that wants bytes (the dedup window) a second pass. The connection
+        is held (locked) until the iterator is exhausted or closed; one left
+        unfinished is disconnected, since the rest of its result would still be on
+        the socket. A failure is a SinkError.
         """
         with self._lock:
             done = False
             try:
-                rows = self._client.execute_iter(
-                    query, params, settings={"max_block_size": block_rows}, chunk_size=block_rows
-                )
-                # chunk_size=1 hands out bare rows, not lists of one.
-                yield from rows if block_rows > 1 else ([row] for row in rows)
+                settings = {"max_block_size": block_rows, "strings_as_bytes": True}
+                yield from self._client.column_blocks(query, params, settings)
                 done = True
             except _TRANSPORT_ERRORS as exc:
                 raise self.sink_error(exc) from None

@@ -21,7 +21,7 @@ table is synced from the other replicas before the high-water mark is read.
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Final
@@ -314,12 +314,12 @@ class ClickHouseSink:
         table itself (it reads the whole inserted_at column).
         """
         blocks = self.recent_unique_id_blocks(max_count, max_age_seconds, held=held)
-        return list(dict.fromkeys(uid for block in blocks for uid in block))
+        return list(dict.fromkeys(uid.decode() for block in blocks for uid in block))
 
     def recent_unique_id_blocks(
         self, max_count: int, max_age_seconds: float, *, held: bool = False
-    ) -> Generator[list[str], None, None]:
-        """``recent_unique_ids`` streamed in blocks, oldest first; an id stored twice comes twice (recent.py)."""
+    ) -> Generator[Sequence[bytes], None, None]:
+        """``recent_unique_ids`` streamed in blocks of UTF-8 bytes, oldest first, repeats kept (recent.py)."""
         if max_count > 0:
             self.sync_progress()
             queries = self._stream_queries()
