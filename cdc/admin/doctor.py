@@ -19,7 +19,7 @@ from ..pg.publications import COVERS, PARTITIONS_ONLY, fix_for, get_publication
 from ..pg.shards import WORKERS, Sharding, ShardingUnreadable, list_workers, read_sharding
 from ..pg.slots import FAILOVER_SINCE, get_slot
 from ..settings import Settings
-from ..shards.layout import shard_settings
+from ..shards.layout import SHARD_COLUMN, shard_settings
 from ..sink import open_sink_admin
 from ..sink.base import SinkConfigError, SinkError
 
@@ -220,6 +220,7 @@ def _shards(conn: Conn, s: Settings, checks: _Checks, sharding: Sharding, rows: 
     for generation in sharding.older():
         checks.add(WARN, "reshard", f"generation {generation.number} is still {generation.state}: a reshard was "
                                     "interrupted", "run `cdc shards reshard` again: it finishes what was started")
+    _shard_column(conn, s, checks)
     workers = _ident(conn, s.outbox_schema, WORKERS)
     allowed = conn.execute(
         "SELECT has_table_privilege(%s, 'SELECT, INSERT, UPDATE, DELETE')", (workers,)).fetchone()
@@ -230,6 +231,27 @@ def _shards(conn: Conn, s: Settings, checks: _Checks, sharding: Sharding, rows: 
         at = shard_settings(s, shard)
         _publication(conn, at, checks, expected_filter=shard.row_filter, label=f"shard {shard.label} ")
         _slot(conn, at, checks, rows[shard.slot], label=f"shard {shard.label} ")
+
+
+def _shard_column(conn: Conn, s: Settings, checks: _Checks) -> None:
+    """The generated column that routes each row: a NULL in it matches no shard's filter, so no slot sends it."""
+    outbox = _ident(conn, s.outbox_schema, s.outbox_table)
+    row = conn.execute(
+        "SELECT pg_get_expr(d.adbin, d.adrelid), u.attnotnull FROM pg_attribute a "
+        "JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+        "LEFT JOIN pg_attribute u ON u.attrelid = a.attrelid AND u.attname = 'unique_id' AND NOT u.attisdropped "
+        "WHERE a.attrelid = %s::regclass AND a.attname = %s AND NOT a.attisdropped", (outbox, SHARD_COLUMN),
+    ).fetchone()
+    if row is None:
+        checks.add(FAIL, "shard column", f"{outbox} has no generated column {SHARD_COLUMN}: no shard's row filter "
+                                         "can match its rows", "run `cdc migrate` with the outbox's --shards")
+    elif "coalesce" not in str(row[0]).lower() and not row[1]:
+        # Outboxes sharded before the expression coalesced: their NULL ids are lost, not dead-lettered.
+        checks.add(FAIL, "shard column", f"a row with a NULL unique_id gets a NULL {SHARD_COLUMN} ({row[0]}), "
+                                         "which no shard's filter matches: no slot would ever send it",
+                   f"ALTER TABLE {outbox} ALTER COLUMN unique_id SET NOT NULL;")
+    else:
+        checks.add(PASS, "shard column", f"every row goes to one shard ({SHARD_COLUMN} = {row[0]})")
 
 
 def _publication(conn: Conn, s: Settings, checks: _Checks, *, expected_filter: str | None = None,

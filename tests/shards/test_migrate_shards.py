@@ -179,3 +179,33 @@ def test_shard_slots_are_failover_slots_where_the_server_has_them_like_the_singl
     assert failover_of(t) == {f"cdc_outbox_g2_{k}": False for k in range(3)}
     checked(t.cdc("shards", "reshard", "2", "--yes"))
     assert failover_of(t) == {"cdc_outbox_g3_0": True, "cdc_outbox_g3_1": True}
+
+
+def doctor_checks(t: Target) -> dict[str, dict[str, str]]:
+    return {c["check"]: c for c in orjson.loads(t.cdc("doctor", "--json").stdout)["checks"]}
+
+
+@pytest.mark.single_slot("builds its own sharded layout from an unsharded outbox")
+def test_doctor_fails_a_shard_column_that_leaves_null_ids_unrouted_until_unique_id_is_not_null(t: Target) -> None:
+    checked(t.cdc("migrate"))
+    with t.pg() as conn:
+        conn.execute("SELECT pg_drop_replication_slot('cdc_outbox')")
+        # The expression of outboxes sharded before a NULL unique_id was routed to shard 0.
+        conn.execute("ALTER TABLE outbox ADD COLUMN shard_hash bigint GENERATED ALWAYS AS "
+                     "(hashtextextended(unique_id, 0) & 9223372036854775807) STORED")
+        conn.execute("ALTER TABLE outbox ALTER COLUMN unique_id DROP NOT NULL")
+    checked(t.cdc("migrate", "--shards", "2"))
+    check = doctor_checks(t)["shard column"]
+    assert check["status"] == "FAIL" and "NULL unique_id" in check["detail"]
+    assert check["fix"] == 'ALTER TABLE "public"."outbox" ALTER COLUMN unique_id SET NOT NULL;'
+    with t.pg() as conn:
+        conn.execute(check["fix"])
+    assert doctor_checks(t)["shard column"]["status"] == "PASS"
+
+
+def test_doctor_passes_the_shard_column_migrate_makes_even_where_unique_id_may_be_null(t: Target) -> None:
+    checked(t.cdc("migrate", "--shards", "2"))
+    with t.pg() as conn:
+        conn.execute("ALTER TABLE outbox ALTER COLUMN unique_id DROP NOT NULL")
+    check = doctor_checks(t)["shard column"]
+    assert check["status"] == "PASS" and "coalesce" in check["detail"].lower(), check
