@@ -7,13 +7,15 @@ Two ways to measure it:
   backlog with a full window to rebuild (the newest ``--dedup-window`` ids of
   the progress table). Peak RSS and CPU of the whole process, and the rebuild's
   own wall and CPU seconds from cdc's "dedup window rebuilt" log line.
-* ``python -m bench.restart --ids 1100000 --runs 3``: only the rebuild, in fresh
+* ``python -m bench.restart --ids 1100000 --runs 3 [--against DIR]``: only the rebuild, in fresh
   interpreters, against a ClickHouse whose progress table is filled on the
   server (no PostgreSQL, no drain: a minute instead of ten). Each child imports
   what ``cdc run`` imports, allocates the window, then rebuilds it, and prints
   its RSS high-water mark at each step; the rebuild's transient memory is the
   last minus the one before. Memory does not depend on the machine's load;
-  CPU seconds depend on it less than wall seconds.
+  CPU seconds depend on it less than wall seconds. ``--against DIR`` also runs
+  the cdc/ under DIR (a snapshot of another commit, its accelerator built),
+  alternating with this tree's, compiled paths only.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import MB, log, pipeline_drain
-from .env import Servers, Target, start_clickhouse
+from .env import ROOT, Servers, Target, start_clickhouse
 
 _CHILD = r"""
 import json, sys, time, resource
@@ -96,9 +98,10 @@ def fill_progress(ch: Any, database: str, ids: int) -> None:
     )
 
 
-def rebuild_child(url: str, capacity: int, env: dict[str, str]) -> dict[str, Any]:
+def rebuild_child(url: str, capacity: int, env: dict[str, str], cwd: Path | None = None) -> dict[str, Any]:
+    # python -c puts the working directory first on sys.path: cwd chooses whose cdc/ is measured.
     done = subprocess.run([sys.executable, "-c", _CHILD, url, str(capacity)], env=env, capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=600, cwd=cwd)
     if done.returncode:
         raise RuntimeError(done.stderr[-2000:])
     out: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
@@ -113,7 +116,12 @@ def main() -> None:
     parser.add_argument("--ids", type=int, default=1_100_000, help="progress rows in ClickHouse")
     parser.add_argument("--capacity", type=int, default=1_000_000, help="the dedup window (cdc's default)")
     parser.add_argument("--runs", type=int, default=3, help="fresh interpreters per path")
+    parser.add_argument("--against", metavar="DIR", type=Path, help="also the cdc/ in DIR, alternating")
     args = parser.parse_args()
+    plain = {k: v for k, v in os.environ.items() if k != "CDC_NO_ACCEL"}
+    paths: list[tuple[str, dict[str, str], Path | None]] = (
+        [("against", plain, args.against.resolve()), ("this tree", plain, ROOT)] if args.against
+        else [("compiled", plain, ROOT), ("pure", plain | {"CDC_NO_ACCEL": "1"}, ROOT)])
     with tempfile.TemporaryDirectory(prefix="cdc-bench-restart-") as root:
         ch = start_clickhouse(Path(root) / "clickhouse")
         try:
@@ -121,11 +129,10 @@ def main() -> None:
             url = ch.url(database)
             fill_progress(ch, database, args.ids)
             log(f"restart: {args.ids:,} progress rows, window {args.capacity:,}")
-            rows: dict[str, list[dict[str, Any]]] = {"compiled": [], "pure": []}
-            for _ in range(args.runs):
-                for path, extra in (("compiled", {}), ("pure", {"CDC_NO_ACCEL": "1"})):
-                    env = {k: v for k, v in os.environ.items() if k != "CDC_NO_ACCEL"} | extra
-                    r = rebuild_child(url, args.capacity, env)
+            rows: dict[str, list[dict[str, Any]]] = {path: [] for path, _, _ in paths}
+            for run in range(args.runs):
+                for path, env, cwd in paths[::-1] if run % 2 else paths:
+                    r = rebuild_child(url, args.capacity, env, cwd)
                     rows[path].append(r)
                     log(f"{path}: {r['ids']:,} ids, peak {r['peak_rebuilt_mb']:.1f} MB (imports "
                         f"{r['peak_imported_mb']:.1f}, window {r['peak_window_mb']:.1f}, rebuild +"

@@ -29,6 +29,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shlex
 import signal
 import sys
 import time
@@ -135,7 +136,8 @@ def _drain_once(srv: Servers, args: argparse.Namespace, shards: int, workers: in
         workload.load_backlog(conn, n, txn_rows=args.txn_rows)
         settle(conn, "outbox")
         end = wal_lsn(conn)
-    argv = [*CDC, "run", "--until-lsn", format_lsn(end), *(["--shard-threads"] if threads else [])]
+    argv = [*CDC, "run", "--until-lsn", format_lsn(end), *(["--shard-threads"] if threads else []),
+            *shlex.split(args.cdc_args)]
     name = f"drain-{shards}x{workers}{'-threads' if threads else ''}"
     with CpuMeter(srv.cpu_groups()) as meter:
         started = time.monotonic()
@@ -195,14 +197,14 @@ def _relay_plain(srv: Servers, t: Target, n: int, batch: int) -> dict[str, Any]:
 
 def scenario_drain(srv: Servers, args: argparse.Namespace) -> dict[str, Any]:
     runs = [_drain_once(srv, args, 1, 1, threads=False, with_baselines=True)]
-    for shards, workers, threads in ((2, 1, False), (2, 1, True), (2, 2, False), (4, 1, False), (4, 1, True),
-                                     (4, 2, False)):
-        runs.append(_drain_once(srv, args, shards, workers, threads=threads))
+    for layout in args.layouts.split(","):
+        shards, workers = (int(part) for part in layout.rstrip("t").split("x"))
+        runs.append(_drain_once(srv, args, shards, workers, threads=layout.endswith("t")))
     limit, relay_rate = runs[0]["limit"]["events_per_s"], runs[0]["relay"]["events_per_s"]
     for run in runs:
         run["vs_limit"] = run["events_per_s"] / limit
         run["vs_relay"] = run["events_per_s"] / relay_rate
-    best2 = max(r["events_per_s"] for r in runs if r["shards"] == 2)
+    best2 = max((r["events_per_s"] for r in runs if r["shards"] == 2), default=float("nan"))
     return {"runs": runs, "limit_events_per_s": limit, "relay_events_per_s": relay_rate,
             "targets": {"two_shards_vs_limit": best2 / limit, "two_shards_vs_relay": best2 / relay_rate}}
 
@@ -297,6 +299,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--clickhouse-params", default="")
     parser.add_argument("--relay-batch", type=int, default=1000)
+    parser.add_argument("--layouts", default="2x1,2x1t,2x2,4x1,4x1t,4x2",
+                        help="drain: shards x workers after the 1x1 baseline (t: shards in threads)")
+    parser.add_argument("--cdc-args", default="", help="extra flags for every `cdc run`, e.g. '--batch-rows 50000'")
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--takeover-rate", type=float, default=1000.0, help="events/s written during the kills")
     args = parser.parse_args(argv)
