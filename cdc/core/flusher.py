@@ -55,8 +55,6 @@ class Flusher:
         self._queue: queue.Queue[Batch | None] = queue.Queue(maxsize=1)
         self._busy = 0  # batches submitted and not yet stored
         self._lock = threading.Lock()
-        self._stored_all = threading.Event()  # _busy == 0, or the worker failed (submit then raises)
-        self._stored_all.set()
         self._abort = threading.Event()
         self.failure: BaseException | None = None
         self.rows_stored = 0
@@ -69,19 +67,9 @@ class Flusher:
         return self._busy == 0
 
     def submit(self, batch: Batch, *, while_waiting: Callable[[], None], interval: float) -> None:
-        """Hand a batch to the flusher once it has stored the one before; meanwhile call ``while_waiting`` every
-        ``interval`` seconds.
-
-        Waiting for the previous batch to be stored, not merely taken, keeps two
-        batches in memory (one written, one filling) instead of three: a reader
-        one batch ahead of the flusher loses no rate, since the flusher sets it.
-        """
-        while not self._stored_all.wait(interval):
-            self._raise_failure()
-            while_waiting()
+        """Queue a batch; while the queue is full, call ``while_waiting`` every ``interval`` seconds."""
         with self._lock:
             self._busy += 1
-            self._stored_all.clear()
         while True:
             self._raise_failure()
             try:
@@ -123,12 +111,9 @@ class Flusher:
                 self._store(batch)
             except BaseException as exc:  # noqa: BLE001 - the stream session's thread re-raises it
                 self.failure = exc
-                self._stored_all.set()
                 return
             with self._lock:
                 self._busy -= 1
-                if not self._busy:
-                    self._stored_all.set()
 
     def _prune_now_and_then(self) -> None:
         # The progress ledger only needs the dedup window and the newest position;
