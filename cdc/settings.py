@@ -45,7 +45,7 @@ class Settings:
                              flags=("--sink-table", "--clickhouse-table"),
                              envvars=("CDC_SINK_TABLE", "CDC_CLICKHOUSE_TABLE"))
     # Up to three batches are in memory at once (one written, one queued, one filling): at 50,000 rows a 5M
-    # drain peaked at 172-180 MB, at 25,000 at 135-136 MB, with no drain rate lost beyond the noise.
+    # drain peaked at 172-180 MB, at 25,000 at 135-136 MB, for about 10 % of the drain's rate (bench/RESULTS.md).
     batch_rows: int = option(25_000, "Flush when the buffer holds this many rows.", minimum=1)
     batch_bytes: int = option(32 * _MiB, "... or this many bytes.", minimum=1)
     flush_interval: float = option(1.0, "... or its oldest row is this many seconds old.", minimum=0.001)

@@ -559,6 +559,7 @@ def test_recent_id_blocks_left_unfinished_leave_the_sink_usable(
         blocks.close()  # the rest of the result was still on the socket
     assert list(first) == [b"id-100-0"]
     assert sink.high_water_mark() == (100, 4)
+    assert sink.connection.query("SELECT 'text'") == [("text",)]  # bytes were for that one query only
     assert sink.recent_unique_ids(2, 3600) == ["id-100-3", "id-100-4"]
 
 
