@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -88,48 +89,69 @@ def run(
     # start-up flushes, acknowledges and exits 0; the second stops retrying.
     with StopSignals(on_abort=give_up,
                      exit_while_starting="cdc: stopped during start-up; nothing was read or acknowledged") as signals:
-        _run(settings, signals, started, log=log, create_slot=create_slot, until_lsn=until_lsn,
-             replay_from=replay_from, from_checkpoint=from_checkpoint, retention=retention, failpoints=failpoints,
-             address=address, max_shards=max_shards, shard_threads=shard_threads)
+        plan = _Plan(create_slot=create_slot, until_lsn=until_lsn, replay_from=replay_from,
+                     from_checkpoint=from_checkpoint, retention=retention, failpoints=failpoints, address=address,
+                     max_shards=max_shards, shard_threads=shard_threads)
+        _run(settings, signals, started, plan, log=log)
 
 
-def _run(
-    settings: Settings, signals: StopSignals, started: list[Pipeline], *, log: FilteringBoundLogger,
-    create_slot: bool, until_lsn: str | None, replay_from: int | None, from_checkpoint: Path | None,
-    retention: Retention, failpoints: Failpoints | None, address: Address | None, max_shards: int | None,
-    shard_threads: bool,
-) -> None:
-    from ..workers.worker import is_sharded, run_worker  # only a sharded outbox needs the group's modules
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What the command line asked of this run, checked."""
+
+    create_slot: bool
+    until_lsn: str | None
+    replay_from: int | None
+    from_checkpoint: Path | None
+    retention: Retention
+    failpoints: Failpoints | None
+    address: Address | None
+    max_shards: int | None
+    shard_threads: bool
+
+
+def _run(settings: Settings, signals: StopSignals, started: list[Pipeline], plan: _Plan, *,
+         log: FilteringBoundLogger) -> None:
+    from ..workers.worker import is_sharded  # only a sharded outbox needs the group's modules
 
     if is_sharded(settings):
-        if create_slot:
-            raise click.UsageError("--create-slot is not for a sharded outbox: `cdc migrate --shards N` creates the "
-                                   "slots, `cdc backfill` delivers what they miss")
-        replay: int | dict[str, int] | None = replay_from
-        if from_checkpoint is not None:
-            from ..admin import checkpoint
-
-            replay = checkpoint.load_shard_positions(from_checkpoint) or replay_from
-        with ExitStack() as serving:
-            # One endpoint for the process: every shard it streams, whether in a thread or a child process.
-            server = None if address is None else serving.enter_context(_serve_metrics(address, log))
-            tune_for_streaming()
-            run_worker(settings, signals, log=log, failpoints=failpoints, retention=retention, until=until_lsn,
-                       max_shards=max_shards, threads=shard_threads, replay=replay, metrics=server)
+        _run_worker(settings, signals, plan, log=log)
         return
     sink = open_sink(require_sink(settings), settings, log=log)
     with ExitStack() as cleanup:
         cleanup.callback(sink.close)
         sink.ensure_schema()
-        pipeline = build(settings, sink, log=log, stop=signals.stop, failpoints=failpoints, retention=retention)
-        if address is not None:
-            cleanup.enter_context(_serve_metrics(address, log)).add(pipeline.parts.metrics)
+        pipeline = build(settings, sink, log=log, stop=signals.stop, failpoints=plan.failpoints,
+                         retention=plan.retention)
+        if plan.address is not None:
+            cleanup.enter_context(_serve_metrics(plan.address, log)).add(pipeline.parts.metrics)
         started.append(pipeline)
         signals.started()
         tune_for_streaming()
-        summary = pipeline.run(until=until_lsn, create_slot=create_slot, from_lsn=replay_from)
+        summary = pipeline.run(until=plan.until_lsn, create_slot=plan.create_slot, from_lsn=plan.replay_from)
     log.info("done", ack_lsn=format_lsn(summary.acknowledged_lsn), rows_stored=summary.rows_stored,
              dead_letters=summary.dead_letters_stored, duplicates=summary.counters.duplicates)
+
+
+def _run_worker(settings: Settings, signals: StopSignals, plan: _Plan, *, log: FilteringBoundLogger) -> None:
+    """A sharded outbox: join the worker group and stream this process's share of the shards."""
+    from ..workers.worker import run_worker
+
+    if plan.create_slot:
+        raise click.UsageError("--create-slot is not for a sharded outbox: `cdc migrate --shards N` creates the "
+                               "slots, `cdc backfill` delivers what they miss")
+    replay: int | dict[str, int] | None = plan.replay_from
+    if plan.from_checkpoint is not None:
+        from ..admin import checkpoint
+
+        replay = checkpoint.load_shard_positions(plan.from_checkpoint) or plan.replay_from
+    with ExitStack() as serving:
+        # One endpoint for the process: every shard it streams, whether in a thread or a child process.
+        server = None if plan.address is None else serving.enter_context(_serve_metrics(plan.address, log))
+        tune_for_streaming()
+        run_worker(settings, signals, log=log, failpoints=plan.failpoints, retention=plan.retention,
+                   until=plan.until_lsn, max_shards=plan.max_shards, threads=plan.shard_threads, replay=replay,
+                   metrics=server)
 
 
 @contextmanager
