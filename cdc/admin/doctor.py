@@ -17,7 +17,7 @@ from ..pg.connect import Conn, connect, setting, version_text
 from ..pg.partitions import list_partitions
 from ..pg.publications import COVERS, PARTITIONS_ONLY, fix_for, get_publication
 from ..pg.shards import WORKERS, Sharding, ShardingUnreadable, list_workers, read_sharding
-from ..pg.slots import FAILOVER_SINCE, get_slot
+from ..pg.slots import get_slot
 from ..settings import Settings
 from ..shards.layout import SHARD_COLUMN, shard_settings
 from ..sink import open_sink_admin
@@ -171,11 +171,8 @@ def _ha_chain(conn: Conn, s: Settings, checks: _Checks, timeout: float) -> None:
         sharding = None  # the "shards" check failed already, with its GRANT: check the family's name
     names = [s.slot] if sharding is None else [shard.slot for shard in sharding.all_shards()]
     slots = [(name, None if (row := get_slot(conn, name)) is None else row.failover) for name in names]
-    findings = ha.primary_findings(conn, slots) if ha.has_standbys(conn) else []
-    named = ha.synchronized_standby_slots(conn) if conn.info.server_version >= FAILOVER_SINCE else []
-    for dsn in s.standby_dsns:
-        findings.extend(ha.standby_findings(dsn, names, named, timeout=timeout))
-    for f in findings:
+    primary, standbys = ha.chain_findings(conn, slots, s.standby_dsns, timeout=timeout)
+    for f in primary + standbys:
         checks.add(f.status, f.check, f.detail, f.fix)
 
 

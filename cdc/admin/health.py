@@ -115,12 +115,9 @@ def ha_chain(status: Status, settings: Settings, conn: Any, slots: list[tuple[st
              timeout: float) -> None:
     """The failover chain of our ``slots`` (name, failover; None: missing): the primary's side, and each
     standby given with --standby-dsn."""
-    findings = ha.primary_findings(conn, slots) if ha.has_standbys(conn) else []
-    named = ha.synchronized_standby_slots(conn)
-    for dsn in settings.standby_dsns:
-        # A standby that would lose the slot at promotion degrades failover, not streaming: a WARNING.
-        findings += [replace(f, status=ha.WARN) if f.status == ha.FAIL else f
-                     for f in ha.standby_findings(dsn, [name for name, _ in slots], named, timeout=timeout)]
+    primary, standbys = ha.chain_findings(conn, slots, settings.standby_dsns, timeout=timeout)
+    # A standby that would lose the slot at promotion degrades failover, not streaming: a WARNING.
+    findings = primary + [replace(f, status=ha.WARN) if f.status == ha.FAIL else f for f in standbys]
     if not findings:
         return
     status.postgres["ha"] = [{"status": f.status, "check": f.check, "detail": f.detail} for f in findings]

@@ -114,6 +114,18 @@ def primary_findings(conn: Conn, ours: Sequence[tuple[str, bool | None]]) -> lis
     return found
 
 
+def chain_findings(
+    conn: Conn, ours: Sequence[tuple[str, bool | None]], standby_dsns: Sequence[str], *, timeout: float = 10.0
+) -> tuple[list[Finding], list[Finding]]:
+    """The chain of our slots, ``ours`` (name, failover; None: no such slot): what the primary says where the
+    chain applies, and what each standby in ``standby_dsns`` says. Apart, since status and doctor weigh a
+    standby's failure differently."""
+    primary = primary_findings(conn, ours) if has_standbys(conn) else []
+    named = synchronized_standby_slots(conn) if conn.info.server_version >= FAILOVER_SINCE else []
+    names = [name for name, _ in ours]
+    return primary, [f for dsn in standby_dsns for f in standby_findings(dsn, names, named, timeout=timeout)]
+
+
 def standby_findings(dsn: str, slots: Sequence[str], named: list[str], *, timeout: float = 10.0) -> list[Finding]:
     """One standby's side of the chain, reached through ``dsn`` (a standby DSN given to doctor)."""
     try:
