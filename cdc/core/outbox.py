@@ -90,12 +90,11 @@ class SharedText:
         return text
 
 
-class RowConverter:
-    """Turns Insert tuples of one outbox relation into event rows."""
+class CheckedRows:
+    """The careful path both converters share: every check in order, each failure a RowRejected that names
+    the value. A converter supplies how it reads text, integers and occurred_at from its tuples."""
 
-    def __init__(
-        self, relation: Relation, *, bounds: tuple[datetime, datetime], max_payload_bytes: int
-    ) -> None:
+    def __init__(self, relation: Relation, *, bounds: tuple[datetime, datetime], max_payload_bytes: int) -> None:
         names = [column.name for column in relation.columns]
         missing = [column for column in REQUIRED_COLUMNS if column not in names]
         if missing:
@@ -111,6 +110,50 @@ class RowConverter:
         self._max: Final = to_micros(bounds[1])
         self._max_payload: Final = max_payload_bytes
         self._width: Final = len(names)
+
+    def _text(self, values: TupleData, index: int) -> str:
+        raise NotImplementedError
+
+    def _int(self, values: TupleData, index: int) -> int:
+        raise NotImplementedError
+
+    def _occurred(self, values: TupleData, index: int) -> int:
+        """occurred_at as microseconds since the Unix epoch."""
+        raise NotImplementedError
+
+    def _occurred_text(self, values: TupleData, index: int) -> str:
+        """occurred_at as an error shows it (only ever asked of a value ``_occurred`` read)."""
+        raise NotImplementedError
+
+    def _checked_convert(self, values: TupleData, seq: int) -> EventRow:
+        if len(values) != self._width:
+            raise RowRejected(f"row has {len(values)} columns, its relation {self._width}")
+        i_id, i_uid, i_type, i_at, i_env, i_payload, i_version = self._index
+        unique_id = self._text(values, i_uid).encode()
+        if not unique_id:
+            raise RowRejected("unique_id is empty")
+        payload = self._text(values, i_payload).encode()
+        if len(payload) > self._max_payload:
+            raise RowRejected(f"payload is {len(payload)} bytes, over the limit of {self._max_payload}")
+        micros = self._occurred(values, i_at)
+        if not self._min <= micros <= self._max:
+            low, high = self._bounds_text
+            raise RowRejected(f"occurred_at {self._occurred_text(values, i_at)} is outside what ClickHouse can store "
+                              f"({low} to {high})")
+        version = self._int(values, i_version)
+        if not _INT32_MIN <= version <= _INT32_MAX:
+            raise RowRejected(f"metadata_version {version} is outside ClickHouse's Int32 range")
+        return (unique_id, self._text(values, i_type), micros, self._text(values, i_env), payload, version,
+                self._int(values, i_id), seq)
+
+
+class RowConverter(CheckedRows):
+    """Turns Insert tuples of one outbox relation into event rows."""
+
+    def __init__(
+        self, relation: Relation, *, bounds: tuple[datetime, datetime], max_payload_bytes: int
+    ) -> None:
+        super().__init__(relation, bounds=bounds, max_payload_bytes=max_payload_bytes)
         shared = SharedText()
         self._shared: Final = shared.text
         # occurred_at defaults to the transaction's start, so runs of rows share
@@ -181,40 +224,18 @@ class RowConverter:
         self._last_at, self._last_micros = last_at, micros
         return rows, rejected
 
-    def _checked_convert(self, values: TupleData, seq: int) -> EventRow:
-        if len(values) != self._width:
-            raise RowRejected(f"row has {len(values)} columns, its relation {self._width}")
-        i_id, i_uid, i_type, i_at, i_env, i_payload, i_version = self._index
-        unique_id = self._text(values, i_uid).encode()
-        if not unique_id:
-            raise RowRejected("unique_id is empty")
-        payload = self._text(values, i_payload).encode()
-        if len(payload) > self._max_payload:
-            raise RowRejected(f"payload is {len(payload)} bytes, over the limit of {self._max_payload}")
-        occurred_text = self._text(values, i_at)
+    def _occurred(self, values: TupleData, index: int) -> int:
+        text = self._text(values, index)
         try:
-            occurred_at = parse_timestamptz(occurred_text)
+            occurred_at = parse_timestamptz(text)
         except ValueError:
-            raise RowRejected(f"occurred_at {occurred_text!r} is not a timestamp ClickHouse can store") from None
+            raise RowRejected(f"occurred_at {text!r} is not a timestamp ClickHouse can store") from None
         if occurred_at.tzinfo is None:
-            raise RowRejected(f"occurred_at {occurred_text!r} has no time zone: make the column timestamptz")
-        micros = to_micros(occurred_at)
-        if not self._min <= micros <= self._max:
-            low, high = self._bounds_text
-            raise RowRejected(f"occurred_at {occurred_text} is outside what ClickHouse can store ({low} to {high})")
-        version = self._int(values, i_version)
-        if not _INT32_MIN <= version <= _INT32_MAX:
-            raise RowRejected(f"metadata_version {version} is outside ClickHouse's Int32 range")
-        return (
-            unique_id,
-            self._text(values, i_type),
-            micros,
-            self._text(values, i_env),
-            payload,
-            version,
-            self._int(values, i_id),
-            seq,
-        )
+            raise RowRejected(f"occurred_at {text!r} has no time zone: make the column timestamptz")
+        return to_micros(occurred_at)
+
+    def _occurred_text(self, values: TupleData, index: int) -> str:
+        return self._text(values, index)
 
     def _text(self, values: TupleData, index: int) -> str:
         value = values[index]

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .. import accel
 from .outbox import (
-    REQUIRED_COLUMNS, EventRow, OutboxSchemaError, Rejected, RowRejected, SharedText, dead_letter, to_micros,
+    REQUIRED_COLUMNS, CheckedRows, EventRow, OutboxSchemaError, Rejected, RowRejected, SharedText, dead_letter,
 )
 from ..pgoutput.messages import Relation, TupleData
 from .events import DeadLetter
@@ -91,29 +91,16 @@ def as_text(oid: int, value: bytes) -> str:
     return value.decode("utf-8", "backslashreplace")
 
 
-class BinaryRowConverter:
+class BinaryRowConverter(CheckedRows):
     """Turns binary Insert tuples of one outbox relation into the same event rows as ``RowConverter``."""
 
     def __init__(self, relation: Relation, *, bounds: tuple[datetime, datetime], max_payload_bytes: int) -> None:
-        names = [column.name for column in relation.columns]
-        missing = [column for column in REQUIRED_COLUMNS if column not in names]
-        if missing:
-            raise OutboxSchemaError(
-                f"outbox table {relation.namespace}.{relation.name} lacks column(s) {', '.join(missing)}: "
-                "apply the migrations with `cdc migrate` or add them"
-            )
+        super().__init__(relation, bounds=bounds, max_payload_bytes=max_payload_bytes)
         self.oids: Final = tuple(column.type_oid for column in relation.columns)
-        types = dict(zip(names, self.oids))
+        types = dict(zip(self.names, self.oids))
         why = binary_readable(types)
         if why is not None:
-            raise BinaryUnreadable(f"outbox table {relation.namespace}.{relation.name}: {why}")
-        self.relation_name: Final = f"{relation.namespace}.{relation.name}"
-        self.names: Final = tuple(names)
-        self._index: Final = tuple(names.index(column) for column in REQUIRED_COLUMNS)
-        self._min, self._max = to_micros(bounds[0]), to_micros(bounds[1])
-        self._bounds_text: Final = (bounds[0].isoformat(), bounds[1].isoformat())
-        self._max_payload: Final = max_payload_bytes
-        self._width: Final = len(names)
+            raise BinaryUnreadable(f"outbox table {self.relation_name}: {why}")
         shared = SharedText()
         self._shared: Final = shared.text
         # The usual outbox (migrations/0001_outbox.sql) in one go; other types the careful way.
@@ -170,19 +157,10 @@ class BinaryRowConverter:
             rows.append(row)
         return rows, rejected
 
-    def _checked_convert(self, values: TupleData, seq: int) -> EventRow:
-        if len(values) != self._width:
-            raise RowRejected(f"row has {len(values)} columns, its relation {self._width}")
-        i_id, i_uid, i_type, i_at, i_env, i_payload, i_version = self._index
-        unique_id = self._text(values, i_uid).encode()
-        if not unique_id:
-            raise RowRejected("unique_id is empty")
-        payload = self._text(values, i_payload).encode()
-        if len(payload) > self._max_payload:
-            raise RowRejected(f"payload is {len(payload)} bytes, over the limit of {self._max_payload}")
-        raw_at = self._value(values, i_at)
-        if self.oids[i_at] != TIMESTAMPTZ:
-            raise RowRejected(f"occurred_at {as_text(self.oids[i_at], raw_at)!r} has no time zone: "
+    def _occurred(self, values: TupleData, index: int) -> int:
+        raw_at = self._value(values, index)
+        if self.oids[index] != TIMESTAMPTZ:
+            raise RowRejected(f"occurred_at {as_text(self.oids[index], raw_at)!r} has no time zone: "
                               "make the column timestamptz")
         if len(raw_at) != 8:
             raise RowRejected(f"occurred_at is {len(raw_at)} bytes, not a binary timestamptz")
@@ -190,16 +168,10 @@ class BinaryRowConverter:
         if micros in (2**63 - 1, -(2**63)) or not _PYTHON_RANGE[0] <= micros <= _PYTHON_RANGE[1]:
             # As text mode says of values it cannot parse (infinity, BC dates, years past 9999).
             raise RowRejected(f"occurred_at {as_text(TIMESTAMPTZ, raw_at)!r} is not a timestamp ClickHouse can store")
-        micros += _PG_EPOCH_IN_UNIX_MICROS
-        if not self._min <= micros <= self._max:
-            low, high = self._bounds_text
-            raise RowRejected(f"occurred_at {as_text(TIMESTAMPTZ, raw_at)} is outside what ClickHouse can store "
-                              f"({low} to {high})")
-        version = self._int(values, i_version)
-        if not _INT32[0] <= version <= _INT32[1]:
-            raise RowRejected(f"metadata_version {version} is outside ClickHouse's Int32 range")
-        return (unique_id, self._text(values, i_type), micros, self._text(values, i_env), payload, version,
-                self._int(values, i_id), seq)
+        return micros + _PG_EPOCH_IN_UNIX_MICROS
+
+    def _occurred_text(self, values: TupleData, index: int) -> str:
+        return as_text(TIMESTAMPTZ, self._value(values, index))
 
     def _value(self, values: TupleData, index: int) -> bytes:
         value = values[index]
