@@ -59,8 +59,8 @@ class Target:
         return psycopg.connect(self.pg_dsn, autocommit=True)
 
     def ch(self) -> Client | ChdbReader:
-        if self.clickhouse_url.startswith("chdb:"):
-            return ChdbReader(self.clickhouse_url)
+        if urlsplit(self.clickhouse_url.strip()).scheme.lower() == "chdb":  # as cdc reads the scheme
+            return ChdbReader(self.clickhouse_url.strip())
         return Client.from_url(self.clickhouse_url)
 
     def current_lsn(self) -> str:

@@ -46,9 +46,19 @@ def open_sink_admin(url: str, settings: Settings, *, timeout: float | None = Non
     return _module(url).open_admin(url, settings, timeout=timeout, log=log)
 
 
-def _module(url: str) -> SinkModule:
+def opened_by_one_process(url: str) -> bool:
+    """Whether the sink at ``url`` can be open in one process only (chDB locks its directory), by the scheme
+    that ``open_sink`` goes by."""
+    return _module_name(url) == SCHEMES["chdb"]
+
+
+def _module_name(url: str) -> str | None:
     match = _SCHEME.match(url)
-    name = SCHEMES.get(match.group(1).lower()) if match else None
+    return SCHEMES.get(match.group(1).lower()) if match else None
+
+
+def _module(url: str) -> SinkModule:
+    name = _module_name(url)
     if name is None:
         schemes = " or ".join(f"{scheme}://" for scheme in SCHEMES)
         raise SinkConfigError(f"CDC_CLICKHOUSE_URL {redact_url(url)} must start with {schemes}")
@@ -56,4 +66,4 @@ def _module(url: str) -> SinkModule:
     return module
 
 
-__all__ = ["SCHEMES", "Sink", "SinkAdmin", "SinkConfigError", "open_sink", "open_sink_admin"]
+__all__ = ["SCHEMES", "Sink", "SinkAdmin", "SinkConfigError", "open_sink", "open_sink_admin", "opened_by_one_process"]

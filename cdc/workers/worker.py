@@ -15,7 +15,7 @@ from ..pg.shards import list_workers as read_workers
 from ..pg.shards import read_sharding, streaming_generation
 from ..pipeline.retain import Retention
 from ..settings import Settings
-from ..sink import open_sink
+from ..sink import open_sink, opened_by_one_process
 from ..stopping import StopSignals
 from .group import WorkerGroup
 from .runner import ForkRunner, Runner, ThreadRunner
@@ -55,7 +55,7 @@ def run_worker(
             positions = _replay_positions(conn, settings, replay, max_shards)
     target = shard_target(settings, log=log, failpoints=failpoints, retention=retention, until=until_lsn)
     runner: Runner
-    if not threads and settings.sink_url.startswith("chdb:"):
+    if not threads and opened_by_one_process(settings.sink_url):
         # chDB opens a directory from one process at a time: shard processes would lock each other out.
         log.info("a chDB sink is opened by one process: its shards stream in threads of this one")
         threads = True

@@ -141,9 +141,11 @@ def test_a_row_with_a_null_unique_id_is_dead_lettered_not_lost_between_the_shard
     assert len(letters) == 1 and '"event_type":"no-id"' in letters[0][1], letters
 
 
-def test_shards_into_a_chdb_sink_stream_in_threads_of_one_process(pg_dsn: str, tmp_path: Path) -> None:
+# The scheme as cdc reads it everywhere else: any case, after blanks.
+@pytest.mark.parametrize("scheme", ["chdb://", " CHDB://"])
+def test_shards_into_a_chdb_sink_stream_in_threads_of_one_process(pg_dsn: str, tmp_path: Path, scheme: str) -> None:
     pytest.importorskip("chdb")
-    t = Target(pg_dsn, f"chdb://{tmp_path / 'chdb'}")
+    t = Target(pg_dsn, f"{scheme}{tmp_path / 'chdb'}")
     checked(t.cdc("migrate", "--shards", "3"))
     ids = [f"c-{i}" for i in range(300)]
     with t.pg() as conn:
