@@ -36,28 +36,42 @@ def _xlogdata(message: bytes) -> bytes:
     return b"w" + bytes(24) + message
 
 
-def _relation() -> bytes:
+# The outbox's column types (migrations/0001_outbox.sql), as a binary stream names them.
+_BINARY_TYPES = (20, 25, 25, 1184, 25, 3802, 23, 1184)
+_AT_MICROS = struct.pack(">q", 848_872_707_123_456)  # _AT, from 2000-01-01
+
+
+def _relation(binary: bool) -> bytes:
     body = struct.pack(">I", 16384) + b"public\0outbox\0d" + struct.pack(">H", len(_COLUMNS))
-    for name in _COLUMNS:
-        body += b"\0" + name.encode() + b"\0" + struct.pack(">Ii", 25, -1)
+    for name, oid in zip(_COLUMNS, _BINARY_TYPES if binary else (25,) * len(_COLUMNS)):
+        body += b"\0" + name.encode() + b"\0" + struct.pack(">Ii", oid, -1)
     return b"R" + body
 
 
-def _insert(outbox_id: int) -> bytes:
-    values = (str(outbox_id).encode(), str(uuid.UUID(int=outbox_id)).encode(), b"order_placed", _AT, b"production",
-              _PAYLOAD, b"1", _AT)
-    body = b"".join(b"t" + struct.pack(">I", len(v)) + v for v in values)
+def _insert(outbox_id: int, binary: bool) -> bytes:
+    if binary:
+        values = (struct.pack(">q", outbox_id), str(uuid.UUID(int=outbox_id)).encode(), b"order_placed", _AT_MICROS,
+                  b"production", b"\x01" + _PAYLOAD, struct.pack(">i", 1), _AT_MICROS)
+    else:
+        values = (str(outbox_id).encode(), str(uuid.UUID(int=outbox_id)).encode(), b"order_placed", _AT,
+                  b"production", _PAYLOAD, b"1", _AT)
+    kind = b"b" if binary else b"t"
+    body = b"".join(kind + struct.pack(">I", len(v)) + v for v in values)
     return b"I" + struct.pack(">I", 16384) + b"N" + struct.pack(">H", len(values)) + body
 
 
-def frames(events: int, txn_rows: int, per_read: int) -> list[list[memoryview]]:
-    flat = [_xlogdata(_relation())]
+def frames(events: int, txn_rows: int, per_read: int, *, binary: bool = False,
+           keepalives: bool = False) -> list[list[memoryview]]:
+    """``keepalives``: one after each Commit, as a walsender that has caught up sends while it waits."""
+    flat = [_xlogdata(_relation(binary))]
     lsn = 1 << 32
     for first in range(0, events, txn_rows):
         lsn += 1 << 20
         flat.append(_xlogdata(b"B" + struct.pack(">QqI", lsn, 0, first + 1)))
-        flat += [_xlogdata(_insert(i)) for i in range(first, min(events, first + txn_rows))]
+        flat += [_xlogdata(_insert(i, binary)) for i in range(first, min(events, first + txn_rows))]
         flat.append(_xlogdata(b"C" + struct.pack(">BQQq", 0, lsn, lsn + 64, 0)))
+        if keepalives:
+            flat.append(b"k" + struct.pack(">Qq?", lsn + 64, 0, False))
     views = [memoryview(frame) for frame in flat]
     return [views[k : k + per_read] for k in range(0, len(views), per_read)]
 
@@ -104,7 +118,7 @@ def _loop() -> tuple[Callable[[Any], Callable[[Sequence[memoryview]], None]], di
                       "transactions": transactions, "SpillBudget": SpillBudget, "layout": "flat"}
 
 
-def measure(reads: list[list[memoryview]], events: int) -> float:
+def measure(reads: list[list[memoryview]], events: int, *, binary: bool = False) -> float:
     """Seconds of CPU to run every read through the loop into a fresh pipeline core."""
     import structlog
 
@@ -117,6 +131,7 @@ def measure(reads: list[list[memoryview]], events: int) -> float:
         dedup=m["dedup"].DedupWindow(capacity=1_000_000, max_age=3600.0), high_water_mark=None, bounds=bounds,
         max_payload_bytes=1 << 20, log=log, on_full=builder.seal,
     )
+    coll.binary = binary
     loop = make_loop(m["transactions"].TransactionAssembler(coll, m["SpillBudget"](64 << 20), log))
     started = time.process_time()
     for read in reads:
@@ -133,12 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--txn-rows", type=int, default=50_000)
     parser.add_argument("--read", type=int, default=1024, help="frames per read")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--binary", action="store_true", help="rows in binary pgoutput, as the outbox's types send")
+    parser.add_argument("--keepalives", action="store_true", help="a keepalive after each transaction")
     parser.add_argument("--against", metavar="DIR", help="also measure the cdc/ in DIR, alternating")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        reads = frames(args.events, args.txn_rows, args.read)
-        print(measure(reads, args.events) / args.events * 1e6)
+        reads = frames(args.events, args.txn_rows, args.read, binary=args.binary, keepalives=args.keepalives)
+        print(measure(reads, args.events, binary=args.binary) / args.events * 1e6)
         return 0
     trees = {"this": str(Path(__file__).resolve().parent.parent)}
     if args.against:
@@ -146,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[float]] = {name: [] for name in trees}
     # This file by path (it imports only cdc and structlog), with the measured tree first on the path.
     command = [sys.executable, __file__, "--child", "--events", str(args.events), "--txn-rows", str(args.txn_rows),
-               "--read", str(args.read)]
+               "--read", str(args.read), *(["--binary"] if args.binary else []),
+               *(["--keepalives"] if args.keepalives else [])]
     for round_ in range(args.rounds):
         for name in list(trees)[:: 1 if round_ % 2 == 0 else -1]:
             out = subprocess.run(command, env={**os.environ, "PYTHONPATH": trees[name]}, cwd=trees[name],

@@ -228,6 +228,8 @@ def table(results: dict[str, Any]) -> str:
             row("   (relay process, for comparison)", f"{d['relay']['cpu_us_per_event']:9.1f} us")
         if s:
             row("   steady state", f"{s['pipeline']['cpu_us_per_event']:9.1f} us")
+            if "steady_cpu_us_per_event" in s["pipeline"]:
+                row("   steady state, writers' start to last visible", f"{s['pipeline']['steady_cpu_us_per_event']:9.1f} us")
     pr = results.get("profile")
     if pr:
         scaled = "cpu_us_per_event_scale" in pr

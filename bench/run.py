@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                           "relay_us_per_event": d["relay"]["cpu_us_per_event"]}
         if results.get("steady"):
             results["cpu"]["steady_us_per_event"] = results["steady"]["pipeline"]["cpu_us_per_event"]
+            results["cpu"]["steady_net_us_per_event"] = results["steady"]["pipeline"]["steady_cpu_us_per_event"]
     results["checks"] = checks(results)
     results["meta"]["total_seconds"] = time.monotonic() - started
     log("done")

@@ -14,7 +14,7 @@ from typing import Any
 from clickhouse_driver import Client
 
 from .common import SLOT, MB, log, migrate, cdc_run
-from .env import PYTHON_M, ROOT, BenchError, Child, CpuMeter, Servers, connect
+from .env import PYTHON_M, ROOT, BenchError, Child, CpuMeter, Servers, _tree_cpu_s, connect
 
 
 class Poller(threading.Thread):
@@ -114,6 +114,7 @@ def scenario_steady(srv: Servers, args: argparse.Namespace) -> dict[str, Any]:
         out = srv.logs / "steady-commits.pickle"
         log(f"steady state: {args.rate:,.0f} events/s from {args.connections} connections for {args.duration:.0f} s")
         meter = CpuMeter(srv.cpu_groups()).__enter__()
+        cpu_before = _tree_cpu_s(pipeline.pid)
         written = run_writers(t.pg_dsn, args, out)
         meter.__exit__()
         commits: list[tuple[float, list[str]]] = written["commits"]
@@ -123,6 +124,9 @@ def scenario_steady(srv: Servers, args: argparse.Namespace) -> dict[str, Any]:
             if len(ids.difference(poller.seen)) == 0:
                 break
             time.sleep(0.1)
+        # The steady state proper: from the writers' start until their last event is visible, leaving out
+        # the start-up (imports, checks, the window's rebuild) and the idle wait for the writers.
+        cpu_steady = _tree_cpu_s(pipeline.pid) - cpu_before
         poller.halt.set()
         sampler.halt.set()
         poller.join()
@@ -174,5 +178,6 @@ def scenario_steady(srv: Servers, args: argparse.Namespace) -> dict[str, Any]:
         "poll_interval_s": args.poll_interval, "polls": poller.polls,
         "mean_poll_query_s": poller.poll_seconds / max(poller.polls, 1), "cpu_elsewhere": meter.as_dict(),
         "pipeline": {"cpu_s": result.cpu_s, "cpu_us_per_event": result.cpu_s / max(events, 1) * 1e6,
+                     "steady_cpu_s": cpu_steady, "steady_cpu_us_per_event": cpu_steady / max(events, 1) * 1e6,
                      "peak_rss_mb": result.maxrss_bytes / MB, "wall_s": result.seconds},
     }

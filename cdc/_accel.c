@@ -1,7 +1,8 @@
 /*
  * cdc._accel: the optional compiled accelerator for the reader's hot loops.
  * This file: the module, and InsertDecoder (cdc/pgoutput/_tuples.py's Insert
- * decoding); _accel_convert.c: Converter (cdc/outbox.py's RowConverter);
+ * decoding); _accel_groups.c: its transactions_at (cdc/pgoutput/_groups.py);
+ * _accel_convert.c: Converter (cdc/outbox.py's RowConverter);
  * _accel_dedup.c: insert_ids (cdc/_dedup_table.py's fingerprints and probe loop).
  *
  * The pure-Python modules are the reference and the fallback (cdc.accel decides
@@ -104,8 +105,8 @@ malformed:
  * well-formed: 1 and a new (relation OID, new tuple) in *result; 0 when it is
  * not; -1 with an exception set.
  */
-static int
-fast_insert(const unsigned char *data, Py_ssize_t offset, Py_ssize_t end, PyObject *unchanged, PyObject **result)
+int
+cdc_fast_insert(const unsigned char *data, Py_ssize_t offset, Py_ssize_t end, PyObject *unchanged, PyObject **result)
 {
     if (offset < 0 || end - offset < 6 || data[offset] != 'I' || data[offset + 5] != 'N') {
         return 0;
@@ -139,29 +140,25 @@ fast_insert(const unsigned char *data, Py_ssize_t offset, Py_ssize_t end, PyObje
 
 /* -- InsertDecoder --------------------------------------------------------------------------- */
 
-typedef struct {
-    PyObject_HEAD
-    PyObject *unchanged;     /* the UNCHANGED marker of cdc.pgoutput.messages */
-    PyObject *fallback;      /* the reference decode_insert_at(buf, offset) */
-    PyObject *fallback_runs; /* the reference insert_run_at(frames, start, offset) */
-} InsertDecoder;
 
 static int
 InsertDecoder_init(InsertDecoder *self, PyObject *args, PyObject *kwargs)
 {
-    static char *names[] = {"unchanged", "decode_insert_at", "insert_run_at", NULL};
-    PyObject *unchanged, *fallback, *fallback_runs;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO:InsertDecoder", names, &unchanged, &fallback,
-                                     &fallback_runs)) {
+    static char *names[] = {"unchanged", "decode_insert_at", "insert_run_at", "transactions_at", NULL};
+    PyObject *unchanged, *fallback, *fallback_runs, *fallback_groups;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO:InsertDecoder", names, &unchanged, &fallback,
+                                     &fallback_runs, &fallback_groups)) {
         return -1;
     }
-    if (!PyCallable_Check(fallback) || !PyCallable_Check(fallback_runs)) {
-        PyErr_SetString(PyExc_TypeError, "InsertDecoder: decode_insert_at and insert_run_at must be callable");
+    if (!PyCallable_Check(fallback) || !PyCallable_Check(fallback_runs) || !PyCallable_Check(fallback_groups)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "InsertDecoder: decode_insert_at, insert_run_at and transactions_at must be callable");
         return -1;
     }
     Py_XSETREF(self->unchanged, Py_NewRef(unchanged));
     Py_XSETREF(self->fallback, Py_NewRef(fallback));
     Py_XSETREF(self->fallback_runs, Py_NewRef(fallback_runs));
+    Py_XSETREF(self->fallback_groups, Py_NewRef(fallback_groups));
     return 0;
 }
 
@@ -171,6 +168,7 @@ InsertDecoder_traverse(InsertDecoder *self, visitproc visit, void *arg)
     Py_VISIT(self->unchanged);
     Py_VISIT(self->fallback);
     Py_VISIT(self->fallback_runs);
+    Py_VISIT(self->fallback_groups);
     return 0;
 }
 
@@ -180,6 +178,7 @@ InsertDecoder_clear(InsertDecoder *self)
     Py_CLEAR(self->unchanged);
     Py_CLEAR(self->fallback);
     Py_CLEAR(self->fallback_runs);
+    Py_CLEAR(self->fallback_groups);
     return 0;
 }
 
@@ -219,7 +218,7 @@ InsertDecoder_decode_insert_at(InsertDecoder *self, PyObject *const *args, Py_ss
         }
         else {
             PyObject *result;
-            int found = fast_insert((const unsigned char *)PyBytes_AS_STRING(args[0]), offset,
+            int found = cdc_fast_insert((const unsigned char *)PyBytes_AS_STRING(args[0]), offset,
                                     PyBytes_GET_SIZE(args[0]), self->unchanged, &result);
             if (found < 0) {
                 return NULL;
@@ -237,8 +236,8 @@ InsertDecoder_decode_insert_at(InsertDecoder *self, PyObject *const *args, Py_ss
  * dimension, one-byte items, contiguous): 1, with *view to release when held;
  * 0 when it is anything else (the reference decides what that means).
  */
-static int
-frame_bytes(PyObject *frame, Py_buffer *view, int *held, const unsigned char **data, Py_ssize_t *size)
+int
+cdc_frame_bytes(PyObject *frame, Py_buffer *view, int *held, const unsigned char **data, Py_ssize_t *size)
 {
     *held = 0;
     if (PyBytes_CheckExact(frame)) {
@@ -295,10 +294,10 @@ InsertDecoder_insert_run_at(InsertDecoder *self, PyObject *const *args, Py_ssize
     const unsigned char *data;
     Py_ssize_t size;
     PyObject *first;
-    if (!frame_bytes(PyList_GET_ITEM(frames, start), &view, &held, &data, &size)) {
+    if (!cdc_frame_bytes(PyList_GET_ITEM(frames, start), &view, &held, &data, &size)) {
         goto reference;
     }
-    int found = fast_insert(data, offset, size, self->unchanged, &first);
+    int found = cdc_fast_insert(data, offset, size, self->unchanged, &first);
     if (held) {
         PyBuffer_Release(&view);
     }
@@ -320,7 +319,7 @@ InsertDecoder_insert_run_at(InsertDecoder *self, PyObject *const *args, Py_ssize
     uint32_t rid = (uint32_t)PyLong_AsUnsignedLong(relation_id);  /* it came from a uint32 */
     Py_ssize_t i = start + 1;
     for (; i < n; i++) {
-        if (!frame_bytes(PyList_GET_ITEM(frames, i), &view, &held, &data, &size) || size == 0) {
+        if (!cdc_frame_bytes(PyList_GET_ITEM(frames, i), &view, &held, &data, &size) || size == 0) {
             if (held) {
                 PyBuffer_Release(&view);
             }
@@ -333,7 +332,7 @@ InsertDecoder_insert_run_at(InsertDecoder *self, PyObject *const *args, Py_ssize
             break;
         }
         PyObject *pair;
-        found = fast_insert(data, offset, size, self->unchanged, &pair);
+        found = cdc_fast_insert(data, offset, size, self->unchanged, &pair);
         uint32_t next_id = found > 0 ? read_u32(data + offset + 1) : 0;
         if (held) {
             PyBuffer_Release(&view);
@@ -387,13 +386,14 @@ static PyMethodDef InsertDecoder_methods[] = {
     {"decode_insert_at", (PyCFunction)(void (*)(void))InsertDecoder_decode_insert_at, METH_FASTCALL,
      decode_insert_at_doc},
     {"insert_run_at", (PyCFunction)(void (*)(void))InsertDecoder_insert_run_at, METH_FASTCALL, insert_run_at_doc},
+    {"transactions_at", (PyCFunction)(void (*)(void))cdc_transactions_at, METH_FASTCALL, cdc_transactions_at_doc},
     {NULL, NULL, 0, NULL},
 };
 
 PyDoc_STRVAR(InsertDecoder_doc,
-"InsertDecoder(unchanged, decode_insert_at, insert_run_at)\n\n"
+"InsertDecoder(unchanged, decode_insert_at, insert_run_at, transactions_at)\n\n"
 "Compiled Insert decoding. ``unchanged`` is the marker for an unchanged TOAST\n"
-"value; the two functions are the reference implementations, which decode (or\n"
+"value; the three functions are the reference implementations, which decode (or\n"
 "reject, with their own errors) anything this does not take on the fast path.");
 
 static PyTypeObject InsertDecoder_Type = {

@@ -9,4 +9,21 @@ int cdc_accel_add_decoder(PyObject *module);    /* _accel.c: InsertDecoder */
 int cdc_accel_add_converter(PyObject *module);  /* _accel_convert.c: Converter */
 int cdc_accel_add_dedup(PyObject *module);      /* _accel_dedup.c: insert_ids */
 
+/* _accel.c's InsertDecoder, whose transactions_at is in _accel_groups.c. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *unchanged;     /* the UNCHANGED marker of cdc.pgoutput.messages */
+    PyObject *fallback;      /* the reference decode_insert_at(buf, offset) */
+    PyObject *fallback_runs; /* the reference insert_run_at(frames, start, offset) */
+    PyObject *fallback_groups; /* the reference transactions_at(frames, start, offset, limit) */
+} InsertDecoder;
+
+/* The Insert at data[offset:end] when well-formed: 1 and a new (relation OID, tuple); 0 when not; -1 on error. */
+int cdc_fast_insert(const unsigned char *data, Py_ssize_t offset, Py_ssize_t end, PyObject *unchanged,
+                    PyObject **result);
+/* A frame's bytes when it is bytes or a plain memoryview: 1 (release *view when *held); 0 when not. */
+int cdc_frame_bytes(PyObject *frame, Py_buffer *view, int *held, const unsigned char **data, Py_ssize_t *size);
+PyObject *cdc_transactions_at(InsertDecoder *self, PyObject *const *args, Py_ssize_t nargs);
+extern const char cdc_transactions_at_doc[];
+
 #endif

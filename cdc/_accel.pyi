@@ -2,6 +2,7 @@
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .pgoutput._groups import Group
 from .pgoutput.messages import TupleData
 
 class InsertDecoder:
@@ -10,11 +11,13 @@ class InsertDecoder:
         unchanged: object,
         decode_insert_at: Callable[[bytes, int], tuple[int, TupleData]],
         insert_run_at: Callable[[Sequence[bytes | memoryview], int, int], tuple[int, list[TupleData], int]],
+        transactions_at: Callable[[Sequence[bytes | memoryview], int, int, int], Group],
     ) -> None: ...
     def decode_insert_at(self, buf: bytes, offset: int) -> tuple[int, TupleData]: ...
     def insert_run_at(
         self, frames: Sequence[bytes | memoryview], start: int, offset: int
     ) -> tuple[int, list[TupleData], int]: ...
+    def transactions_at(self, frames: Sequence[bytes | memoryview], start: int, offset: int, limit: int) -> Group: ...
 
 class Converter:
     def __init__(

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import cdc.accel
-from cdc.pgoutput import UNCHANGED, _tuples
+from cdc.pgoutput import UNCHANGED, _groups, _tuples
 
 IMPLEMENTATIONS = ("python", "compiled")
 
@@ -40,13 +40,15 @@ class InsertDecoding:
     name: str
     decode_insert_at: Any
     insert_run_at: Any
+    transactions_at: Any
 
 
 def insert_decoding(name: str) -> InsertDecoding:
     if name == "python":
-        return InsertDecoding(name, _tuples.decode_insert_at, _tuples.insert_run_at)
-    decoder = compiled_module().InsertDecoder(UNCHANGED, _tuples.decode_insert_at, _tuples.insert_run_at)
-    return InsertDecoding(name, decoder.decode_insert_at, decoder.insert_run_at)
+        return InsertDecoding(name, _tuples.decode_insert_at, _tuples.insert_run_at, _groups.transactions_at)
+    decoder = compiled_module().InsertDecoder(UNCHANGED, _tuples.decode_insert_at, _tuples.insert_run_at,
+                                              _groups.transactions_at)
+    return InsertDecoding(name, decoder.decode_insert_at, decoder.insert_run_at, decoder.transactions_at)
 
 
 @pytest.fixture(scope="module", params=IMPLEMENTATIONS)

@@ -4,7 +4,7 @@ Live traffic is many small transactions: cdc.pgoutput.framing hands the collecto
 worth of them at once (Begin, Inserts into one relation, Commit, again and again, keepalives
 between). The reference is the careful path: every frame decoded into its message and fed
 to the assembler alone. Both paths must buffer the same rows in the same batches, dead-letter
-the same rows, count the same, see the same keepalives, and never let the acknowledgement
+the same rows, count the same, see keepalives that mean the same, and never let the acknowledgement
 pass a transaction with a row that is not stored.
 """
 
@@ -55,10 +55,10 @@ class Pipeline:
         )
         self.collector.stop_before = stop_before
         self.assembler = TransactionAssembler(self.collector, SpillBudget(10**9), structlog.get_logger())
-        self.keepalives: list[tuple[int, bool]] = []
+        self.keepalives: list[tuple[int, bool, int]] = []  # position, reply asked, rows seen by then
 
     def keepalive(self, frame: Keepalive) -> None:
-        self.keepalives.append((frame.wal_end, frame.reply_requested))
+        self.keepalives.append((frame.wal_end, frame.reply_requested, self.collector.counters.rows_seen))
 
     def batches(self) -> list[Batch]:
         return [*self.sealed, self.builder.seal()]
@@ -106,8 +106,21 @@ def snapshot(p: Pipeline, batches: list[Batch]) -> dict[str, object]:
         "counters": (c.rows_seen, c.rows_buffered, c.duplicates, c.dead_letters, c.already_stored,
                      c.left_to_next_generation),
         "last_position": p.collector.last_position,
-        "keepalives": p.keepalives,
     }
+
+
+def keepalives_alike(grouped: Pipeline, reference: Pipeline) -> None:
+    """The keepalives of a group of transactions may come as one: the last one's position, and a reply asked
+    if any asked. What must hold is what the session does with them: the same last position, none invented,
+    a reply at or after every position that asked for one, and none before the rows that came before it."""
+    got, expected = grouped.keepalives, reference.keepalives
+    assert [k[0] for k in got[-1:]] == [k[0] for k in expected[-1:]]
+    rows_before = {position: rows for position, _, rows in expected}
+    for position, _, rows in got:
+        assert position in rows_before and rows >= rows_before[position], (position, rows, expected)
+    for position, asked, _ in expected:
+        if asked:
+            assert any(p >= position and replied for p, replied, _ in got), (position, got)
 
 
 def never_past_an_unstored_row(p: Pipeline, batches: list[Batch], ends: dict[int, int]) -> int:
@@ -139,7 +152,9 @@ def test_whole_small_transactions_in_one_call_give_what_one_message_at_a_time_gi
     txns: list[Tx], keepalive_after: list[bool], cuts: list[int], max_rows: int, mark: tuple[int, int] | None,
     stop: int | None, compiled_runs: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("cdc.pgoutput.framing.insert_run_at", insert_decoding(compiled_runs).insert_run_at)
+    decoding = insert_decoding(compiled_runs)
+    monkeypatch.setattr("cdc.pgoutput.framing.insert_run_at", decoding.insert_run_at)
+    monkeypatch.setattr("cdc.pgoutput.framing.transactions_at", decoding.transactions_at)
     frames, ends = frames_of(txns, keepalive_after)
     hwm = None if mark is None else (1000 * mark[0], mark[1])
     stop_before = None if stop is None else 1000 * stop
@@ -148,6 +163,7 @@ def test_whole_small_transactions_in_one_call_give_what_one_message_at_a_time_gi
     as_reads(FrameDecoder(grouped.assembler, grouped.keepalive).decode, frames, cuts)
     got, expected = grouped.batches(), reference.batches()
     assert snapshot(grouped, got) == snapshot(reference, expected)
+    keepalives_alike(grouped, reference)
     assert (never_past_an_unstored_row(grouped, got, ends)
             == never_past_an_unstored_row(reference, expected, ends))
 
@@ -167,4 +183,5 @@ def test_a_read_of_small_transactions_reaches_the_collector_in_one_call(monkeypa
     FrameDecoder(p.assembler, p.keepalive).decode([memoryview(f) for f in frames])
     assert calls == [8]
     assert p.collector.counters.rows_buffered == 40 and p.tracker.last_commit_lsn == 8000 + 64
-    assert [wal_end for wal_end, _ in p.keepalives] == [1064, 4064, 7064]
+    # The three keepalives between them come as one, after the rows: the last position, and the replies asked.
+    assert p.keepalives == [(7064, True, 40)]

@@ -6,13 +6,13 @@
 
 ``decode`` does no I/O and keeps no state; see ``cdc.pgoutput.decoder``.
 ``decode_insert_at`` is the hot path for the commonest message, an Insert,
-read in place from a larger buffer; ``insert_run_at`` decodes a run of them.
-Both are compiled when the accelerator is built (``cdc.accel``).
+read in place from a larger buffer; ``insert_run_at`` decodes a run of them;
+``transactions_at`` finds and decodes whole small transactions. All are compiled when the accelerator is built (``cdc.accel``).
 """
 
 from __future__ import annotations
 
-from ._fast import decode_insert_at, insert_run_at
+from ._fast import decode_insert_at, insert_run_at, transactions_at
 from .decoder import decode
 from .errors import PgOutputError
 from .messages import (
@@ -73,4 +73,5 @@ __all__ = [
     "decode_insert_at",
     "insert_run_at",
     "pg_epoch_micros_to_datetime",
+    "transactions_at",
 ]

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 # The package's, not _tuples' own: whichever implementation the package exports.
-from . import decode, insert_run_at
+from . import decode, insert_run_at, transactions_at
+from ._groups import Txn as Txn  # the receivers' type for a group's transactions
 from .messages import Message, StreamStart, StreamStop, TupleData, pg_now_micros
 
 _XLOGDATA: Final = struct.Struct("!QQq")       # wal_start, wal_end, send_time
 _KEEPALIVE: Final = struct.Struct("!Qq?")      # wal_end, send_time, reply_requested
 _STATUS: Final = struct.Struct("!cQQQq?")      # 'r', written, flushed, applied, client_time, reply
-_KEEPALIVE_FRAME: Final = 1 + _KEEPALIVE.size
 
 XLOGDATA_HEADER_SIZE: Final = 1 + _XLOGDATA.size  # 'w' + wal_start, wal_end, send_time
 _XLOGDATA_TYPE: Final = ord("w")
@@ -38,7 +38,6 @@ _BEGIN: Final = struct.Struct("!QqI")     # final_lsn, commit_time, xid
 _COMMIT: Final = struct.Struct("!BQQq")   # flags, commit_lsn, end_lsn, commit_time
 _BEGIN_FRAME: Final = XLOGDATA_HEADER_SIZE + 1 + _BEGIN.size
 _COMMIT_FRAME: Final = XLOGDATA_HEADER_SIZE + 1 + _COMMIT.size
-_KEEPALIVE_TYPE: Final = ord("k")
 # At most this many Inserts make a small transaction, handed on in a group (FrameDecoder): a longer
 # run goes straight into the batch's columns anyway (cdc.core.buffer's own threshold is the same).
 _SMALL_TRANSACTION: Final = 256
@@ -64,9 +63,6 @@ class Keepalive:
 
 
 Frame = XLogData | Keepalive
-
-# (rows, final_lsn, commit_time, end_lsn) of one whole small transaction: see FrameDecoder.
-Txn = tuple[int, int, int, int]
 
 
 def parse_copy_data(data: memoryview) -> Frame:
@@ -179,54 +175,16 @@ class FrameDecoder:
 
     def _whole_transactions(self, frames: Sequence[memoryview], start: int) -> int:
         """Hand on, in one call, the whole transactions of Inserts into one relation from ``frames[start]`` (a
-        Begin) on, with the keepalives between them after; returns the index of the first frame not handed on.
+        Begin) on, then the keepalives between them; returns the index of the first frame not handed on.
 
         Live traffic is many small transactions: one call for a read's worth of them, not three per
-        transaction, lets the collector convert, deduplicate and buffer them together. Anything else
-        (another relation, a message, a transaction cut by the read, a frame that does not decode) ends
-        the group before its transaction, and the usual path takes it from there, errors included.
+        transaction, lets the collector convert, deduplicate and buffer them together. Anything else ends
+        the group before its transaction (see ``transactions_at``), and the usual path takes it from there,
+        errors included.
         """
-        offset, n = XLOGDATA_HEADER_SIZE, len(frames)
-        unpack_begin, unpack_commit, unpack_keepalive = _BEGIN.unpack_from, _COMMIT.unpack_from, _KEEPALIVE.unpack_from
-        tuples: list[TupleData] = []
-        txns: list[Txn] = []
-        keepalives: list[Keepalive] = []
-        relation_id = -1
-        i = done = start
-        taken = 0  # keepalives before the last whole transaction
-        while i < n:
-            data = frames[i]
-            kind = data[0]
-            if kind == _KEEPALIVE_TYPE and len(data) == _KEEPALIVE_FRAME:
-                keepalives.append(Keepalive(*unpack_keepalive(data, 1)))
-                i += 1
-                continue
-            if kind != _XLOGDATA_TYPE or len(data) != _BEGIN_FRAME or data[offset] != _BEGIN_TYPE:
-                break
-            # Find the Commit before decoding anything: a transaction longer than a small one, or cut by
-            # the read, is the usual path's, and its rows must not be decoded twice.
-            j, end = i + 1, min(n, i + 1 + _SMALL_TRANSACTION)
-            while j < end and len(frames[j]) > offset and frames[j][0] == _XLOGDATA_TYPE \
-                    and frames[j][offset] == _INSERT_TYPE:
-                j += 1
-            if j >= n or len(frames[j]) != _COMMIT_FRAME or frames[j][0] != _XLOGDATA_TYPE \
-                    or frames[j][offset] != _COMMIT_TYPE:
-                break
-            run: list[TupleData] = []
-            if j > i + 1:
-                try:
-                    rel, run, after = insert_run_at(frames, i + 1, offset)
-                except Exception:  # noqa: BLE001 - the usual path decodes it again and raises where it stands
-                    break
-                if after != j or relation_id not in (-1, rel):
-                    break  # Inserts into two relations in one transaction, or another relation than the group's
-                relation_id = rel
-            final_lsn, commit_time, _ = unpack_begin(data, offset + 1)
-            tuples += run
-            txns.append((len(run), final_lsn, commit_time, unpack_commit(frames[j], offset + 1)[2]))
-            i = done = j + 1
-            taken = len(keepalives)
-        if not txns:
+        relation_id, tuples, txns, keepalive, done = transactions_at(
+            frames, start, XLOGDATA_HEADER_SIZE, _SMALL_TRANSACTION)
+        if done == start:
             return start
         if relation_id == -1:  # only empty transactions: nothing for a relation, just their commits
             for _, final_lsn, commit_time, end_lsn in txns:
@@ -236,6 +194,6 @@ class FrameDecoder:
             self._transactions(relation_id, tuples, txns)
         # Keepalives come after the rows they followed: a position they report is never taken for one of
         # rows not yet handed on. One after the last commit is left to the usual path, in its turn.
-        for keepalive in keepalives[:taken]:
-            self._keepalive(keepalive)
+        if keepalive is not None:
+            self._keepalive(Keepalive(*keepalive))
         return done
