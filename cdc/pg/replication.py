@@ -109,9 +109,10 @@ class ReplicationConnection:
         """Every available CopyData payload, up to ``max_messages`` or just past ``max_bytes``.
 
         Waits at most ``timeout`` for the first. Once something arrives after a
-        wait, waits ``settle`` seconds more before reading it: live traffic's
-        small transactions then come several to a wake-up instead of one each
-        (a drain never waits, so it never settles).
+        wait, waits ``settle`` seconds more before reading it, but never past
+        ``timeout``: live traffic's small transactions then come several to a
+        wake-up instead of one each, and a batch due at ``timeout`` is not
+        held back (a drain never waits, so it never settles).
         """
         with self._io():
             return self._read(max_messages, timeout, max_bytes, settle)
@@ -121,6 +122,7 @@ class ReplicationConnection:
         out: list[memoryview] = []
         waited = refilled = False
         size = 0
+        deadline = time.monotonic() + timeout
         while len(out) < max_messages and size < max_bytes:
             nbytes, data = pgconn.get_copy_data(1)
             if nbytes > 0:
@@ -143,7 +145,7 @@ class ReplicationConnection:
                 waited = True
                 if select.select([pgconn.socket], [], [], timeout)[0]:
                     if settle > 0:
-                        time.sleep(settle)
+                        time.sleep(max(0.0, min(settle, deadline - time.monotonic())))
                     pgconn.consume_input()
                 continue
             self._raise_end(nbytes)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -60,3 +62,29 @@ def test_a_read_stops_at_its_message_count_and_the_next_read_goes_on(streaming: 
         assert len(frames) <= 7
         seen += _inserts(frames)
     assert seen == ROWS
+
+
+def test_data_arriving_near_the_timeout_is_read_by_the_timeout_whatever_the_settle(
+    streaming: ReplicationConnection, pg_dsn: str,
+) -> None:
+    seen = 0
+    while seen < ROWS:
+        seen += _inserts(streaming.read(4096, 5.0))
+    while streaming.read(4096, 0.2):  # caught up: nothing left but keepalives
+        pass
+
+    def write_later() -> None:
+        time.sleep(0.2)
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute("INSERT INTO t VALUES (%s, 'late')", (ROWS + 1,))
+
+    writer = threading.Thread(target=write_later)
+    writer.start()
+    started = time.monotonic()
+    frames: list[memoryview] = []
+    while not _inserts(frames) and time.monotonic() - started < 20:
+        # The settle would hold the read for a minute; the batch due at the timeout cannot wait for it.
+        frames = streaming.read(4096, 1.0, settle=60.0)
+    writer.join()
+    assert _inserts(frames) == 1
+    assert time.monotonic() - started < 20
