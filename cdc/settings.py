@@ -61,8 +61,9 @@ class Settings:
     spill_bytes: int = option(64 * _MiB, "Memory for in-progress streamed transactions before they spill to a "
                                          "temporary file.", minimum=0)
     status_interval: float = option(10.0, "Seconds between status updates to the server.", minimum=0.1)
-    read_settle: float = option(0.004, "Once caught up, wait this many seconds after data arrives before reading "
-                                       "it, so that small transactions come several to a wake-up (0: one each).",
+    read_settle: float = option(0.02, "Once caught up, wait this many seconds after data arrives before reading "
+                                      "it, so that small transactions come several to a wake-up (0: one each; "
+                                      "at most a tenth of the flush interval).",
                                 minimum=0)
     retry_initial: float = option(0.5, "First wait between retries (seconds).", minimum=0.01)
     retry_max: float = option(30.0, "Longest wait between retries (seconds).", minimum=0.01)
@@ -98,9 +99,6 @@ class Settings:
         for name, value in (("batch_rows", self.batch_rows), ("batch_bytes", self.batch_bytes)):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
-        if self.read_settle >= self.flush_interval:
-            raise ValueError(f"read settle ({self.read_settle} s) must be shorter than the flush interval "
-                             f"({self.flush_interval} s)")
         if self.binary not in ("auto", "on", "off"):
             raise ValueError(f"--binary must be auto, on or off, got {self.binary!r}")
         if self.flush_interval <= 0:
