@@ -97,8 +97,7 @@ add_transaction(InsertDecoder *self, PyObject *frames, Py_ssize_t i, Py_ssize_t 
         if (relation_id != -1 && rid != relation_id) {
             Py_DECREF(pair);
             /* Inserts into two relations in one transaction, or another relation than the group's */
-            PyList_SetSlice(g->tuples, before, PyList_GET_SIZE(g->tuples), NULL);
-            return 0;
+            return PyList_SetSlice(g->tuples, before, PyList_GET_SIZE(g->tuples), NULL) < 0 ? -1 : 0;
         }
         relation_id = rid;
         int appended = PyList_Append(g->tuples, PyTuple_GET_ITEM(pair, 1));
@@ -128,8 +127,7 @@ add_transaction(InsertDecoder *self, PyObject *frames, Py_ssize_t i, Py_ssize_t 
     return 1;
 
 reference:
-    PyList_SetSlice(g->tuples, before, PyList_GET_SIZE(g->tuples), NULL);
-    return -2;
+    return PyList_SetSlice(g->tuples, before, PyList_GET_SIZE(g->tuples), NULL) < 0 ? -1 : -2;
 failed:
     return -1;
 }
