@@ -118,7 +118,7 @@ def make_url(host: str, port: int, database: str, user: str, password: str | Non
     return f"clickhouse://{auth}@{host}:{port}/{quote(database, safe='')}"
 
 
-class LocalClickHouse:
+class LocalClickHouse(processes.ChildServer):
     """One server under ``workdir`` on free loopback ports: ``init()``, ``start()``, ``stop()``, ``destroy()``."""
 
     host = "127.0.0.1"
@@ -139,14 +139,6 @@ class LocalClickHouse:
             self.http_port = processes.free_port()
         self.version = ""
         self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self.running and self._proc is not None else None
 
     def url(self, database: str = "default", user: str = ADMIN_USER, password: str | None = None) -> str:
         """A ``clickhouse://`` URL for cdc (the admin's password is filled in unless another is given)."""
@@ -169,13 +161,7 @@ class LocalClickHouse:
             client.disconnect()
 
     def init(self) -> None:
-        for sub in ("", *_DIRECTORIES):
-            (self.base_dir / sub).mkdir(parents=True, exist_ok=True)
-            processes.chown_to(self.base_dir / sub, self.run_as)
-        if not processes.user_can_traverse(self.base_dir, self.run_as):
-            raise processes.ServerError(
-                f"user {self.run_as!r} cannot reach {self.base_dir}: use a directory every user can traverse"
-            )
+        processes.server_dirs(self.base_dir, _DIRECTORIES, self.run_as)
         self.config_path.write_text(
             _CONFIG.format(base=escape(str(self.base_dir)), tcp_port=self.port, http_port=self.http_port)
         )

@@ -25,6 +25,7 @@ SUPERUSER = "postgres"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 60.0
 _STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
+_SOCKET_DIR = "sock"  # under the server's directory: its Unix socket, owned by the server's user
 
 # What cdc needs (logical decoding), on loopback only, in UTC.
 LOGICAL_SETTINGS: Mapping[str, str] = {
@@ -53,7 +54,7 @@ def make_dsn(
     return f"postgresql://{auth}@{host}:{port}/{quote(dbname, safe='')}{query}"
 
 
-class LocalPostgres:
+class LocalPostgres(processes.ChildServer):
     """One cluster under ``workdir``: ``init()``, ``start()``, ``stop()``, ``destroy()``.
 
     With a ``password`` the superuser must give it, locally and over TCP
@@ -76,7 +77,7 @@ class LocalPostgres:
         self.bin_dir = bin_dir
         self.base_dir = workdir
         self.data_dir = workdir / "data"
-        self.socket_dir = workdir / "sock"
+        self.socket_dir = workdir / _SOCKET_DIR
         self.log_path = workdir / "postgres.log"
         self.port = processes.free_port()
         self.major = 0
@@ -86,14 +87,6 @@ class LocalPostgres:
         self._hba = hba
         self._proc: subprocess.Popen[bytes] | None = None
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self.running and self._proc is not None else None
-
     def dsn(self, dbname: str = "postgres", user: str = SUPERUSER, password: str | None = None) -> str:
         """A URI for ``user`` (the superuser's password is filled in unless another is given)."""
         if password is None and user == SUPERUSER:
@@ -101,13 +94,7 @@ class LocalPostgres:
         return make_dsn(self.host, self.port, dbname, user, password)
 
     def init(self) -> None:
-        for path in (self.base_dir, self.socket_dir):
-            path.mkdir(parents=True, exist_ok=True)
-            processes.chown_to(path, self.run_as)
-        if not processes.user_can_traverse(self.base_dir, self.run_as):
-            raise processes.ServerError(
-                f"user {self.run_as!r} cannot reach {self.base_dir}: use a directory every user can traverse"
-            )
+        processes.server_dirs(self.base_dir, [_SOCKET_DIR], self.run_as)
         auth = ["--auth-local=trust", "--auth-host=scram-sha-256"]
         pwfile = self.base_dir / "initdb.pw"
         if self.password is not None:

@@ -27,6 +27,20 @@ class ServerError(RuntimeError):
     """A server that would not start (the message ends with its log's last lines)."""
 
 
+class ChildServer:
+    """What every server started as a child process can say about itself (its ``_proc``, once started)."""
+
+    _proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self.running and self._proc is not None else None
+
+
 def free_port() -> int:
     """A loopback TCP port nobody listens on right now (the kernel's pick from the ephemeral range)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -90,6 +104,15 @@ def user_can_traverse(path: Path, user: str | None) -> bool:
         if not st.st_mode & bit:
             return False
     return True
+
+
+def server_dirs(base: Path, subdirs: Sequence[str], user: str | None) -> None:
+    """``base`` and its ``subdirs``, made and owned by ``user``, who must also be able to reach ``base``."""
+    for sub in ("", *subdirs):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+        chown_to(base / sub, user)
+    if not user_can_traverse(base, user):
+        raise ServerError(f"user {user!r} cannot reach {base}: use a directory every user can traverse")
 
 
 def _arm_parent_death_signal(sig: int) -> Callable[[], None] | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from cdc.demo import processes
 from cdc.demo.processes import (
+    ChildServer,
     ServerError,
     chown_to,
     free_port,
@@ -45,20 +46,6 @@ def spawn(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
     proc = processes.spawn(*args, **kwargs)
     track(proc)
     return proc
-
-
-class ChildServer:
-    """What every server the tests start as a child process can say about itself."""
-
-    _proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self.running and self._proc is not None else None
 
 
 @atexit.register
