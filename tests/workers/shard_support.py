@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from support import Target, wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
-from fault_support import CdcProcess, Writer  # noqa: F401  (re-exported)
+from fault_support import CdcProcess, Writer
 
 # Deduplication off: each shard's own high-water mark alone must prevent duplicates.
 RUN = ("run", "--dedup-window", "0", "--flush-interval", "0.2", "--retry-initial", "0.1", "--retry-max", "1",
@@ -69,3 +71,20 @@ def stop_all(workers: list[CdcProcess]) -> None:
             worker.wait_for("worker joined", timeout=90)
             code = worker.stop()
             assert code == 0, f"exit {code}: {worker.tail()}"
+
+
+@contextmanager
+def delivered_exactly(t: Target, writer: Writer, workers: list[CdcProcess]) -> Iterator[None]:
+    """The body runs while ``writer`` writes (it may add to ``workers``). Then every slot catches up, the
+    workers stop with exit 0, and the events table holds each committed id once and no rolled-back one.
+    A body that fails stops the writer and fails the test as it stands."""
+    writer.start()
+    try:
+        yield
+    finally:
+        writer.stop()
+    try:
+        catch_up_all(t)
+    finally:
+        stop_all(workers)
+    assert_exactly(t, writer.committed, writer.rolled_back)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from servers import PgServer
 from shard_support import (
-    RUN, CdcProcess, Writer, assert_exactly, catch_up_all, lock_backend, owned_by, stop_all, streamed,
+    RUN, CdcProcess, Writer, delivered_exactly, lock_backend, owned_by, streamed,
 )
 from support import Target, checked, wait_until
 
@@ -30,9 +30,8 @@ def test_random_kills_of_workers_deliver_exactly_the_committed_set(sharded4: Tar
     t, rng = sharded4, random.Random("sharded-kills")
     writer = Writer(t, "k", seed="sharded-kills", max_rows=20, rollback_every=6)
     workers = [CdcProcess(t, *RUN) for _ in range(2)]
-    writer.start()
     stored = 0
-    try:
+    with delivered_exactly(t, writer, workers):
         for _ in range(4):
             victim = workers.pop(rng.randrange(len(workers)))
             # Mid-stream: once it stores, after a random while (mid-batch, mid-INSERT, mid-acknowledgement).
@@ -43,23 +42,15 @@ def test_random_kills_of_workers_deliver_exactly_the_committed_set(sharded4: Tar
             # Restarted at once: the newcomer waits for the dead one's walsenders to let go.
             workers.append(CdcProcess(t, *RUN))
         time.sleep(2)
-    finally:
-        writer.stop()
-    try:
-        catch_up_all(t)
-    finally:
-        stop_all(workers)
     assert stored > 0, "no killed worker stored anything: the kills proved nothing"
     assert writer.rolled_back
-    assert_exactly(t, writer.committed, writer.rolled_back)
 
 
 def test_a_terminated_lock_session_hands_its_shards_on_without_loss_or_duplicates(sharded4: Target) -> None:
     t = sharded4
     writer = Writer(t, "l", seed="lock-session", max_rows=20, rollback_every=6)
     workers = [CdcProcess(t, *RUN) for _ in range(2)]
-    writer.start()
-    try:
+    with delivered_exactly(t, writer, workers):
         wait_until(lambda: sorted(i for s in owned_by(t).values() for i in s) == [0, 1, 2, 3], 90, "4 shards owned")
         time.sleep(1)
         victim = workers[0]
@@ -68,14 +59,7 @@ def test_a_terminated_lock_session_hands_its_shards_on_without_loss_or_duplicate
         victim.wait_for("lost the lock session: stopping every shard at once", timeout=30)
         wait_until(lambda: len(streamed(t)) == 4, 60, "all 4 shards streamed again")
         time.sleep(2)
-    finally:
-        writer.stop()
-    try:
-        catch_up_all(t)
-    finally:
-        stop_all(workers)
     assert victim.events("worker joined")[-1] is not victim.events("worker joined")[0]
-    assert_exactly(t, writer.committed, writer.rolled_back)
 
 
 @pytest.mark.soak  # under load; the handover itself: test_worker_group.py::test_a_worker_joining_gets_its_share_...
@@ -84,23 +68,15 @@ def test_a_worker_joining_mid_stream_takes_shards_over_with_no_gap(sharded4: Tar
     writer = Writer(t, "j", seed="joining", max_rows=20, rollback_every=6)
     first = CdcProcess(t, *RUN)
     workers = [first]
-    writer.start()
-    try:
+    with delivered_exactly(t, writer, workers):
         wait_until(lambda: owned_by(t).get(first.pid) == [0, 1, 2, 3], 90, "one worker with all 4 shards")
         time.sleep(1)
         workers.append(CdcProcess(t, *RUN))
         wait_until(lambda: sorted(len(s) for s in owned_by(t).values()) == [2, 2], 90, "2 shards each")
         time.sleep(2)
         handed_over = len(first.events("shard handed over"))
-    finally:
-        writer.stop()
-    try:
-        catch_up_all(t)
-    finally:
-        stop_all(workers)
     assert handed_over == 2
     assert not first.events("shard streamer ended; restarting it")
-    assert_exactly(t, writer.committed, writer.rolled_back)
 
 
 @pytest.mark.parametrize("mode", [pytest.param("fast", marks=pytest.mark.soak), "immediate"])
@@ -112,8 +88,7 @@ def test_postgres_restarts_under_sharded_workers_lose_and_repeat_nothing(
     t = sharded4
     writer = Writer(t, "p", seed=f"sharded-restart-{mode}", max_rows=20, rollback_every=5)
     workers = [CdcProcess(t, *RUN) for _ in range(2)]
-    writer.start()
-    try:
+    with delivered_exactly(t, writer, workers):
         wait_until(lambda: len(streamed(t)) == 4, 90, "all 4 shards streamed")
         time.sleep(1)
         pg_server.restart(mode)
@@ -121,10 +96,3 @@ def test_postgres_restarts_under_sharded_workers_lose_and_repeat_nothing(
             worker.wait_for("lost the lock session: stopping every shard at once", timeout=60)
         wait_until(lambda: len(streamed(t)) == 4, 90, "all 4 shards streamed after the restart")
         time.sleep(1)
-    finally:
-        writer.stop()
-    try:
-        catch_up_all(t)
-    finally:
-        stop_all(workers)
-    assert_exactly(t, writer.committed, writer.rolled_back)
