@@ -3,7 +3,7 @@
  *
  * It finds whole small transactions (Begin, Inserts into one relation, Commit)
  * and the keepalives between them in a read's frames, and decodes their rows,
- * in one pass over the frames. Like the rest of the accelerator it takes the
+ * in one call. Like the rest of the accelerator it takes the
  * common case only: a frame that is not bytes or a plain memoryview, an Insert
  * the fast decoder does not take, or odd arguments hand the whole call to the
  * reference, so the two can differ only in speed

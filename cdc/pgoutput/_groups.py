@@ -1,4 +1,4 @@
-"""Whole small transactions in a read's frames, found and decoded in one pass. No I/O, no state.
+"""Whole small transactions in a read's frames, found and decoded together. No I/O, no state.
 
 Live traffic is many small transactions, each a Begin, a few Inserts and a
 Commit, with a keepalive after most of them (the walsender sends one each time
@@ -32,7 +32,6 @@ _BEGIN: Final = 0x42      # 'B'
 _INSERT: Final = 0x49     # 'I'
 _COMMIT: Final = 0x43     # 'C'
 _KEEPALIVE_FRAME: Final = 18  # 'k', wal_end, send_time, reply_requested
-_KEEPALIVE_AT: Final = 1
 
 
 def transactions_at(frames: Sequence[bytes | memoryview], start: int, offset: int, limit: int) -> Group:
