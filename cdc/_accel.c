@@ -102,26 +102,40 @@ malformed:
 
 /*
  * The Insert message at data[offset:end], outside a streamed block, when it is
- * well-formed: 1 and a new (relation OID, new tuple) in *result; 0 when it is
- * not; -1 with an exception set.
+ * well-formed: 1, its new tuple in *values and its relation OID in
+ * *relation_id; 0 when it is not; -1 with an exception set.
  */
 int
-cdc_fast_insert(const unsigned char *data, Py_ssize_t offset, Py_ssize_t end, PyObject *unchanged, PyObject **result)
+cdc_insert_values(const unsigned char *data, Py_ssize_t offset, Py_ssize_t end, PyObject *unchanged,
+                  PyObject **values, uint32_t *relation_id)
 {
     if (offset < 0 || end - offset < 6 || data[offset] != 'I' || data[offset + 5] != 'N') {
         return 0;
     }
-    PyObject *values;
     Py_ssize_t next;
-    int found = walk_tuple(data, offset + 6, end, unchanged, &values, &next);
+    int found = walk_tuple(data, offset + 6, end, unchanged, values, &next);
     if (found <= 0) {
         return found;
     }
     if (next != end) {
-        Py_DECREF(values);
+        Py_DECREF(*values);
         return 0;
     }
-    PyObject *relation_id = PyLong_FromUnsignedLong(read_u32(data + offset + 1));
+    *relation_id = read_u32(data + offset + 1);
+    return 1;
+}
+
+/* The same, as a new (relation OID, new tuple) in *result. */
+int
+cdc_fast_insert(const unsigned char *data, Py_ssize_t offset, Py_ssize_t end, PyObject *unchanged, PyObject **result)
+{
+    PyObject *values;
+    uint32_t rid;
+    int found = cdc_insert_values(data, offset, end, unchanged, &values, &rid);
+    if (found <= 0) {
+        return found;
+    }
+    PyObject *relation_id = PyLong_FromUnsignedLong(rid);
     if (relation_id == NULL) {
         Py_DECREF(values);
         return -1;
@@ -331,9 +345,9 @@ InsertDecoder_insert_run_at(InsertDecoder *self, PyObject *const *args, Py_ssize
             }
             break;
         }
-        PyObject *pair;
-        found = cdc_fast_insert(data, offset, size, self->unchanged, &pair);
-        uint32_t next_id = found > 0 ? read_u32(data + offset + 1) : 0;
+        PyObject *values;
+        uint32_t next_id;
+        found = cdc_insert_values(data, offset, size, self->unchanged, &values, &next_id);
         if (held) {
             PyBuffer_Release(&view);
         }
@@ -346,11 +360,11 @@ InsertDecoder_insert_run_at(InsertDecoder *self, PyObject *const *args, Py_ssize
             goto drop;
         }
         if (next_id != rid) {
-            Py_DECREF(pair);
+            Py_DECREF(values);
             break;
         }
-        int appended = PyList_Append(run, PyTuple_GET_ITEM(pair, 1));
-        Py_DECREF(pair);
+        int appended = PyList_Append(run, values);
+        Py_DECREF(values);
         if (appended < 0) {
             Py_DECREF(run);
             Py_DECREF(relation_id);

@@ -4,6 +4,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 
 int cdc_accel_add_decoder(PyObject *module);    /* _accel.c: InsertDecoder */
 int cdc_accel_add_converter(PyObject *module);  /* _accel_convert.c: Converter */
@@ -18,7 +19,10 @@ typedef struct {
     PyObject *fallback_groups; /* the reference transactions_at(frames, start, offset, limit) */
 } InsertDecoder;
 
-/* The Insert at data[offset:end] when well-formed: 1 and a new (relation OID, tuple); 0 when not; -1 on error. */
+/* The Insert at data[offset:end] when well-formed: 1, its new tuple and relation OID; 0 when not; -1 on error. */
+int cdc_insert_values(const unsigned char *data, Py_ssize_t offset, Py_ssize_t end, PyObject *unchanged,
+                      PyObject **values, uint32_t *relation_id);
+/* The same, as a new (relation OID, tuple). */
 int cdc_fast_insert(const unsigned char *data, Py_ssize_t offset, Py_ssize_t end, PyObject *unchanged,
                     PyObject **result);
 /* A frame's bytes when it is bytes or a plain memoryview: 1 (release *view when *held); 0 when not. */

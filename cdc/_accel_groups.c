@@ -84,8 +84,9 @@ add_transaction(InsertDecoder *self, PyObject *frames, Py_ssize_t i, Py_ssize_t 
         if (!frame_at(frames, k, &f)) {
             goto reference;
         }
-        PyObject *pair;
-        int found = cdc_fast_insert(f.data, offset, f.size, self->unchanged, &pair);
+        PyObject *values;
+        uint32_t rid;
+        int found = cdc_insert_values(f.data, offset, f.size, self->unchanged, &values, &rid);
         frame_done(&f);
         if (found <= 0) {
             if (found < 0) {
@@ -93,15 +94,14 @@ add_transaction(InsertDecoder *self, PyObject *frames, Py_ssize_t i, Py_ssize_t 
             }
             goto reference;
         }
-        long long rid = (long long)PyLong_AsUnsignedLong(PyTuple_GET_ITEM(pair, 0));
-        if (relation_id != -1 && rid != relation_id) {
-            Py_DECREF(pair);
+        if (relation_id != -1 && (long long)rid != relation_id) {
+            Py_DECREF(values);
             /* Inserts into two relations in one transaction, or another relation than the group's */
             return PyList_SetSlice(g->tuples, before, PyList_GET_SIZE(g->tuples), NULL) < 0 ? -1 : 0;
         }
         relation_id = rid;
-        int appended = PyList_Append(g->tuples, PyTuple_GET_ITEM(pair, 1));
-        Py_DECREF(pair);
+        int appended = PyList_Append(g->tuples, values);
+        Py_DECREF(values);
         if (appended < 0) {
             goto failed;
         }
