@@ -8,9 +8,6 @@ type, or the exception the reference raises.
 
 from __future__ import annotations
 
-import gc
-import sys
-import tracemalloc
 from struct import pack
 from typing import Any
 
@@ -23,6 +20,7 @@ from implementations import InsertDecoding, insert_decoding
 
 from .captures import all_messages
 from .encoder import encode
+from .leaks import assert_refcounts_kept, leaked
 
 HEADER = b"w" + bytes(range(24))
 OFFSET = len(HEADER)
@@ -199,28 +197,16 @@ def test_finding_groups_leaks_nothing_and_lets_go_of_every_frame(both: tuple[Ins
     views = [memoryview(insert(1, b"a" * 40)), memoryview(begin(2))]
     frames: list[object] = [begin(1), views[0], commit(1), keepalive(9, 1), views[1], insert(2, b"b"), commit(2),
                             begin(3), insert(1, b"c")]
-    watched = (None, True, UNCHANGED, frames[0])
+
+    def both_groups() -> None:
+        compiled(frames, 0, OFFSET, LIMIT)
+        compiled(frames, 4, OFFSET, LIMIT)
 
     def calls() -> None:
         for _ in range(1000):
-            compiled(frames, 0, OFFSET, LIMIT)
-            compiled(frames, 4, OFFSET, LIMIT)
+            both_groups()
 
-    calls()  # warm-up: caches and interned objects settle
-    gc.collect()
-    counts = [sys.getrefcount(o) for o in watched]
-    calls()
-    gc.collect()
-    assert [sys.getrefcount(o) for o in watched] == counts
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(20_000):
-            compiled(frames, 0, OFFSET, LIMIT)
-            compiled(frames, 4, OFFSET, LIMIT)
-        gc.collect()
-        assert tracemalloc.get_traced_memory()[0] - before < 4096
-    finally:
-        tracemalloc.stop()
+    assert_refcounts_kept(calls, (None, True, UNCHANGED, frames[0]))
+    assert leaked(both_groups) < 4096
     for view in views:
         view.release()  # BufferError if a buffer taken from it was never released

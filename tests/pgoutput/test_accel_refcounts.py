@@ -1,17 +1,8 @@
-"""The compiled Insert decoding keeps no reference and no memory it should not, on success or failure.
-
-tracemalloc sees every allocation the extension makes through Python's
-allocators (the values' bytes, the tuples, the lists), so memory still traced
-after many calls whose results are dropped is a leak; ``sys.getrefcount`` of
-the shared objects (None, UNCHANGED, the input) catches a reference taken and
-never given back, or given back twice.
-"""
+"""The compiled Insert decoding keeps no reference and no memory it should not, on success or failure
+(how each is seen: tests/pgoutput/leaks.py). The shared objects watched: None, UNCHANGED, the input."""
 
 from __future__ import annotations
 
-import gc
-import sys
-import tracemalloc
 from collections.abc import Callable
 from struct import pack
 
@@ -20,26 +11,12 @@ import pytest
 from cdc.pgoutput import UNCHANGED, PgOutputError
 from implementations import insert_decoding
 
+from .leaks import assert_refcounts_kept, leaked
+
 HEADER = b"w" + bytes(24)
 GOOD = b"I" + pack(">I", 16384) + b"N" + pack(">H", 4) + b"t" + pack(">I", 5) + b"hello" + b"n" + b"u" + b"b\x00\x00\x00\x00"
 BROKEN = GOOD[:-2]
 OTHER = b"I" + pack(">I", 16385) + b"N" + pack(">H", 1) + b"u"
-
-
-def _leaked(call: Callable[[], object], times: int = 20_000) -> int:
-    """Bytes still allocated after ``times`` calls whose results are dropped, after a warm-up."""
-    for _ in range(200):
-        call()
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(times):
-            call()
-        gc.collect()
-        return tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
 
 
 def _swallow(call: Callable[[], object]) -> Callable[[], object]:
@@ -60,8 +37,8 @@ def test_decoding_good_and_broken_inserts_leaks_nothing(compiled: object) -> Non
     at = compiled.decode_insert_at  # type: ignore[attr-defined]
     good, broken = HEADER + GOOD, HEADER + BROKEN
     assert at(good, len(HEADER)) == (16384, (b"hello", None, UNCHANGED, b""))
-    assert _leaked(lambda: at(good, len(HEADER))) < 4096
-    assert _leaked(_swallow(lambda: at(broken, len(HEADER))), 5_000) < 4096
+    assert leaked(lambda: at(good, len(HEADER))) < 4096
+    assert leaked(_swallow(lambda: at(broken, len(HEADER))), 5_000) < 4096
 
 
 def test_decoding_runs_leaks_nothing_and_lets_go_of_every_frame(compiled: object) -> None:
@@ -69,9 +46,9 @@ def test_decoding_runs_leaks_nothing_and_lets_go_of_every_frame(compiled: object
     frames: list[bytes | memoryview] = [HEADER + GOOD, memoryview(HEADER + GOOD), HEADER + OTHER, memoryview(HEADER + GOOD)]
     assert [(rid, len(run), i) for rid, run, i in (run_at(frames, k, len(HEADER)) for k in (0, 2, 3))] == [
         (16384, 2, 2), (16385, 1, 3), (16384, 1, 4)]
-    assert _leaked(lambda: run_at(frames, 0, len(HEADER))) < 4096
+    assert leaked(lambda: run_at(frames, 0, len(HEADER))) < 4096
     broken = [*frames[:2], memoryview(HEADER + BROKEN)]
-    assert _leaked(_swallow(lambda: run_at(broken, 0, len(HEADER))), 5_000) < 4096
+    assert leaked(_swallow(lambda: run_at(broken, 0, len(HEADER))), 5_000) < 4096
     for frame in frames:
         if isinstance(frame, memoryview):
             frame.release()  # BufferError if a buffer taken from it was never released
@@ -92,9 +69,4 @@ def test_shared_objects_keep_their_reference_counts(compiled: object) -> None:
                 except PgOutputError:
                     pass
 
-    calls()  # warm-up: caches and interned objects settle
-    gc.collect()
-    before = [sys.getrefcount(o) for o in watched]
-    calls()
-    gc.collect()
-    assert [sys.getrefcount(o) for o in watched] == before
+    assert_refcounts_kept(calls, watched)
