@@ -21,6 +21,7 @@ from typing import Final, Protocol
 # The package's, not _tuples' own: whichever implementation the package exports.
 from . import decode, insert_run_at, transactions_at
 from ._groups import Txn as Txn  # the receivers' type for a group's transactions
+from ._struct import BEGIN as _BEGIN, COMMIT as _COMMIT  # final_lsn, commit_time, xid; flags, LSNs, commit_time
 from .messages import Message, StreamStart, StreamStop, TupleData, pg_now_micros
 
 _XLOGDATA: Final = struct.Struct("!QQq")       # wal_start, wal_end, send_time
@@ -34,8 +35,6 @@ _INSERT_TYPE: Final = ord("I")  # the pgoutput message type, at XLOGDATA_HEADER_
 # valid size (anything else goes through decode, which says what is wrong).
 _BEGIN_TYPE: Final = ord("B")
 _COMMIT_TYPE: Final = ord("C")
-_BEGIN: Final = struct.Struct("!QqI")     # final_lsn, commit_time, xid
-_COMMIT: Final = struct.Struct("!BQQq")   # flags, commit_lsn, end_lsn, commit_time
 _BEGIN_FRAME: Final = XLOGDATA_HEADER_SIZE + 1 + _BEGIN.size
 _COMMIT_FRAME: Final = XLOGDATA_HEADER_SIZE + 1 + _COMMIT.size
 # At most this many Inserts make a small transaction, handed on in a group (FrameDecoder): a longer
