@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
+
+import pytest
 
 from cdc.core.buffer import BatchBuilder
 from cdc.core.events import EVENT_COLUMNS, DeadLetter
@@ -49,6 +52,23 @@ def test_due_by_age_of_the_oldest_row_only_when_something_is_held() -> None:
     builder.extend([_row("a")], 1, 0)
     assert builder.seconds_until_due(0.0) is not None
     assert builder.due(10**9)
+
+
+def test_a_batch_counts_its_age_from_when_its_first_rows_were_received() -> None:
+    builder = BatchBuilder(max_rows=1000, max_bytes=10**9, max_age=0.5)
+    builder.received_at = 100.0  # the read that brought the rows had them at 100.0, then settled
+    builder.extend([_row("a")], 1, 0)
+    builder.received_at = 100.3  # later rows do not make the open batch younger
+    builder.extend([_row("b")], 2, 0)
+    assert builder.seconds_until_due(100.2) == pytest.approx(0.3)
+    assert not builder.due(100.49) and builder.due(100.5)
+    builder.seal()
+    builder.received_at = None  # a caller that does not know: the batch opens when the rows are added
+    before = time.monotonic()
+    builder.extend([_row("c")], 3, 0)
+    after = time.monotonic()
+    remaining = builder.seconds_until_due(after)
+    assert remaining is not None and before + 0.5 - after <= remaining <= 0.5
 
 
 def test_seal_opens_the_next_batch_with_the_next_seq() -> None:

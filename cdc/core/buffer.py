@@ -41,6 +41,9 @@ class BatchBuilder:
         self._waiting: list[EventRow] = []
         self._commits: list[tuple[int, int, int]] = []  # (rows, commit_lsn, committed_at) of _waiting, in order
         self._opened_at: float | None = None
+        # When the rows being added reached cdc (time.monotonic()), if the caller knows: a batch they
+        # open is already that old, so the flush interval counts a row's wait from its arrival.
+        self.received_at: float | None = None
 
     @property
     def seq(self) -> int:
@@ -53,7 +56,7 @@ class BatchBuilder:
         metadata_version, outbox_id, commit_seq), occurred_at in Unix-epoch microseconds.
         """
         if self._opened_at is None:
-            self._opened_at = time.monotonic()
+            self._opened_at = time.monotonic() if self.received_at is None else self.received_at
         n = len(rows)
         # PostgreSQL counts time from 2000-01-01, the batch from 1970-01-01 (both UTC, in microseconds).
         commit = (n, commit_lsn, commit_time + PG_EPOCH_UNIX_MICROS)
@@ -74,7 +77,7 @@ class BatchBuilder:
         """Rows of several transactions, in commit order; ``commits`` holds each one's (rows,
         commit_lsn, commit_time), in the same order. The same as ``extend`` for each in turn."""
         if self._opened_at is None:
-            self._opened_at = time.monotonic()
+            self._opened_at = time.monotonic() if self.received_at is None else self.received_at
         n = len(rows)
         self.rows += n
         waiting = self._waiting
@@ -111,7 +114,7 @@ class BatchBuilder:
 
     def dead_letter(self, letter: DeadLetter) -> None:
         if self._opened_at is None:
-            self._opened_at = time.monotonic()
+            self._opened_at = time.monotonic() if self.received_at is None else self.received_at
         self.batch.dead_letters.append(letter)
         self.batch.nbytes += len(letter.row_json) + ROW_OVERHEAD
 

@@ -64,6 +64,7 @@ class ReplicationConnection:
         self._secret = secret
         self.server_version: Final = pgconn.server_version
         self.backend_pid: Final = pgconn.backend_pid
+        self.arrived_at = 0.0  # time.monotonic() when the last read's data had arrived (at the latest)
 
     @classmethod
     def connect(cls, dsn: str, *, application_name: str = "cdc") -> ReplicationConnection:
@@ -112,7 +113,8 @@ class ReplicationConnection:
         wait, waits ``settle`` seconds more before reading it, but never past
         ``timeout``: live traffic's small transactions then come several to a
         wake-up instead of one each, and a batch due at ``timeout`` is not
-        held back (a drain never waits, so it never settles).
+        held back (a drain never waits, so it never settles). ``arrived_at``
+        then says when the data came, before the settle.
         """
         with self._io():
             return self._read(max_messages, timeout, max_bytes, settle)
@@ -122,7 +124,8 @@ class ReplicationConnection:
         out: list[memoryview] = []
         waited = refilled = False
         size = 0
-        deadline = time.monotonic() + timeout
+        self.arrived_at = now = time.monotonic()
+        deadline = now + timeout
         while len(out) < max_messages and size < max_bytes:
             nbytes, data = pgconn.get_copy_data(1)
             if nbytes > 0:
@@ -144,6 +147,7 @@ class ReplicationConnection:
                     break
                 waited = True
                 if select.select([pgconn.socket], [], [], timeout)[0]:
+                    self.arrived_at = time.monotonic()
                     if settle > 0:
                         time.sleep(max(0.0, min(settle, deadline - time.monotonic())))
                     pgconn.consume_input()

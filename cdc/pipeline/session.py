@@ -32,7 +32,8 @@ class StreamSession:
     def run(self) -> None:
         """Stream until stopped, or until everything committed up to ``until_lsn`` is stored and acknowledged."""
         p, until_lsn = self._p, self._until_lsn
-        read, decode = self._repl.read, FrameDecoder(p.assembler, self._keepalive).decode
+        repl = self._repl
+        read, decode = repl.read, FrameDecoder(p.assembler, self._keepalive).decode
         builder, tracker, hand_off, acknowledge, stop = p.builder, p.tracker, p.handoff.hand_off, p.ack.send, p.stop
         max_messages = min(_MAX_MESSAGES_PER_READ, p.settings.batch_rows)
         max_bytes = min(_MAX_BYTES_PER_READ, p.settings.batch_bytes)
@@ -40,12 +41,15 @@ class StreamSession:
         # and a wake-up (select, libpq, decode, timers, acknowledgement) costs about
         # what a small transaction's rows do. A settle once data arrives gathers
         # several into one wake-up (at 10,000 ev/s: 4 ms 18.8 us/event, 10 ms 16.5,
-        # 20 ms 14.3, 50 ms 14.6), for latency that the flush interval dwarfs: a
-        # tenth of it at most, and never past a batch's due time (see read).
+        # 20 ms 14.3, 50 ms 14.6). It delays no flush: a read never settles past the
+        # open batch's due time, and a batch its rows open counts its age from their
+        # arrival, not from after the settle. A tenth of the flush interval at most.
         settle = min(p.settings.read_settle, p.settings.flush_interval / 10)
         while not stop.is_set():
             timeout = builder.seconds_until_due(time.monotonic())
-            decode(read(max_messages, 0.5 if timeout is None else min(0.5, timeout), max_bytes, settle=settle))
+            frames = read(max_messages, 0.5 if timeout is None else min(0.5, timeout), max_bytes, settle=settle)
+            builder.received_at = repl.arrived_at
+            decode(frames)
             now = time.monotonic()
             if builder.due(now) or (tracker.pending and (not len(builder) or self._until_received())):
                 hand_off()

@@ -64,9 +64,8 @@ def test_a_read_stops_at_its_message_count_and_the_next_read_goes_on(streaming: 
     assert seen == ROWS
 
 
-def test_data_arriving_near_the_timeout_is_read_by_the_timeout_whatever_the_settle(
-    streaming: ReplicationConnection, pg_dsn: str,
-) -> None:
+def _caught_up_then_one_more_row(streaming: ReplicationConnection, pg_dsn: str) -> threading.Thread:
+    """Reads the stream to its end, then starts a thread that inserts one row 0.2 s later."""
     seen = 0
     while seen < ROWS:
         seen += _inserts(streaming.read(4096, 5.0))
@@ -80,6 +79,13 @@ def test_data_arriving_near_the_timeout_is_read_by_the_timeout_whatever_the_sett
 
     writer = threading.Thread(target=write_later)
     writer.start()
+    return writer
+
+
+def test_data_arriving_near_the_timeout_is_read_by_the_timeout_whatever_the_settle(
+    streaming: ReplicationConnection, pg_dsn: str,
+) -> None:
+    writer = _caught_up_then_one_more_row(streaming, pg_dsn)
     started = time.monotonic()
     frames: list[memoryview] = []
     while not _inserts(frames) and time.monotonic() - started < 20:
@@ -88,3 +94,18 @@ def test_data_arriving_near_the_timeout_is_read_by_the_timeout_whatever_the_sett
     writer.join()
     assert _inserts(frames) == 1
     assert time.monotonic() - started < 20
+
+
+def test_a_read_that_settles_says_when_its_data_arrived_before_the_settle(
+    streaming: ReplicationConnection, pg_dsn: str,
+) -> None:
+    writer = _caught_up_then_one_more_row(streaming, pg_dsn)
+    started = returned = time.monotonic()
+    frames: list[memoryview] = []
+    while not _inserts(frames) and returned - started < 20:
+        frames = streaming.read(4096, 5.0, settle=0.5)
+        returned = time.monotonic()
+    writer.join()
+    assert _inserts(frames) == 1
+    # The batch these rows open counts its age from arrived_at, so the settle delays no flush.
+    assert started < streaming.arrived_at <= returned - 0.5
