@@ -118,8 +118,12 @@ def _loop() -> tuple[Callable[[Any], Callable[[Sequence[memoryview]], None]], di
                       "transactions": transactions, "SpillBudget": SpillBudget, "layout": "flat"}
 
 
-def measure(reads: list[list[memoryview]], events: int, *, binary: bool = False) -> float:
-    """Seconds of CPU to run every read through the loop into a fresh pipeline core."""
+def measure(reads: list[list[memoryview]], events: int, *, binary: bool = False, pause: float = 0.0) -> float:
+    """Seconds of CPU to run every read through the loop into a fresh pipeline core.
+
+    ``pause``: seconds slept before each read, as the live loop sleeps between wake-ups (the
+    caches cool meanwhile); only the reads' CPU counts.
+    """
     import structlog
 
     make_loop, m = _loop()
@@ -133,10 +137,13 @@ def measure(reads: list[list[memoryview]], events: int, *, binary: bool = False)
     )
     coll.binary = binary
     loop = make_loop(m["transactions"].TransactionAssembler(coll, m["SpillBudget"](64 << 20), log))
-    started = time.process_time()
+    spent = 0.0
     for read in reads:
+        if pause:
+            time.sleep(pause)
+        started = time.process_time()
         loop(read)
-    spent = time.process_time() - started
+        spent += time.process_time() - started
     if coll.counters.rows_buffered != events:
         raise SystemExit(f"{coll.counters.rows_buffered} rows buffered, expected {events}")
     return spent
@@ -150,12 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--binary", action="store_true", help="rows in binary pgoutput, as the outbox's types send")
     parser.add_argument("--keepalives", action="store_true", help="a keepalive after each transaction")
+    parser.add_argument("--pause", type=float, default=0.0, metavar="SECONDS",
+                        help="sleep before each read, as live traffic's loop does between wake-ups")
     parser.add_argument("--against", metavar="DIR", help="also measure the cdc/ in DIR, alternating")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         reads = frames(args.events, args.txn_rows, args.read, binary=args.binary, keepalives=args.keepalives)
-        print(measure(reads, args.events, binary=args.binary) / args.events * 1e6)
+        print(measure(reads, args.events, binary=args.binary, pause=args.pause) / args.events * 1e6)
         return 0
     trees = {"this": str(Path(__file__).resolve().parent.parent)}
     if args.against:
@@ -164,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     # This file by path (it imports only cdc and structlog), with the measured tree first on the path.
     command = [sys.executable, __file__, "--child", "--events", str(args.events), "--txn-rows", str(args.txn_rows),
                "--read", str(args.read), *(["--binary"] if args.binary else []),
-               *(["--keepalives"] if args.keepalives else [])]
+               *(["--keepalives"] if args.keepalives else []), "--pause", str(args.pause)]
     for round_ in range(args.rounds):
         for name in list(trees)[:: 1 if round_ % 2 == 0 else -1]:
             out = subprocess.run(command, env={**os.environ, "PYTHONPATH": trees[name]}, cwd=trees[name],
