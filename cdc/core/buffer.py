@@ -8,6 +8,7 @@ from itertools import repeat
 from operator import itemgetter
 from typing import Final
 
+from ..pgoutput.framing import SMALL_TRANSACTION
 from ..pgoutput.messages import PG_EPOCH_UNIX_MICROS
 from .events import Batch, DeadLetter
 from .outbox import EventRow
@@ -17,8 +18,9 @@ ROW_OVERHEAD: Final = 160
 # Rows that wait as tuples before they are spread into columns: enough for many
 # small transactions at once, few enough to stay in the CPU's caches.
 _SPREAD: Final = 2048
-# A transaction's run at least this long skips the wait.
-_SPREAD_AT_ONCE: Final = 256
+# A transaction's run at least this long skips the wait: the decoder's bound on the small
+# transactions it groups, so the two agree on what counts as small.
+_SPREAD_AT_ONCE: Final = SMALL_TRANSACTION
 _payload: Final = itemgetter(4)
 
 

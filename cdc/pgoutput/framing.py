@@ -37,9 +37,9 @@ _BEGIN_TYPE: Final = ord("B")
 _COMMIT_TYPE: Final = ord("C")
 _BEGIN_FRAME: Final = XLOGDATA_HEADER_SIZE + 1 + _BEGIN.size
 _COMMIT_FRAME: Final = XLOGDATA_HEADER_SIZE + 1 + _COMMIT.size
-# At most this many Inserts make a small transaction, handed on in a group (FrameDecoder): a longer
-# run goes straight into the batch's columns anyway (cdc.core.buffer's own threshold is the same).
-_SMALL_TRANSACTION: Final = 256
+# At most this many Inserts make a small transaction, handed on in a group (FrameDecoder); the batch
+# builder (cdc.core.buffer) sends runs that long straight into its columns, not through its wait.
+SMALL_TRANSACTION: Final = 256
 
 
 class ReplicationProtocolError(Exception):
@@ -182,7 +182,7 @@ class FrameDecoder:
         errors included.
         """
         relation_id, tuples, txns, keepalive, done = transactions_at(
-            frames, start, XLOGDATA_HEADER_SIZE, _SMALL_TRANSACTION)
+            frames, start, XLOGDATA_HEADER_SIZE, SMALL_TRANSACTION)
         if done == start:
             return start
         if relation_id == -1:  # only empty transactions: nothing for a relation, just their commits
