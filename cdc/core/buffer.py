@@ -58,7 +58,7 @@ class BatchBuilder:
         metadata_version, outbox_id, commit_seq), occurred_at in Unix-epoch microseconds.
         """
         if self._opened_at is None:
-            self._opened_at = time.monotonic() if self.received_at is None else self.received_at
+            self._open()
         n = len(rows)
         # PostgreSQL counts time from 2000-01-01, the batch from 1970-01-01 (both UTC, in microseconds).
         commit = (n, commit_lsn, commit_time + PG_EPOCH_UNIX_MICROS)
@@ -79,7 +79,7 @@ class BatchBuilder:
         """Rows of several transactions, in commit order; ``commits`` holds each one's (rows,
         commit_lsn, commit_time), in the same order. The same as ``extend`` for each in turn."""
         if self._opened_at is None:
-            self._opened_at = time.monotonic() if self.received_at is None else self.received_at
+            self._open()
         n = len(rows)
         self.rows += n
         waiting = self._waiting
@@ -114,9 +114,12 @@ class BatchBuilder:
             times.extend(repeat(committed_at, n))
         return payload
 
+    def _open(self) -> None:
+        self._opened_at = time.monotonic() if self.received_at is None else self.received_at
+
     def dead_letter(self, letter: DeadLetter) -> None:
         if self._opened_at is None:
-            self._opened_at = time.monotonic() if self.received_at is None else self.received_at
+            self._open()
         self.batch.dead_letters.append(letter)
         self.batch.nbytes += len(letter.row_json) + ROW_OVERHEAD
 
