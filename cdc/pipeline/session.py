@@ -42,9 +42,9 @@ class StreamSession:
         # what a small transaction's rows do. A settle once data arrives gathers
         # several into one wake-up (at 10,000 ev/s: 4 ms 18.8 us/event, 10 ms 16.5,
         # 20 ms 14.3, 50 ms 14.6; 100 ms no less CPU than 20, and p50 ~50 ms later).
-        # It delays no flush: a read never settles past the
-        # open batch's due time, and a batch its rows open counts its age from their
-        # arrival, not from after the settle. A tenth of the flush interval at most.
+        # It delays no flush: a read never settles past the open batch's due time,
+        # and a batch its rows open counts its age from their arrival, not from
+        # after the settle. A tenth of the flush interval at most.
         settle = min(p.settings.read_settle, p.settings.flush_interval / 10)
         while not stop.is_set():
             timeout = builder.seconds_until_due(time.monotonic())
