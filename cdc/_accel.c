@@ -438,7 +438,8 @@ cdc_accel_add_decoder(PyObject *module)
 static int
 accel_exec(PyObject *module)
 {
-    if (cdc_accel_add_decoder(module) < 0 || cdc_accel_add_converter(module) < 0 || cdc_accel_add_dedup(module) < 0) {
+    if (cdc_accel_add_decoder(module) < 0 || cdc_accel_add_converter(module) < 0 || cdc_accel_add_dedup(module) < 0 ||
+        cdc_accel_add_wire(module) < 0) {
         return -1;
     }
     return 0;

@@ -9,6 +9,7 @@
 int cdc_accel_add_decoder(PyObject *module);    /* _accel.c: InsertDecoder */
 int cdc_accel_add_converter(PyObject *module);  /* _accel_convert.c: Converter */
 int cdc_accel_add_dedup(PyObject *module);      /* _accel_dedup.c: insert_ids */
+int cdc_accel_add_wire(PyObject *module);       /* _accel_wire.c: copy_frames */
 
 /* _accel.c's InsertDecoder, whose transactions_at is in _accel_groups.c. */
 typedef struct {

@@ -40,3 +40,7 @@ def insert_ids(
     ids: list[str | bytes], salt: bytes, now: float, index: Any, hi: Any, lo: Any, ts: Any,
     mask: int, capacity: int, head: int, count: int,
 ) -> tuple[list[bool], int, int] | None: ...
+
+def copy_frames(
+    buf: bytes | bytearray, start: int, end: int, max_messages: int, max_bytes: int
+) -> tuple[list[bytes], int, int]: ...

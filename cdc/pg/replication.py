@@ -1,9 +1,10 @@
 """A logical replication connection over psycopg's low-level libpq wrapper, and how a stream starts.
 
-This is the only module that does replication I/O. ``read`` returns every
-CopyData message already available (many per wake-up), and waits on the
-socket only when there is none. ``start_stream`` checks the slot and starts
-streaming it with the options cdc uses.
+This module and cdc.pg.copy_stream (where the stream's messages come from:
+the socket, read by cdc, or libpq) are the only ones that do replication I/O.
+``read`` returns every CopyData message already available (many per
+wake-up), and waits on the socket only when there is none. ``start_stream``
+checks the slot and starts streaming it with the options cdc uses.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import psycopg
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from ..accel import native
 from ..core.outbox_binary import binary_readable
 from ..errors import PreflightError, SlotBusy
 from ..pgoutput.framing import standby_status_update
@@ -25,6 +27,7 @@ from ..redact import dsn_password, scrub
 from ..settings import Settings
 from . import preflight
 from .connect import connect, startup_options
+from .copy_stream import CopyEnded, Frame, LibpqCopy, SocketCopy
 from .monitor import MESSAGES_SINCE
 
 
@@ -65,6 +68,7 @@ class ReplicationConnection:
         self.server_version: Final = pgconn.server_version
         self.backend_pid: Final = pgconn.backend_pid
         self.arrived_at = 0.0  # time.monotonic() when the last read's data had arrived (at the latest)
+        self._copy: LibpqCopy | SocketCopy | None = None  # the stream's messages, once started
 
     @classmethod
     def connect(cls, dsn: str, *, application_name: str = "cdc") -> ReplicationConnection:
@@ -75,6 +79,13 @@ class ReplicationConnection:
             pgconn.finish()
             raise ReplicationError(f"cannot open a replication connection: {message}")
         return cls(pgconn, secret=secret)
+
+    @property
+    def reader(self) -> str | None:
+        """How the stream is read once started: "socket" (by cdc) or "libpq"."""
+        if self._copy is None:
+            return None
+        return "socket" if isinstance(self._copy, SocketCopy) else "libpq"
 
     def command(self, sql: str) -> list[tuple[str | None, ...]]:
         """Run a replication command (IDENTIFY_SYSTEM, CREATE_REPLICATION_SLOT...) and return its rows."""
@@ -87,14 +98,30 @@ class ReplicationConnection:
             for r in range(result.ntuples)
         ]
 
-    def start_replication(self, slot: str, start_lsn: str, options: dict[str, str]) -> None:
-        """Enter COPY BOTH mode. ``slot`` must already be a validated identifier."""
+    def start_replication(self, slot: str, start_lsn: str, options: dict[str, str], *, reader: str = "auto") -> None:
+        """Enter COPY BOTH mode. ``slot`` must already be a validated identifier.
+
+        ``reader``: "auto" reads the stream from the socket itself where it can
+        (cdc.pg.copy_stream), "libpq" always through libpq.
+        """
         opts = ", ".join(f"\"{k}\" '{v}'" for k, v in options.items())
-        result = self._pgconn.exec_(f'START_REPLICATION SLOT "{slot}" LOGICAL {start_lsn} ({opts})'.encode())
+        command = f'START_REPLICATION SLOT "{slot}" LOGICAL {start_lsn} ({opts})'.encode()
+        if reader == "auto" and native is not None and SocketCopy.usable(self._pgconn):
+            copy = SocketCopy(self._pgconn.socket)
+            try:
+                with self._io():
+                    copy.start(self._pgconn, command)
+            except BaseException:
+                copy.close()
+                raise
+            self._copy = copy
+            return
+        result = self._pgconn.exec_(command)
         if result.status != pq.ExecStatus.COPY_BOTH:
             message, state = _error_text(self._pgconn, result, self._secret)
             raise ReplicationError(message, sqlstate=state)
         self._pgconn.nonblocking = 1
+        self._copy = LibpqCopy(self._pgconn)
 
     @contextmanager
     def _io(self) -> Iterator[None]:
@@ -103,10 +130,15 @@ class ReplicationConnection:
             yield
         except psycopg.Error as exc:
             raise StreamEnded(f"lost the replication connection: {scrub(' '.join(str(exc).split()), self._secret)}") from None
+        except CopyEnded as exc:
+            text = scrub(" ".join(str(exc).split()), self._secret)
+            if exc.refused:
+                raise ReplicationError(text, sqlstate=exc.sqlstate) from None
+            raise StreamEnded(text, sqlstate=exc.sqlstate) from None
 
     def read(
         self, max_messages: int, timeout: float, max_bytes: int = 1 << 62, *, settle: float = 0.0
-    ) -> list[memoryview]:
+    ) -> list[Frame]:
         """Every available CopyData payload, up to ``max_messages`` or just past ``max_bytes``.
 
         Waits at most ``timeout`` for the first. Once something arrives after a
@@ -119,65 +151,53 @@ class ReplicationConnection:
         with self._io():
             return self._read(max_messages, timeout, max_bytes, settle)
 
-    def _read(self, max_messages: int, timeout: float, max_bytes: int, settle: float = 0.0) -> list[memoryview]:
-        pgconn = self._pgconn
-        out: list[memoryview] = []
+    def _read(self, max_messages: int, timeout: float, max_bytes: int, settle: float = 0.0) -> list[Frame]:
+        copy = self._copy
+        if copy is None:
+            raise ReplicationError("read before start_replication")
+        out: list[Frame] = []
         waited = refilled = False
         size = 0
         self.arrived_at = now = time.monotonic()
         deadline = now + timeout
         while len(out) < max_messages and size < max_bytes:
-            nbytes, data = pgconn.get_copy_data(1)
-            if nbytes > 0:
-                out.append(data)
+            frames, nbytes = copy.take(max_messages - len(out), max_bytes - size)
+            if frames:
+                out += frames
                 size += nbytes
                 refilled = False
                 continue
-            if nbytes == 0:
-                if out:
-                    if refilled:
-                        break
-                    # libpq reads the socket ~16 KB at a time: ask it for what else
-                    # has arrived (no wait), so that one wake-up handles a backlog's
-                    # thousands of messages rather than forty.
-                    pgconn.consume_input()
-                    refilled = True
-                    continue
-                if waited:
+            if out:
+                if refilled:
                     break
-                waited = True
-                if select.select([pgconn.socket], [], [], timeout)[0]:
-                    self.arrived_at = time.monotonic()
-                    if settle > 0:
-                        time.sleep(max(0.0, min(settle, deadline - time.monotonic())))
-                    pgconn.consume_input()
+                # What else has arrived (no wait): one wake-up then handles a backlog's
+                # thousands of messages, not the ~16 KB a socket read brings.
+                copy.fill()
+                refilled = True
                 continue
-            self._raise_end(nbytes)
+            if waited:
+                break
+            waited = True
+            if select.select([copy.fileno], [], [], timeout)[0]:
+                self.arrived_at = time.monotonic()
+                if settle > 0:
+                    time.sleep(max(0.0, min(settle, deadline - time.monotonic())))
+                copy.fill()
         return out
-
-    def _raise_end(self, nbytes: int) -> None:
-        result = self._pgconn.get_result()
-        message, state = _error_text(self._pgconn, result, self._secret)
-        if nbytes == -1 and (result is None or result.status == pq.ExecStatus.COMMAND_OK):
-            raise StreamEnded("the server ended the replication stream", sqlstate=state)
-        raise StreamEnded(f"the replication stream broke: {message}", sqlstate=state)
 
     def send_status(self, flushed: int, *, reply: bool = False) -> None:
         self._send(standby_status_update(flushed, reply=reply))
 
     def _send(self, data: bytes) -> None:
+        if self._copy is None:
+            raise ReplicationError("status update before start_replication")
         with self._io():
-            self._send_copy_data(data)
-
-    def _send_copy_data(self, data: bytes) -> None:
-        pgconn = self._pgconn
-        while pgconn.put_copy_data(data) == 0:
-            select.select([], [pgconn.socket], [], 1.0)
-        while pgconn.flush() == 1:
-            select.select([pgconn.socket], [pgconn.socket], [], 1.0)
-            pgconn.consume_input()
+            self._copy.send(data)
 
     def close(self) -> None:
+        if isinstance(self._copy, SocketCopy):
+            self._copy.close()
+        self._copy = None
         self._pgconn.finish()
 
 

@@ -51,7 +51,7 @@ class XLogData:
     wal_start: int
     wal_end: int
     send_time: int
-    payload: memoryview
+    payload: bytes | memoryview
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +64,8 @@ class Keepalive:
 Frame = XLogData | Keepalive
 
 
-def parse_copy_data(data: memoryview) -> Frame:
-    kind = data[:1].tobytes()
+def parse_copy_data(data: bytes | memoryview) -> Frame:
+    kind = bytes(data[:1])
     if kind == b"w":
         if len(data) < 1 + _XLOGDATA.size:
             raise ReplicationProtocolError(f"XLogData of {len(data)} bytes is shorter than its header")
@@ -126,7 +126,7 @@ class FrameDecoder:
         self._transactions = receiver.transactions
         self._keepalive = keepalive
 
-    def decode(self, frames: Sequence[memoryview]) -> None:
+    def decode(self, frames: Sequence[bytes | memoryview]) -> None:
         """Hand on what one read's frames carry; a frame that does not decode raises where it stands."""
         feed, insert_run, run_at = self._feed, self._insert_run, insert_run_at
         xlogdata, insert, offset = _XLOGDATA_TYPE, _INSERT_TYPE, XLOGDATA_HEADER_SIZE
@@ -172,7 +172,7 @@ class FrameDecoder:
                     self._keepalive(frame)
             i += 1
 
-    def _whole_transactions(self, frames: Sequence[memoryview], start: int) -> int:
+    def _whole_transactions(self, frames: Sequence[bytes | memoryview], start: int) -> int:
         """Hand on, in one call, the whole transactions of Inserts into one relation from ``frames[start]`` (a
         Begin) on, then the keepalives between them; returns the index of the first frame not handed on.
 

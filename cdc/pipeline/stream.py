@@ -56,7 +56,7 @@ class Stream:
         p.ack.attach(repl)
         self._start_lsn = "0/0"  # a replay happens once; a reconnect resumes from the slot
         p.log.info("streaming", slot=s.slot, publication=s.publication, protocol=protocol, binary=binary,
-                   from_lsn=format_lsn(p.tracker.safe_lsn))
+                   reader=repl.reader, from_lsn=format_lsn(p.tracker.safe_lsn))
         return repl
 
     def _resume_after_loss(self) -> None:

@@ -1,31 +1,54 @@
-"""A real walsender: reads return many messages per wake-up, bounded by count and by size."""
+"""A real walsender: reads return many messages per wake-up, bounded by count and by size.
+
+Each test runs with both readers: the socket read by cdc (where the
+accelerator is built and the connection is not encrypted) and libpq.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import psycopg
 import pytest
 from support import wait_until
 
-from cdc.pg.replication import ReplicationConnection
+import cdc.accel
+from cdc.pg.replication import ReplicationConnection, ReplicationError, StreamEnded
 
 ROWS = 100
 PAYLOAD = 1000
+OPTIONS = {"proto_version": "1", "publication_names": '"p"'}
+
+
+def started(dsn: str, slot: str, reader: str, *, name: str = "test-read") -> ReplicationConnection:
+    """A connection streaming ``slot`` with ``reader``, which is checked to be the one in use."""
+    repl = ReplicationConnection.connect(dsn, application_name=name)
+    try:
+        repl.start_replication(slot, "0/0", OPTIONS, reader=reader)
+    except BaseException:
+        repl.close()
+        raise
+    # Where the accelerator is built, "auto" must not quietly fall back to libpq.
+    assert repl.reader == ("socket" if reader == "auto" and cdc.accel.native is not None else "libpq")
+    return repl
+
+
+@pytest.fixture(params=["auto", "libpq"])
+def reader(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
-def streaming(pg_dsn: str) -> Iterator[ReplicationConnection]:
+def streaming(pg_dsn: str, reader: str) -> Iterator[ReplicationConnection]:
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
         conn.execute("CREATE PUBLICATION p FOR TABLE t")
         conn.execute("SELECT pg_create_logical_replication_slot('s', 'pgoutput')")
         conn.execute("INSERT INTO t SELECT g, repeat('x', %s) FROM generate_series(1, %s) g", (PAYLOAD, ROWS))
         end = conn.execute("SELECT pg_current_wal_lsn()").fetchone()
-        repl = ReplicationConnection.connect(pg_dsn, application_name="test-read")
-        repl.start_replication("s", "0/0", {"proto_version": "1", "publication_names": '"p"'})
+        repl = started(pg_dsn, "s", reader)
         # Let the walsender send what it can before the first read, so reads find a backlog.
         wait_until(lambda: conn.execute(
             "SELECT coalesce(bool_or(sent_lsn >= %s), false) FROM pg_stat_replication WHERE application_name = 'test-read'",
@@ -36,10 +59,13 @@ def streaming(pg_dsn: str) -> Iterator[ReplicationConnection]:
     finally:
         repl.close()
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            # The walsender takes a moment to exit after the connection closes.
+            wait_until(lambda: conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = 's'")
+                       .fetchone() == (False,), timeout=10, what="the walsender to let go of the slot", interval=0.05)
             conn.execute("SELECT pg_drop_replication_slot('s')")
 
 
-def _inserts(frames: list[memoryview]) -> int:
+def _inserts(frames: Sequence[bytes | memoryview]) -> int:
     return sum(1 for frame in frames if frame[0] == ord("w") and frame[25] == ord("I"))
 
 
@@ -87,7 +113,7 @@ def test_data_arriving_near_the_timeout_is_read_by_the_timeout_whatever_the_sett
 ) -> None:
     writer = _caught_up_then_one_more_row(streaming, pg_dsn)
     started = time.monotonic()
-    frames: list[memoryview] = []
+    frames: Sequence[bytes | memoryview] = []
     while not _inserts(frames) and time.monotonic() - started < 20:
         # The settle would hold the read for a minute; the batch due at the timeout cannot wait for it.
         frames = streaming.read(4096, 1.0, settle=60.0)
@@ -101,7 +127,7 @@ def test_a_read_that_settles_says_when_its_data_arrived_before_the_settle(
 ) -> None:
     writer = _caught_up_then_one_more_row(streaming, pg_dsn)
     started = returned = time.monotonic()
-    frames: list[memoryview] = []
+    frames: Sequence[bytes | memoryview] = []
     while not _inserts(frames) and returned - started < 20:
         frames = streaming.read(4096, 5.0, settle=0.5)
         returned = time.monotonic()
@@ -109,3 +135,75 @@ def test_a_read_that_settles_says_when_its_data_arrived_before_the_settle(
     assert _inserts(frames) == 1
     # The batch these rows open counts its age from arrived_at, so the settle delays no flush.
     assert started < streaming.arrived_at <= returned - 0.5
+
+
+def _drain(repl: ReplicationConnection, rows: int) -> list[bytes]:
+    """The XLogData messages up to the ``rows``-th Insert, without their send time (the only part that varies)."""
+    out: list[bytes] = []
+    seen = 0
+    while seen < rows:
+        frames = repl.read(4096, 5.0)
+        seen += _inserts(frames)
+        out += [bytes(f[:17]) + bytes(f[25:]) for f in frames if f[0] == ord("w")]
+    return out
+
+
+def test_both_readers_hand_on_the_same_messages(pg_dsn: str) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        conn.execute("CREATE PUBLICATION p FOR TABLE t")
+        conn.execute("SELECT pg_create_logical_replication_slot('a', 'pgoutput')")
+        conn.execute("SELECT pg_create_logical_replication_slot('b', 'pgoutput')")
+        for first in range(0, 3000, 300):  # several transactions, rows of many sizes
+            conn.execute("INSERT INTO t SELECT g, repeat(md5(g::text), g %% 97) FROM generate_series(%s::int, %s::int) g",
+                         (first + 1, first + 300))
+    ours, libpqs = started(pg_dsn, "a", "auto", name="a"), started(pg_dsn, "b", "libpq", name="b")
+    try:
+        assert _drain(ours, 3000) == _drain(libpqs, 3000)
+    finally:
+        ours.close()
+        libpqs.close()
+
+
+def test_a_message_larger_than_the_read_buffer_arrives_whole(streaming: ReplicationConnection, pg_dsn: str) -> None:
+    _drain(streaming, ROWS)
+    big = "".join(f"{i:08x}" for i in range(200_000))  # 1.6 MB: several times the socket reader's buffer
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO t VALUES (0, %s)", (big,))
+    frames: list[bytes] = []
+    while not any(big.encode() in f for f in frames):
+        frames = _drain(streaming, 1)
+    # and the stream goes on after it
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO t VALUES (-1, 'after')")
+    assert any(b"after" in f for f in _drain(streaming, 1))
+
+
+def test_a_terminated_walsender_ends_the_stream_with_the_servers_reason(
+    streaming: ReplicationConnection, pg_dsn: str
+) -> None:
+    _drain(streaming, ROWS)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE application_name = 'test-read'")
+    with pytest.raises(StreamEnded) as ended:
+        for _ in range(100):
+            streaming.read(4096, 0.2)
+    assert "terminating connection due to administrator command" in str(ended.value)
+    assert ended.value.sqlstate == "57P01"
+
+
+def test_a_slot_in_use_is_refused_with_its_sqlstate(streaming: ReplicationConnection, pg_dsn: str, reader: str) -> None:
+    with pytest.raises(ReplicationError) as refused:
+        started(pg_dsn, "s", reader, name="second")
+    assert refused.value.sqlstate == "55006"
+    assert "is active for PID" in str(refused.value)
+
+
+def test_a_status_update_moves_the_slot(streaming: ReplicationConnection, pg_dsn: str) -> None:
+    end = max(int.from_bytes(f[9:17], "big") for f in _drain(streaming, ROWS))
+    streaming.send_status(end)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        wait_until(lambda: conn.execute(
+            "SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots WHERE slot_name = 's'",
+            (f"{end >> 32:X}/{end & 0xFFFFFFFF:X}",)).fetchone() == (True,),
+            timeout=10, what="the slot to confirm the status update", interval=0.05)
