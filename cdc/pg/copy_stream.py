@@ -46,8 +46,11 @@ class LibpqCopy:
     def __init__(self, pgconn: pq.abc.PGconn) -> None:
         self._pgconn = pgconn
         self.fileno: Final = pgconn.socket
+        self._ended: CopyEnded | None = None  # an end met after messages, raised by the next take
 
     def take(self, max_messages: int, max_bytes: int) -> tuple[Sequence[Frame], int]:
+        if self._ended is not None:
+            raise self._ended
         get = self._pgconn.get_copy_data
         out: list[Frame] = []
         size = 0
@@ -56,24 +59,27 @@ class LibpqCopy:
             if nbytes > 0:
                 out.append(data)
                 size += nbytes
-            elif nbytes == 0 or out:
-                break  # nothing more here (an end is raised by the next take, after these are handled)
-            else:
-                self._end(nbytes)
+                continue
+            if nbytes < 0:
+                # The messages before the end are handed on first; libpq says why it ended only now.
+                self._ended = self._end(nbytes)
+                if not out:
+                    raise self._ended
+            break
         return out, size
 
     def fill(self) -> None:
         self._pgconn.consume_input()
 
-    def _end(self, nbytes: int) -> None:
+    def _end(self, nbytes: int) -> CopyEnded:
         result = self._pgconn.get_result()
         if nbytes == -1 and (result is None or result.status == pq.ExecStatus.COMMAND_OK):
-            raise CopyEnded("the server ended the replication stream", clean=True)
+            return CopyEnded("the server ended the replication stream", clean=True)
         if result is not None and result.error_message:
             text = result.error_message.decode("utf-8", "replace")
             sqlstate = result.error_field(pq.DiagnosticField.SQLSTATE)
-            raise CopyEnded(f"the replication stream broke: {text}", sqlstate=sqlstate.decode() if sqlstate else None)
-        raise CopyEnded(f"the replication stream broke: {self._pgconn.get_error_message()}")
+            return CopyEnded(f"the replication stream broke: {text}", sqlstate=sqlstate.decode() if sqlstate else None)
+        return CopyEnded(f"the replication stream broke: {self._pgconn.get_error_message()}")
 
     def send(self, data: bytes) -> None:
         pgconn = self._pgconn

@@ -69,6 +69,7 @@ class ReplicationConnection:
         self.backend_pid: Final = pgconn.backend_pid
         self.arrived_at = 0.0  # time.monotonic() when the last read's data had arrived (at the latest)
         self._copy: LibpqCopy | SocketCopy | None = None  # the stream's messages, once started
+        self._ended: CopyEnded | None = None  # met by a read that had messages to return first
 
     @classmethod
     def connect(cls, dsn: str, *, application_name: str = "cdc") -> ReplicationConnection:
@@ -149,6 +150,8 @@ class ReplicationConnection:
         then says when the data came, before the settle.
         """
         with self._io():
+            if self._ended is not None:
+                raise self._ended
             return self._read(max_messages, timeout, max_bytes, settle)
 
     def _read(self, max_messages: int, timeout: float, max_bytes: int, settle: float = 0.0) -> list[Frame]:
@@ -161,7 +164,13 @@ class ReplicationConnection:
         self.arrived_at = now = time.monotonic()
         deadline = now + timeout
         while len(out) < max_messages and size < max_bytes:
-            frames, nbytes = copy.take(max_messages - len(out), max_bytes - size)
+            try:
+                frames, nbytes = copy.take(max_messages - len(out), max_bytes - size)
+            except CopyEnded as exc:
+                if not out:
+                    raise
+                self._ended = exc  # the messages before the end are decoded first; the next read ends
+                break
             if frames:
                 out += frames
                 size += nbytes

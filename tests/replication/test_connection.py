@@ -192,6 +192,23 @@ def test_a_terminated_walsender_ends_the_stream_with_the_servers_reason(
     assert ended.value.sqlstate == "57P01"
 
 
+def test_the_messages_before_an_end_are_handed_on_then_the_end_with_its_reason(
+    streaming: ReplicationConnection, pg_dsn: str
+) -> None:
+    # The backlog is sent and waits in the socket; the walsender's last word comes after it.
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE application_name = 'test-read'")
+        wait_until(lambda: conn.execute("SELECT count(*) FROM pg_stat_replication WHERE application_name = 'test-read'")
+                   .fetchone() == (0,), timeout=10, what="the walsender to exit", interval=0.05)
+    seen = 0
+    with pytest.raises(StreamEnded) as ended:
+        for _ in range(100):
+            seen += _inserts(streaming.read(4096, 0.2))
+    assert seen == ROWS
+    assert "terminating connection due to administrator command" in str(ended.value)
+    assert ended.value.sqlstate == "57P01"
+
+
 def test_a_slot_in_use_is_refused_with_its_sqlstate(streaming: ReplicationConnection, pg_dsn: str, reader: str) -> None:
     with pytest.raises(ReplicationError) as refused:
         started(pg_dsn, "s", reader, name="second")
