@@ -1,7 +1,7 @@
 /*
  * cdc._accel.copy_frames: cdc.pg.wire.copy_frames_reference in C, the same results and errors.
  *
- * The replication stream's reader (cdc/pg/copy_socket.py) fills one buffer per
+ * The replication stream's reader (cdc/pg/copy_stream.py) fills one buffer per
  * read; this takes the CopyData payloads of its whole messages as bytes in one
  * call, where libpq made an allocation and psycopg three objects per message.
  */

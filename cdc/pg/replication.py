@@ -180,7 +180,7 @@ class ReplicationConnection:
                 if refilled:
                     break
                 # What else has arrived (no wait): one wake-up then handles a backlog's
-                # thousands of messages, not the ~16 KB a socket read brings.
+                # thousands of messages, not just what the first socket read brought.
                 copy.fill()
                 refilled = True
                 continue
