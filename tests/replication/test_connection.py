@@ -6,12 +6,16 @@ accelerator is built and the connection is not encrypted) and libpq.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
+from servers.postgres import PostgresServer
 from support import wait_until
 
 import cdc.accel
@@ -22,8 +26,10 @@ PAYLOAD = 1000
 OPTIONS = {"proto_version": "1", "publication_names": '"p"'}
 
 
-def started(dsn: str, slot: str, reader: str, *, name: str = "test-read") -> ReplicationConnection:
-    """A connection streaming ``slot`` with ``reader``, which is checked to be the one in use."""
+def started(
+    dsn: str, slot: str, reader: str, *, name: str = "test-read", expect: str | None = None
+) -> ReplicationConnection:
+    """A connection streaming ``slot`` with ``reader``, which is checked to be the one in use (or ``expect``)."""
     repl = ReplicationConnection.connect(dsn, application_name=name)
     try:
         repl.start_replication(slot, "0/0", OPTIONS, reader=reader)
@@ -31,7 +37,7 @@ def started(dsn: str, slot: str, reader: str, *, name: str = "test-read") -> Rep
         repl.close()
         raise
     # Where the accelerator is built, "auto" must not quietly fall back to libpq.
-    assert repl.reader == ("socket" if reader == "auto" and cdc.accel.native is not None else "libpq")
+    assert repl.reader == (expect or ("socket" if reader == "auto" and cdc.accel.native is not None else "libpq"))
     return repl
 
 
@@ -224,3 +230,44 @@ def test_a_status_update_moves_the_slot(streaming: ReplicationConnection, pg_dsn
             "SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots WHERE slot_name = 's'",
             (f"{end >> 32:X}/{end & 0xFFFFFFFF:X}",)).fetchone() == (True,),
             timeout=10, what="the slot to confirm the status update", interval=0.05)
+
+
+@pytest.fixture
+def tls(pg_server: object) -> Iterator[None]:
+    """TLS turned on in the test's server (a self-signed certificate), and off again after."""
+    if not isinstance(pg_server, PostgresServer):
+        pytest.skip("needs a server the tests start: it turns TLS on and off")
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        if not conn.execute("SHOW ssl_library").fetchone()[0]:  # type: ignore[index]
+            pytest.skip(f"this PostgreSQL build ({pg_server.kind}) has no TLS: add it to conftest's KINDS_WITHOUT_TLS")
+    data = pg_server.data_dir
+    key, cert = data / "cdc-test.key", data / "cdc-test.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+    owner = data.stat()
+    for path in (key, cert):
+        os.chown(path, owner.st_uid, owner.st_gid)
+    key.chmod(0o600)
+    pg_server.set_config(ssl=True, ssl_cert_file=str(cert), ssl_key_file=str(key))
+    try:
+        yield
+    finally:
+        pg_server.set_config(ssl=None, ssl_cert_file=None, ssl_key_file=None)
+
+
+@pytest.mark.tls
+def test_an_encrypted_connection_is_read_through_libpq(pg_dsn: str, tls: None) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        conn.execute("CREATE PUBLICATION p FOR TABLE t")
+        conn.execute("SELECT pg_create_logical_replication_slot('s', 'pgoutput')")
+        conn.execute("INSERT INTO t SELECT g, repeat('x', %s) FROM generate_series(1, %s) g", (PAYLOAD, ROWS))
+    # The socket carries TLS records: only libpq can read them, so "auto" must choose it.
+    repl = started(make_conninfo(pg_dsn, sslmode="require"), "s", "auto", expect="libpq")
+    try:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            assert conn.execute("SELECT ssl FROM pg_stat_ssl JOIN pg_stat_replication USING (pid) "
+                                "WHERE application_name = 'test-read'").fetchone() == (True,)
+        assert len([f for f in _drain(repl, ROWS) if f[17] == ord("I")]) == ROWS
+    finally:
+        repl.close()

@@ -39,7 +39,7 @@ class Pair:
         out: list[bytes] = []
         for _ in range(10_000):
             frames, _ = self.reader.take(7, 1 << 20)
-            out += frames
+            out += [bytes(frame) for frame in frames]
             if len(out) >= expected:
                 break
             if not frames:
