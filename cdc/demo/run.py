@@ -24,6 +24,8 @@ from typing import Any
 
 import psycopg
 
+from ..lsn import format_lsn
+from ..pg.preflight import current_wal_lsn
 from ..settings import Settings
 from . import processes
 from .clickhouse import find_binary
@@ -168,7 +170,7 @@ def _stream(demo: DemoSettings, settings: Settings, child: subprocess.Popen[byte
         if isinstance(result, BaseException):
             raise DemoFailed(f"the load failed: {result}")
         with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
-            end = str(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])  # type: ignore[index]
+            end = format_lsn(current_wal_lsn(conn))  # past every commit of the load (the demo commits asynchronously)
         deadline = time.monotonic() + CATCH_UP_TIMEOUT
         while not gauge.slot_reached(end):
             _check_child(child, run_log)

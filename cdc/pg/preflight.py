@@ -15,6 +15,10 @@ from ..errors import ConnectError, PreflightError, SlotBusy
 from ..lsn import format_lsn, parse_lsn
 from ..settings import Settings
 
+# A WAL page's header (XLogPageHeaderData, MAXALIGNed), and the longer one of a segment's first page.
+_SHORT_PAGE_HEADER = 24
+_LONG_PAGE_HEADER = 40
+
 __all__ = ["ConnectError", "PreflightError", "SlotInfo"]  # and the checks below
 
 
@@ -178,7 +182,27 @@ def check_slot(conn: psycopg.Connection[tuple[object, ...]], info: SlotInfo) -> 
 
 
 def current_wal_lsn(conn: psycopg.Connection[tuple[object, ...]]) -> int:
-    return parse_lsn(str(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]))  # type: ignore[index]
+    """The end of the WAL inserted so far: every transaction committed before this call ends at or before it.
+
+    Not pg_current_wal_lsn(), which is how far the WAL has been *written*: with
+    synchronous_commit off, a commit returns before its record is written, so
+    that position can stay behind transactions already committed (for up to
+    the WAL writer's delay). pg_current_wal_insert_lsn() is where the next
+    record will start, which is past the page header when the last record
+    ended on a page boundary; the boundary itself is that record's end, and the
+    position a caught-up stream reports, so it is taken back to it.
+    """
+    row = conn.execute(
+        "SELECT pg_current_wal_insert_lsn()::text, current_setting('wal_block_size')::int, "
+        "(SELECT setting::bigint * CASE unit WHEN 'B' THEN 1 WHEN 'kB' THEN 1024 ELSE 1048576 END "
+        " FROM pg_settings WHERE name = 'wal_segment_size')"
+    ).fetchone()
+    lsn, block, segment = parse_lsn(str(row[0])), int(row[1]), int(row[2])  # type: ignore[index, arg-type]
+    if lsn % segment == _LONG_PAGE_HEADER:
+        return lsn - _LONG_PAGE_HEADER
+    if lsn % block == _SHORT_PAGE_HEADER:
+        return lsn - _SHORT_PAGE_HEADER
+    return lsn
 
 
 def protocol_version(server_version: int) -> int:
