@@ -42,7 +42,17 @@ class CopyEnded(Exception):
         self.refused = refused
 
 
+def libpq_error(pgconn: pq.abc.PGconn, result: pq.abc.PGresult | None) -> tuple[str, str | None]:
+    """What libpq says went wrong, and the SQLSTATE when the server sent one (not yet scrubbed of secrets)."""
+    if result is not None and result.error_message:
+        sqlstate = result.error_field(pq.DiagnosticField.SQLSTATE)
+        return result.error_message.decode("utf-8", "replace"), sqlstate.decode() if sqlstate else None
+    return pgconn.get_error_message(), None
+
+
 class LibpqCopy:
+    name: Final = "libpq"
+
     def __init__(self, pgconn: pq.abc.PGconn) -> None:
         self._pgconn = pgconn
         self.fileno: Final = pgconn.socket
@@ -75,11 +85,8 @@ class LibpqCopy:
         result = self._pgconn.get_result()
         if nbytes == -1 and (result is None or result.status == pq.ExecStatus.COMMAND_OK):
             return CopyEnded("the server ended the replication stream", clean=True)
-        if result is not None and result.error_message:
-            text = result.error_message.decode("utf-8", "replace")
-            sqlstate = result.error_field(pq.DiagnosticField.SQLSTATE)
-            return CopyEnded(f"the replication stream broke: {text}", sqlstate=sqlstate.decode() if sqlstate else None)
-        return CopyEnded(f"the replication stream broke: {self._pgconn.get_error_message()}")
+        text, sqlstate = libpq_error(self._pgconn, result)
+        return CopyEnded(f"the replication stream broke: {text}", sqlstate=sqlstate)
 
     def send(self, data: bytes) -> None:
         pgconn = self._pgconn
@@ -89,8 +96,13 @@ class LibpqCopy:
             select.select([pgconn.socket], [pgconn.socket], [], 1.0)
             pgconn.consume_input()
 
+    def close(self) -> None:
+        """Nothing of its own to close: the connection is libpq's."""
+
 
 class SocketCopy:
+    name: Final = "socket"
+
     def __init__(self, fileno: int) -> None:
         # A duplicate descriptor: closing ours leaves libpq's, which closes the connection.
         self._sock = socket.socket(fileno=os.dup(fileno))

@@ -27,7 +27,7 @@ from ..redact import dsn_password, scrub
 from ..settings import Settings
 from . import preflight
 from .connect import connect, startup_options
-from .copy_stream import CopyEnded, Frame, LibpqCopy, SocketCopy
+from .copy_stream import CopyEnded, Frame, LibpqCopy, SocketCopy, libpq_error
 from .monitor import MESSAGES_SINCE
 
 
@@ -52,12 +52,7 @@ def replication_conninfo(dsn: str, *, application_name: str) -> str:
 
 
 def _error_text(pgconn: pq.abc.PGconn, result: pq.abc.PGresult | None, secret: str | None) -> tuple[str, str | None]:
-    if result is not None and result.error_message:
-        text = result.error_message.decode("utf-8", "replace")
-        sqlstate = result.error_field(pq.DiagnosticField.SQLSTATE)
-        state = sqlstate.decode() if sqlstate else None
-    else:
-        text, state = pgconn.get_error_message(), None
+    text, state = libpq_error(pgconn, result)
     return scrub(" ".join(text.split()), secret), state
 
 
@@ -84,9 +79,7 @@ class ReplicationConnection:
     @property
     def reader(self) -> str | None:
         """How the stream is read once started: "socket" (by cdc) or "libpq"."""
-        if self._copy is None:
-            return None
-        return "socket" if isinstance(self._copy, SocketCopy) else "libpq"
+        return None if self._copy is None else self._copy.name
 
     def command(self, sql: str) -> list[tuple[str | None, ...]]:
         """Run a replication command (IDENTIFY_SYSTEM, CREATE_REPLICATION_SLOT...) and return its rows."""
@@ -204,7 +197,7 @@ class ReplicationConnection:
             self._copy.send(data)
 
     def close(self) -> None:
-        if isinstance(self._copy, SocketCopy):
+        if self._copy is not None:
             self._copy.close()
         self._copy = None
         self._pgconn.finish()

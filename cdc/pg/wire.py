@@ -4,7 +4,7 @@ A backend message is a type byte, a big-endian 4-byte length that counts
 itself but not the type, and a body. In COPY BOTH the server sends each
 replication message as CopyData ('d'); it may also send a notice ('N') or a
 parameter status ('S'), and it ends with CopyDone ('c') or an error ('E').
-cdc.pg.copy_socket reads these from the socket itself; ``copy_frames`` takes
+cdc.pg.copy_stream reads these from the socket itself; ``copy_frames`` takes
 a read's CopyData payloads in one call, compiled where the accelerator is
 built (cdc/_accel_wire.c), which must give the same results and errors.
 """
@@ -27,7 +27,6 @@ NOTIFICATION: Final = 0x41  # 'A'
 
 HEADER: Final = Struct(">BI")  # type, length (itself included)
 HEADER_SIZE: Final = HEADER.size
-_LENGTH: Final = Struct(">I")
 
 
 class WireError(Exception):
@@ -90,7 +89,7 @@ def needed(buf: bytes | bytearray | memoryview, start: int, end: int) -> int:
     """How many bytes from ``start`` the next message needs (its header's worth when the header is cut)."""
     if end - start < HEADER_SIZE:
         return HEADER_SIZE
-    return 1 + int(_LENGTH.unpack_from(buf, start + 1)[0])
+    return 1 + int(HEADER.unpack_from(buf, start)[1])
 
 
 def error_fields(body: bytes | bytearray | memoryview) -> dict[str, str]:
