@@ -143,6 +143,14 @@ def wait_until(predicate: object, timeout: float, what: str, interval: float = 0
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def drop_slot_once_released(conn: psycopg.Connection[Any], slot: str, timeout: float = 10.0) -> None:
+    """Drop ``slot`` once no walsender holds it: a client's walsender exits a moment after the client is gone."""
+    wait_until(lambda: conn.execute(
+        "SELECT coalesce(bool_or(active), false) FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+    ).fetchone() == (False,), timeout=timeout, what=f"the walsender to let go of slot {slot}", interval=0.05)
+    conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+
+
 def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 60) -> tuple[int, str]:
     proc.send_signal(sig)
     try:

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from admin_support import Cli, ok, refused
-from support import Target, insert_events, stop, wait_until
+from support import Target, drop_slot_once_released, insert_events, stop, wait_until
 
 
 def _partitions(t: Target) -> set[str]:
@@ -131,7 +131,7 @@ def test_prune_refuses_without_a_slot(migrated: Target, run: Cli) -> None:
     _insert_old(migrated, "2001-01-01", ["x1"])
     ok(run("run", "--until-lsn", "current"))
     with migrated.pg() as conn:
-        conn.execute("SELECT pg_drop_replication_slot('cdc_outbox')")
+        drop_slot_once_released(conn, "cdc_outbox")
     result = _prune(run, "--wait", "0")
     assert result["outbox_p20010101"]["action"] == "kept"
     assert "does not exist" in result["outbox_p20010101"]["reason"]

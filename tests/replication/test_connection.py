@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 from servers.postgres import PostgresServer
-from support import wait_until
+from support import drop_slot_once_released, wait_until
 
 import cdc.accel
 from cdc.pg.replication import ReplicationConnection, ReplicationError, StreamEnded
@@ -65,10 +65,7 @@ def streaming(pg_dsn: str, reader: str) -> Iterator[ReplicationConnection]:
     finally:
         repl.close()
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
-            # The walsender takes a moment to exit after the connection closes.
-            wait_until(lambda: conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = 's'")
-                       .fetchone() == (False,), timeout=10, what="the walsender to let go of the slot", interval=0.05)
-            conn.execute("SELECT pg_drop_replication_slot('s')")
+            drop_slot_once_released(conn, "s")
 
 
 def _inserts(frames: Sequence[bytes | memoryview]) -> int:
