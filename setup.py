@@ -10,7 +10,7 @@ from setuptools import Extension, setup
 setup(ext_modules=[Extension(
     "cdc._accel",
     sources=["cdc/_accel.c", "cdc/_accel_groups.c", "cdc/_accel_convert.c", "cdc/_accel_dedup.c",
-             "cdc/_accel_wire.c"],
+             "cdc/_accel_wire.c", "cdc/_accel_tuple.c"],
     depends=["cdc/_accel.h"],
     optional=True,
 )])

@@ -103,17 +103,19 @@ malformed:
 /*
  * The Insert message at data[offset:end], outside a streamed block, when it is
  * well-formed: 1, its new tuple in *values and its relation OID in
- * *relation_id; 0 when it is not; -1 with an exception set.
+ * *relation_id; 0 when it is not; -1 with an exception set. With the frame
+ * that holds ``data`` the tuple is a WireTuple (_accel_tuple.c), else a tuple.
  */
 int
-cdc_insert_values(const unsigned char *data, Py_ssize_t offset, Py_ssize_t end, PyObject *unchanged,
-                  PyObject **values, uint32_t *relation_id)
+cdc_insert_values(PyObject *frame, const unsigned char *data, Py_ssize_t offset, Py_ssize_t end,
+                  PyObject *unchanged, PyObject **values, uint32_t *relation_id)
 {
     if (offset < 0 || end - offset < 6 || data[offset] != 'I' || data[offset + 5] != 'N') {
         return 0;
     }
     Py_ssize_t next;
-    int found = walk_tuple(data, offset + 6, end, unchanged, values, &next);
+    int found = frame != NULL ? cdc_wire_tuple(frame, data, offset + 6, end, unchanged, values, &next)
+                              : walk_tuple(data, offset + 6, end, unchanged, values, &next);
     if (found <= 0) {
         return found;
     }
@@ -127,11 +129,12 @@ cdc_insert_values(const unsigned char *data, Py_ssize_t offset, Py_ssize_t end, 
 
 /* The same, as a new (relation OID, new tuple) in *result. */
 int
-cdc_fast_insert(const unsigned char *data, Py_ssize_t offset, Py_ssize_t end, PyObject *unchanged, PyObject **result)
+cdc_fast_insert(PyObject *frame, const unsigned char *data, Py_ssize_t offset, Py_ssize_t end, PyObject *unchanged,
+                PyObject **result)
 {
     PyObject *values;
     uint32_t rid;
-    int found = cdc_insert_values(data, offset, end, unchanged, &values, &rid);
+    int found = cdc_insert_values(frame, data, offset, end, unchanged, &values, &rid);
     if (found <= 0) {
         return found;
     }
@@ -232,7 +235,7 @@ InsertDecoder_decode_insert_at(InsertDecoder *self, PyObject *const *args, Py_ss
         }
         else {
             PyObject *result;
-            int found = cdc_fast_insert((const unsigned char *)PyBytes_AS_STRING(args[0]), offset,
+            int found = cdc_fast_insert(NULL, (const unsigned char *)PyBytes_AS_STRING(args[0]), offset,
                                     PyBytes_GET_SIZE(args[0]), self->unchanged, &result);
             if (found < 0) {
                 return NULL;
@@ -308,10 +311,11 @@ InsertDecoder_insert_run_at(InsertDecoder *self, PyObject *const *args, Py_ssize
     const unsigned char *data;
     Py_ssize_t size;
     PyObject *first;
-    if (!cdc_frame_bytes(PyList_GET_ITEM(frames, start), &view, &held, &data, &size)) {
+    PyObject *frame = PyList_GET_ITEM(frames, start);
+    if (!cdc_frame_bytes(frame, &view, &held, &data, &size)) {
         goto reference;
     }
-    int found = cdc_fast_insert(data, offset, size, self->unchanged, &first);
+    int found = cdc_fast_insert(frame, data, offset, size, self->unchanged, &first);
     if (held) {
         PyBuffer_Release(&view);
     }
@@ -333,7 +337,8 @@ InsertDecoder_insert_run_at(InsertDecoder *self, PyObject *const *args, Py_ssize
     uint32_t rid = (uint32_t)PyLong_AsUnsignedLong(relation_id);  /* it came from a uint32 */
     Py_ssize_t i = start + 1;
     for (; i < n; i++) {
-        if (!cdc_frame_bytes(PyList_GET_ITEM(frames, i), &view, &held, &data, &size) || size == 0) {
+        frame = PyList_GET_ITEM(frames, i);
+        if (!cdc_frame_bytes(frame, &view, &held, &data, &size) || size == 0) {
             if (held) {
                 PyBuffer_Release(&view);
             }
@@ -347,7 +352,7 @@ InsertDecoder_insert_run_at(InsertDecoder *self, PyObject *const *args, Py_ssize
         }
         PyObject *values;
         uint32_t next_id;
-        found = cdc_insert_values(data, offset, size, self->unchanged, &values, &next_id);
+        found = cdc_insert_values(frame, data, offset, size, self->unchanged, &values, &next_id);
         if (held) {
             PyBuffer_Release(&view);
         }
@@ -439,7 +444,7 @@ static int
 accel_exec(PyObject *module)
 {
     if (cdc_accel_add_decoder(module) < 0 || cdc_accel_add_converter(module) < 0 || cdc_accel_add_dedup(module) < 0 ||
-        cdc_accel_add_wire(module) < 0) {
+        cdc_accel_add_wire(module) < 0 || cdc_accel_add_wire_tuple(module) < 0) {
         return -1;
     }
     return 0;

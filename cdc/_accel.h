@@ -10,6 +10,17 @@ int cdc_accel_add_decoder(PyObject *module);    /* _accel.c: InsertDecoder */
 int cdc_accel_add_converter(PyObject *module);  /* _accel_convert.c: Converter */
 int cdc_accel_add_dedup(PyObject *module);      /* _accel_dedup.c: insert_ids */
 int cdc_accel_add_wire(PyObject *module);       /* _accel_wire.c: copy_frames */
+int cdc_accel_add_wire_tuple(PyObject *module); /* _accel_tuple.c: WireTuple */
+
+/* _accel_tuple.c. The TupleData at data[pos:end], read from ``frame`` (referenced when it is bytes, else the
+   tuple's bytes copied): 1, a new WireTuple in *values and the offset past it in *next; 0 when the bytes do
+   not decode (no exception); -1 with an exception set. */
+int cdc_wire_tuple(PyObject *frame, const unsigned char *data, Py_ssize_t pos, Py_ssize_t end, PyObject *unchanged,
+                   PyObject **values, Py_ssize_t *next);
+/* Whether ``values`` is a WireTuple. */
+int cdc_wire_check(PyObject *values);
+/* Value i (in range) of a WireTuple: 1 and where its bytes lie; 0 when it is NULL or an unchanged TOAST value. */
+int cdc_wire_value(PyObject *values, Py_ssize_t i, const char **data, Py_ssize_t *size);
 
 /* _accel.c's InsertDecoder, whose transactions_at is in _accel_groups.c. */
 typedef struct {
@@ -20,12 +31,13 @@ typedef struct {
     PyObject *fallback_groups; /* the reference transactions_at(frames, start, offset, limit) */
 } InsertDecoder;
 
-/* The Insert at data[offset:end] when well-formed: 1, its new tuple and relation OID; 0 when not; -1 on error. */
-int cdc_insert_values(const unsigned char *data, Py_ssize_t offset, Py_ssize_t end, PyObject *unchanged,
-                      PyObject **values, uint32_t *relation_id);
+/* The Insert at data[offset:end] when well-formed: 1, its new tuple and relation OID; 0 when not; -1 on error.
+   With ``frame`` (the object data is read from) the tuple is a WireTuple; with NULL a tuple. */
+int cdc_insert_values(PyObject *frame, const unsigned char *data, Py_ssize_t offset, Py_ssize_t end,
+                      PyObject *unchanged, PyObject **values, uint32_t *relation_id);
 /* The same, as a new (relation OID, tuple). */
-int cdc_fast_insert(const unsigned char *data, Py_ssize_t offset, Py_ssize_t end, PyObject *unchanged,
-                    PyObject **result);
+int cdc_fast_insert(PyObject *frame, const unsigned char *data, Py_ssize_t offset, Py_ssize_t end,
+                    PyObject *unchanged, PyObject **result);
 /* A frame's bytes when it is bytes or a plain memoryview: 1 (release *view when *held); 0 when not. */
 int cdc_frame_bytes(PyObject *frame, Py_buffer *view, int *held, const unsigned char **data, Py_ssize_t *size);
 PyObject *cdc_transactions_at(InsertDecoder *self, PyObject *const *args, Py_ssize_t nargs);

@@ -22,6 +22,18 @@
 
 enum { I_ID, I_UID, I_TYPE, I_AT, I_ENV, I_PAYLOAD, I_VERSION, N_INDEX };
 
+/* The longest timestamptz text parse_timestamptz takes. */
+#define MAX_AT 35
+/* Shared-string cache slots, a power of two; each string may sit in its slot or the next. */
+#define CACHE_SLOTS 256
+
+/* A required value's bytes, and the bytes object holding exactly them when there is one (borrowed). */
+typedef struct {
+    const char *data;
+    Py_ssize_t size;
+    PyObject *object;
+} Cell;
+
 typedef struct {
     PyObject_HEAD
     Py_ssize_t index[N_INDEX];  /* column positions, in REQUIRED_COLUMNS order */
@@ -30,9 +42,14 @@ typedef struct {
     Py_ssize_t max_payload;
     PyObject *strings;          /* the converter's shared strings: bytes -> str */
     PyObject *fallback;         /* the reference convert_many(tuples, first_seq) */
-    PyObject *last_at;          /* the last occurred_at parsed, or NULL */
+    char last_at[MAX_AT];       /* the last occurred_at parsed (text), last_at_size bytes of it; */
+    Py_ssize_t last_at_size;    /* 0: none */
     long long last_micros;
     int binary;                 /* values in pgoutput's binary format (BinaryRowConverter) */
+    /* Entries of ``strings`` already met in a WireTuple, found by their bytes without making a bytes
+       object: a slot's key (bytes) and text (str) are both set or both NULL. */
+    PyObject *cache_key[CACHE_SLOTS];
+    PyObject *cache_text[CACHE_SLOTS];
 } Converter;
 
 /* 2000-01-01 in Unix microseconds: binary timestamps count from there. */
@@ -128,13 +145,10 @@ parse_timestamptz(const unsigned char *s, Py_ssize_t n, long long *micros)
 
 /* A plain decimal integer (an optional '-', 1 to 18 digits): what PostgreSQL prints for int4 and int8. */
 static int
-parse_int(PyObject *value, long long *out)
+parse_int(const Cell *value, long long *out)
 {
-    if (!PyBytes_CheckExact(value)) {
-        return 0;
-    }
-    const unsigned char *s = (const unsigned char *)PyBytes_AS_STRING(value);
-    Py_ssize_t n = PyBytes_GET_SIZE(value), i = 0;
+    const unsigned char *s = (const unsigned char *)value->data;
+    Py_ssize_t n = value->size, i = 0;
     int negative = n > 0 && s[0] == '-';
     i += negative;
     if (n - i < 1 || n - i > 18) {
@@ -153,16 +167,13 @@ parse_int(PyObject *value, long long *out)
 
 /* A big-endian two's-complement integer of 2, 4 or 8 bytes, as int.from_bytes(value, "big", signed=True). */
 static int
-parse_be_int(PyObject *value, long long *out)
+parse_be_int(const Cell *value, long long *out)
 {
-    if (!PyBytes_CheckExact(value)) {
-        return 0;
-    }
-    Py_ssize_t n = PyBytes_GET_SIZE(value);
+    Py_ssize_t n = value->size;
     if (n != 2 && n != 4 && n != 8) {
         return 0;
     }
-    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(value);
+    const unsigned char *p = (const unsigned char *)value->data;
     uint64_t u = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         u = (u << 8) | p[i];
@@ -179,29 +190,77 @@ parse_be_int(PyObject *value, long long *out)
 
 /* -- one row --------------------------------------------------------------------------------- */
 
+static inline size_t
+slot_of(const char *data, Py_ssize_t size)
+{
+    uint32_t h = 2166136261u;  /* FNV-1a: event types and environments are short */
+    for (Py_ssize_t i = 0; i < size; i++) {
+        h = (h ^ (unsigned char)data[i]) * 16777619u;
+    }
+    return h & (CACHE_SLOTS - 1);
+}
+
+static inline int
+cached_as(PyObject *key, const char *data, Py_ssize_t size)
+{
+    return key != NULL && PyBytes_GET_SIZE(key) == size && memcmp(PyBytes_AS_STRING(key), data, (size_t)size) == 0;
+}
+
 /* A shared string for bytes already in the table: a borrowed str, or NULL (an error set only on failure). */
 static PyObject *
-shared(Converter *self, PyObject *value)
+shared(Converter *self, const Cell *value)
 {
-    if (!PyBytes_CheckExact(value)) {
+    PyObject *text;
+    if (value->object != NULL) {
+        text = PyDict_GetItemWithError(self->strings, value->object);
+        return text != NULL && PyUnicode_CheckExact(text) ? text : NULL;
+    }
+    size_t slot = slot_of(value->data, value->size), other = (slot + 1) & (CACHE_SLOTS - 1);
+    if (cached_as(self->cache_key[slot], value->data, value->size)) {
+        return self->cache_text[slot];
+    }
+    if (cached_as(self->cache_key[other], value->data, value->size)) {
+        return self->cache_text[other];
+    }
+    PyObject *key = PyBytes_FromStringAndSize(value->data, value->size);
+    if (key == NULL) {
         return NULL;
     }
-    PyObject *text = PyDict_GetItemWithError(self->strings, value);
-    return text != NULL && PyUnicode_CheckExact(text) ? text : NULL;
+    text = PyDict_GetItemWithError(self->strings, key);
+    if (text == NULL || !PyUnicode_CheckExact(text)) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    /* The table's entries never change their text, only leave: a cached one stays right. */
+    if (self->cache_key[slot] != NULL && self->cache_key[other] == NULL) {
+        slot = other;
+    }
+    Py_XSETREF(self->cache_key[slot], key);
+    Py_XSETREF(self->cache_text[slot], Py_NewRef(text));
+    return text;
+}
+
+/* The bytes object of a cell: its own, or a new one. */
+static PyObject *
+bytes_of(const Cell *value)
+{
+    return value->object != NULL ? Py_NewRef(value->object) : PyBytes_FromStringAndSize(value->data, value->size);
 }
 
 /* The event row (unique_id, event_type, occurred_at, environment, payload, version, id, seq) in *row: 1, or -1
-   with an exception set. ``payload`` is a new reference, which this takes over either way. */
+   with an exception set. ``uid`` and ``payload`` are new references (or NULL: out of memory), which this takes
+   over either way. */
 static int
 make_row(PyObject *uid, PyObject *type, long long micros, PyObject *env, PyObject *payload, long long version,
          long long id, long long seq, PyObject **row)
 {
-    PyObject *out = PyTuple_New(8);
+    PyObject *out = uid == NULL || payload == NULL ? NULL : PyTuple_New(8);
     if (out == NULL) {
-        Py_DECREF(payload);
+        Py_XDECREF(uid);
+        Py_XDECREF(payload);
         return -1;
     }
-    PyTuple_SET_ITEM(out, 0, Py_NewRef(uid));
+    PyTuple_SET_ITEM(out, 0, uid);
     PyTuple_SET_ITEM(out, 1, Py_NewRef(type));
     PyTuple_SET_ITEM(out, 3, Py_NewRef(env));
     PyTuple_SET_ITEM(out, 4, payload);
@@ -225,88 +284,118 @@ make_row(PyObject *uid, PyObject *type, long long micros, PyObject *env, PyObjec
     return 1;
 }
 
-/* fast_row for binary values (``v``: the row's width-long items); the same contract. */
+/* fast_row for binary values; the same contract. */
 static int
-fast_binary_row(Converter *self, PyObject **v, long long seq, PyObject **row)
+fast_binary_row(Converter *self, const Cell *c, long long seq, PyObject **row)
 {
-    PyObject *uid = v[self->index[I_UID]], *payload = v[self->index[I_PAYLOAD]], *at = v[self->index[I_AT]];
-    if (!PyBytes_CheckExact(uid) || PyBytes_GET_SIZE(uid) == 0) {
+    const Cell *uid = &c[I_UID], *payload = &c[I_PAYLOAD];
+    if (uid->size == 0) {
         return 0;
     }
     /* jsonb: its format version (1), then the JSON text, which is what is stored. */
-    if (!PyBytes_CheckExact(payload) || PyBytes_GET_SIZE(payload) < 1 || PyBytes_AS_STRING(payload)[0] != 1 ||
-        PyBytes_GET_SIZE(payload) - 1 > self->max_payload) {
+    if (payload->size < 1 || payload->data[0] != 1 || payload->size - 1 > self->max_payload) {
         return 0;
     }
     long long raw, version, id;
-    if (!PyBytes_CheckExact(at) || PyBytes_GET_SIZE(at) != 8 || !parse_be_int(at, &raw)) {
+    if (c[I_AT].size != 8 || !parse_be_int(&c[I_AT], &raw)) {
         return 0;
     }
     /* The bounds lie well inside int64 either way: compared before adding, nothing overflows. */
     if (raw < self->low - PG_EPOCH_UNIX_MICROS || raw > self->high - PG_EPOCH_UNIX_MICROS) {
         return 0;
     }
-    if (!parse_be_int(v[self->index[I_VERSION]], &version) || version < INT32_MIN || version > INT32_MAX ||
-        !parse_be_int(v[self->index[I_ID]], &id)) {
+    if (!parse_be_int(&c[I_VERSION], &version) || version < INT32_MIN || version > INT32_MAX ||
+        !parse_be_int(&c[I_ID], &id)) {
         return 0;
     }
-    PyObject *type = shared(self, v[self->index[I_TYPE]]);
-    PyObject *env = type == NULL ? NULL : shared(self, v[self->index[I_ENV]]);
+    PyObject *type = shared(self, &c[I_TYPE]);
+    PyObject *env = type == NULL ? NULL : shared(self, &c[I_ENV]);
     if (env == NULL) {
         return PyErr_Occurred() ? -1 : 0;
     }
-    PyObject *json = PyBytes_FromStringAndSize(PyBytes_AS_STRING(payload) + 1, PyBytes_GET_SIZE(payload) - 1);
-    if (json == NULL) {
-        return -1;
+    PyObject *json = PyBytes_FromStringAndSize(payload->data + 1, payload->size - 1);
+    return make_row(bytes_of(uid), type, raw + PG_EPOCH_UNIX_MICROS, env, json, version, id, seq, row);
+}
+
+/* fast_row for text values; the same contract. */
+static int
+fast_text_row(Converter *self, const Cell *c, long long seq, PyObject **row)
+{
+    const Cell *uid = &c[I_UID], *payload = &c[I_PAYLOAD], *at = &c[I_AT];
+    if (uid->size == 0 || payload->size > self->max_payload) {
+        return 0;
     }
-    return make_row(uid, type, raw + PG_EPOCH_UNIX_MICROS, env, json, version, id, seq, row);
+    PyObject *type = shared(self, &c[I_TYPE]);
+    PyObject *env = type == NULL ? NULL : shared(self, &c[I_ENV]);
+    if (env == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    long long version, id, micros;
+    if (!parse_int(&c[I_VERSION], &version) || version < INT32_MIN || version > INT32_MAX ||
+        !parse_int(&c[I_ID], &id)) {
+        return 0;
+    }
+    if (self->last_at_size != 0 && self->last_at_size == at->size &&
+        memcmp(self->last_at, at->data, (size_t)at->size) == 0) {
+        micros = self->last_micros;  /* rows of one transaction usually share it */
+    }
+    else {
+        if (!parse_timestamptz((const unsigned char *)at->data, at->size, &micros)) {
+            return 0;
+        }
+        memcpy(self->last_at, at->data, (size_t)at->size);  /* at most MAX_AT bytes, or it would not parse */
+        self->last_at_size = at->size;
+        self->last_micros = micros;
+    }
+    if (micros < self->low || micros > self->high) {
+        return 0;
+    }
+    return make_row(bytes_of(uid), type, micros, env, bytes_of(payload), version, id, seq, row);
+}
+
+/*
+ * The required values of a row: 1 when each is bytes (a tuple's bytes objects, or a WireTuple's values);
+ * 0 when the row is not of the relation's width or a required value is NULL, unchanged or not bytes.
+ */
+static int
+cells_of(Converter *self, PyObject *values, Cell *c)
+{
+    if (PyTuple_CheckExact(values)) {
+        if (PyTuple_GET_SIZE(values) != self->width) {
+            return 0;
+        }
+        for (int k = 0; k < N_INDEX; k++) {
+            PyObject *value = PyTuple_GET_ITEM(values, self->index[k]);
+            if (!PyBytes_CheckExact(value)) {
+                return 0;
+            }
+            c[k].data = PyBytes_AS_STRING(value);
+            c[k].size = PyBytes_GET_SIZE(value);
+            c[k].object = value;
+        }
+        return 1;
+    }
+    if (!cdc_wire_check(values) || Py_SIZE(values) != self->width) {
+        return 0;
+    }
+    for (int k = 0; k < N_INDEX; k++) {
+        if (!cdc_wire_value(values, self->index[k], &c[k].data, &c[k].size)) {
+            return 0;
+        }
+        c[k].object = NULL;
+    }
+    return 1;
 }
 
 /* 1 and a new row in *row; 0 when the reference must look at it; -1 with an exception set. */
 static int
 fast_row(Converter *self, PyObject *values, long long seq, PyObject **row)
 {
-    if (!PyTuple_CheckExact(values) || PyTuple_GET_SIZE(values) != self->width) {
+    Cell cells[N_INDEX];
+    if (!cells_of(self, values, cells)) {
         return 0;
     }
-    PyObject **v = &PyTuple_GET_ITEM(values, 0);
-    if (self->binary) {
-        return fast_binary_row(self, v, seq, row);
-    }
-    PyObject *uid = v[self->index[I_UID]], *payload = v[self->index[I_PAYLOAD]], *at = v[self->index[I_AT]];
-    if (!PyBytes_CheckExact(uid) || PyBytes_GET_SIZE(uid) == 0) {
-        return 0;
-    }
-    if (!PyBytes_CheckExact(payload) || PyBytes_GET_SIZE(payload) > self->max_payload) {
-        return 0;
-    }
-    PyObject *type = shared(self, v[self->index[I_TYPE]]);
-    PyObject *env = type == NULL ? NULL : shared(self, v[self->index[I_ENV]]);
-    if (env == NULL) {
-        return PyErr_Occurred() ? -1 : 0;
-    }
-    long long version, id, micros;
-    if (!parse_int(v[self->index[I_VERSION]], &version) || version < INT32_MIN || version > INT32_MAX ||
-        !parse_int(v[self->index[I_ID]], &id) || !PyBytes_CheckExact(at)) {
-        return 0;
-    }
-    Py_ssize_t n = PyBytes_GET_SIZE(at);
-    const char *text = PyBytes_AS_STRING(at);
-    if (self->last_at != NULL && PyBytes_GET_SIZE(self->last_at) == n &&
-        memcmp(PyBytes_AS_STRING(self->last_at), text, (size_t)n) == 0) {
-        micros = self->last_micros;  /* rows of one transaction usually share it */
-    }
-    else {
-        if (!parse_timestamptz((const unsigned char *)text, n, &micros)) {
-            return 0;
-        }
-        Py_XSETREF(self->last_at, Py_NewRef(at));
-        self->last_micros = micros;
-    }
-    if (micros < self->low || micros > self->high) {
-        return 0;
-    }
-    return make_row(uid, type, micros, env, Py_NewRef(payload), version, id, seq, row);
+    return self->binary ? fast_binary_row(self, cells, seq, row) : fast_text_row(self, cells, seq, row);
 }
 
 /* The reference's verdict on one row: its rows and rejections appended to ours. */
@@ -398,6 +487,15 @@ fail:
 
 /* -- the type -------------------------------------------------------------------------------- */
 
+static void
+clear_cache(Converter *self)
+{
+    for (int i = 0; i < CACHE_SLOTS; i++) {
+        Py_CLEAR(self->cache_key[i]);
+        Py_CLEAR(self->cache_text[i]);
+    }
+}
+
 static int
 Converter_init(Converter *self, PyObject *args, PyObject *kwargs)
 {
@@ -438,7 +536,8 @@ Converter_init(Converter *self, PyObject *args, PyObject *kwargs)
     self->binary = binary;
     Py_XSETREF(self->strings, Py_NewRef(strings));
     Py_XSETREF(self->fallback, Py_NewRef(fallback));
-    Py_CLEAR(self->last_at);
+    self->last_at_size = 0;
+    clear_cache(self);
     return 0;
 }
 
@@ -447,8 +546,7 @@ Converter_traverse(Converter *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->strings);
     Py_VISIT(self->fallback);
-    Py_VISIT(self->last_at);
-    return 0;
+    return 0;  /* the cache holds bytes and str, which refer to nothing */
 }
 
 static int
@@ -456,7 +554,7 @@ Converter_clear(Converter *self)
 {
     Py_CLEAR(self->strings);
     Py_CLEAR(self->fallback);
-    Py_CLEAR(self->last_at);
+    clear_cache(self);
     return 0;
 }
 

@@ -86,7 +86,7 @@ add_transaction(InsertDecoder *self, PyObject *frames, Py_ssize_t i, Py_ssize_t 
         }
         PyObject *values;
         uint32_t rid;
-        int found = cdc_insert_values(f.data, offset, f.size, self->unchanged, &values, &rid);
+        int found = cdc_insert_values(PyList_GET_ITEM(frames, k), f.data, offset, f.size, self->unchanged, &values, &rid);
         frame_done(&f);
         if (found <= 0) {
             if (found < 0) {

@@ -11,7 +11,7 @@ the accelerator is not built they skip the compiled case, except under CI
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 import cdc.accel
-from cdc.pgoutput import UNCHANGED, _groups, _tuples
+from cdc.pgoutput import UNCHANGED, Insert, _groups, _tuples
+from pgoutput.encoder import encode
 
 IMPLEMENTATIONS = ("python", "compiled")
 
@@ -33,6 +34,23 @@ def compiled_module() -> ModuleType:
             pytest.fail(f"the accelerator is not built ({exc}): CI must build it (gcc and python3-dev, pip install -e .)")
         pytest.skip(f"the accelerator is not built: {exc}")
     return accel
+
+
+def is_wire_tuple(value: object) -> bool:
+    """A row as the compiled run and group decoders make it (cdc/_accel_tuple.c): the tuple it stands for,
+    left in its frame. (By name: the accelerator may be loaded here when cdc.accel did not pick it.)"""
+    return type(value).__module__ == "cdc._accel" and type(value).__name__ == "WireTuple"
+
+
+def wire_tuple(values: Sequence[object]) -> Any:
+    """``values`` as the compiled run decoder hands a row on (a WireTuple, from an Insert frame that carries
+    them), when the wire can carry them (bytes, None, UNCHANGED); else ``values`` as they are."""
+    if not all(value is None or value is UNCHANGED or type(value) is bytes for value in values):
+        return values
+    frame = b"w" + bytes(24) + encode(Insert(None, 1, tuple(values)))  # type: ignore[arg-type]
+    _, run, _ = insert_decoding("compiled").insert_run_at([frame], 0, 25)
+    assert is_wire_tuple(run[0])
+    return run[0]
 
 
 @dataclass(frozen=True)

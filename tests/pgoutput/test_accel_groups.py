@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cdc.pgoutput import UNCHANGED, Begin, Commit, Insert
-from implementations import InsertDecoding, insert_decoding
+from implementations import InsertDecoding, insert_decoding, is_wire_tuple
 
 from .captures import all_messages
 from .encoder import encode
@@ -51,6 +51,8 @@ def _value(value: object) -> object:
 def _shaped(value: Any) -> object:
     if isinstance(value, (list, tuple)):
         return (type(value).__name__, [_shaped(v) for v in value])
+    if is_wire_tuple(value):  # the compiled decoder's rows: the tuple each stands for
+        return _shaped(tuple(value))
     return _value(value)
 
 
