@@ -9,8 +9,8 @@ from setuptools import Extension, setup
 
 setup(ext_modules=[Extension(
     "cdc._accel",
-    sources=["cdc/_accel.c", "cdc/_accel_groups.c", "cdc/_accel_convert.c", "cdc/_accel_dedup.c",
-             "cdc/_accel_wire.c", "cdc/_accel_tuple.c"],
-    depends=["cdc/_accel.h"],
+    sources=["cdc/_accel.c", "cdc/_accel_groups.c", "cdc/_accel_convert.c", "cdc/_accel_values.c",
+             "cdc/_accel_transactions.c", "cdc/_accel_dedup.c", "cdc/_accel_wire.c", "cdc/_accel_tuple.c"],
+    depends=["cdc/_accel.h", "cdc/_accel_convert.h"],
     optional=True,
 )])

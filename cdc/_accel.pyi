@@ -2,8 +2,9 @@
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .core.outbox import Converted
 from .pgoutput._groups import Group
-from .pgoutput.messages import TupleData
+from .pgoutput.messages import TupleData, Value
 
 class InsertDecoder:
     def __init__(
@@ -31,10 +32,17 @@ class Converter:
         convert_many: Callable[[Sequence[TupleData], int], tuple[list[tuple[Any, ...]], list[tuple[int, TupleData, str]]]],
         *,
         binary: bool = False,
+        transactions: Callable[[Sequence[TupleData], Sequence[tuple[int, int, int, int]]], Converted] | None = None,
     ) -> None: ...
     def convert_many(
         self, tuples: Sequence[TupleData], first_seq: int
     ) -> tuple[list[tuple[Any, ...]], list[tuple[int, TupleData, str]]]: ...
+    def convert_transactions(self, tuples: Sequence[TupleData], txns: Sequence[tuple[int, int, int, int]]) -> Converted: ...
+
+# The rows InsertDecoder's insert_run_at and transactions_at hand on (typed there as the TupleData it stands for).
+class WireTuple(Sequence[Value]):
+    def __getitem__(self, index: Any) -> Any: ...
+    def __len__(self) -> int: ...
 
 def insert_ids(
     ids: list[str | bytes], salt: bytes, now: float, index: Any, hi: Any, lo: Any, ts: Any,

@@ -21,7 +21,9 @@ import cdc.accel
 from cdc.core.outbox_binary import INT2, INT4, INT8, JSONB, TEXT, TIMESTAMP, TIMESTAMPTZ, UUID, BinaryRowConverter
 from cdc.pgoutput.messages import UNCHANGED, Column, Relation, TupleData
 from implementations import compiled_module, wire_tuple
-from test_convert_equivalence import ALPHABET, ODD_VALUES, outcome, texts
+from test_convert_equivalence import (
+    ALPHABET, ODD_VALUES, as_transactions, odd_transactions, outcome, texts, transactions_outcome,
+)
 
 UTC = timezone.utc
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -106,6 +108,21 @@ def test_runs_of_binary_rows_convert_alike(runs: list[list[Any]], first_seq: int
         first_seq += len(run)
 
 
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(st.lists(rows(), max_size=5), min_size=1, max_size=4))
+def test_whole_transactions_of_binary_rows_convert_alike(runs: list[list[Any]]) -> None:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        python, compiled = converters(monkeypatch)
+    tuples, txns = as_transactions(runs)
+    assert transactions_outcome(compiled, tuples, txns) == transactions_outcome(python, tuples, txns)
+
+
+def test_odd_calls_of_whole_binary_transactions_behave_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    python, compiled = converters(monkeypatch)
+    for tuples, txns in odd_transactions(good_row(0)):
+        assert transactions_outcome(compiled, tuples, txns) == transactions_outcome(python, tuples, txns)
+
+
 def good_row(i: int, at: int = 0, version: bytes = be(1, 4), outbox_id: bytes = be(-42, 8)) -> TupleData:
     return (be(at, 8), b'\x01{"k": 1}', outbox_id, be(at, 8), f"u{i}".encode(), b"prod", version, b"t")
 
@@ -151,6 +168,11 @@ def test_plainly_fine_binary_rows_never_reach_the_reference() -> None:
     assert rows[0] == (b"u0", "t", LOW + epoch, "prod", b'{"k": 1}', 2**31 - 1, -(2**63), 5)
     # The same rows as the compiled decoders hand them on: read where they lie, the same rows out.
     assert fast.convert_many([wire_tuple(values) for values in run], 5) == (rows, [])
+    # And as whole transactions (positions from 0 in each), in one call.
+    txns = [(2, 100, 7, 108), (0, 200, 8, 208), (len(run) - 2, 300, 9, 308)]
+    assert fast.convert_transactions(run, txns) == (
+        [r[:-1] + (0,) for r in rows[:1]] + [r[:-1] + (1,) for r in rows[1:2]]
+        + [r[:-1] + (i,) for i, r in enumerate(rows[2:])], [(2, 100, 7), (len(run) - 2, 300, 9)], [])
 
 
 def test_binary_bounds_beyond_what_the_compiled_comparison_holds_are_refused() -> None:
@@ -184,11 +206,15 @@ def test_converting_binary_rows_keeps_no_memory(monkeypatch: pytest.MonkeyPatch)
         before = tracemalloc.get_traced_memory()[0]
         for _ in range(5000):
             compiled.convert_many(run, 0)
+            compiled.convert_transactions(run, [(2, 2**40, -5, 2**40 + 8), (len(run) - 2, 2**41, -6, 2**41 + 8)])
         gc.collect()
         assert tracemalloc.get_traced_memory()[0] - before < 4096
     finally:
         tracemalloc.stop()
-    counts = [sys.getrefcount(o) for o in (shared, None, *good, *run)]
+    txns = [(2, 2**40, -5, 2**40 + 8), (0, 2**41, -6, 2**41 + 8), (len(run) - 2, 2**42, -7, 2**42 + 8)]
+    held = (shared, None, *good, *run, *txns, *(x for txn in txns for x in txn if not -5 <= x <= 256))  # not cached
+    counts = [sys.getrefcount(o) for o in held]
     for _ in range(2000):
         compiled.convert_many(run, 0)
-    assert [sys.getrefcount(o) for o in (shared, None, *good, *run)] == counts
+        compiled.convert_transactions(run, txns)
+    assert [sys.getrefcount(o) for o in held] == counts

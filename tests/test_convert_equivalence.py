@@ -160,6 +160,47 @@ def test_runs_of_rows_convert_alike(runs: list[list[Any]], first_seq: int) -> No
         first_seq += len(run)
 
 
+def transactions_outcome(converter: Any, tuples: Any, txns: Any) -> object:
+    """convert_transactions' result with the type of everything in it, or the exception raised."""
+    try:
+        rows, commits, rejections = converter.convert_transactions(tuples, txns)
+    except Exception as error:  # noqa: BLE001 - both must raise alike, if at all
+        return (type(error).__name__, str(error))
+    return ([_typed(r) for r in rows], [_typed(c) for c in commits],
+            [(_typed(lsn), _typed(time), [_typed(r) for r in rejected]) for lsn, time, rejected in rejections])
+
+
+def as_transactions(runs: list[list[Any]]) -> tuple[list[Any], list[tuple[int, int, int, int]]]:
+    """Runs of rows as one group of whole transactions: their rows in order, and each (rows, LSNs, time)."""
+    return [row for run in runs for row in run], [(len(run), 100 * i, -i, 100 * i + 8) for i, run in enumerate(runs)]
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(st.lists(rows(), max_size=5), min_size=1, max_size=4))
+def test_whole_transactions_convert_alike(runs: list[list[Any]]) -> None:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        python, compiled = converters(monkeypatch)
+    tuples, txns = as_transactions(runs)
+    assert transactions_outcome(compiled, tuples, txns) == transactions_outcome(python, tuples, txns)
+
+
+def odd_transactions(good: tuple[bytes, ...]) -> list[tuple[Any, Any]]:
+    """Calls the decoder never makes: the compiled converter hands each to the reference."""
+    return [
+        ([good], [(1, 1, 2)]), ([good], [[1, 1, 2, 3]]), ([good], [(-1, 1, 2, 3)]), ([good], [(2, 1, 2, 3)]),
+        ([good, good], [(1, 1, 2, 3), (2, 4, 5, 6)]), ([good], [(1.0, 1, 2, 3)]), ([good], [(True, 1, 2, 3)]),
+        ([good], [(2**70, 1, 2, 3)]), ((good,), [(1, 1, 2, 3)]), ([good], ((1, 1, 2, 3),)), ([good], None),
+        ([None, good], [(2, 1, 2, 3)]), ([], []), ([good], []), ([good, good], [(0, 1, 2, 3), (2, 4, 5, 6)]),
+    ]
+
+
+def test_odd_calls_of_whole_transactions_behave_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    python, compiled = converters(monkeypatch)
+    good = (b"", b"{}", b"1", b"2024-05-01 12:00:00+00", b"u", b"prod", b"1", b"t")
+    for tuples, txns in odd_transactions(good):
+        assert transactions_outcome(compiled, tuples, txns) == transactions_outcome(python, tuples, txns)
+
+
 @settings(max_examples=200)
 @given(st.lists(good_at, min_size=1, max_size=20))
 def test_well_formed_timestamps_give_the_microseconds_the_reference_gives(texts_: list[str]) -> None:
@@ -213,6 +254,11 @@ def test_plainly_fine_rows_never_reach_the_reference() -> None:
     assert rows[0][1:] == ("t", rows[0][2], "prod", b"{}", 2147483647, -42, 5)
     # The same rows as the compiled decoders hand them on: read where they lie, the same rows out.
     assert fast.convert_many([wire_tuple(values) for values in run], 5) == (rows, [])
+    # And as whole transactions (positions from 0 in each), in one call.
+    txns = [(2, 100, 7, 108), (0, 200, 8, 208), (len(run) - 2, 300, 9, 308)]
+    assert fast.convert_transactions(run, txns) == (
+        [r[:-1] + (0,) for r in rows[:1]] + [r[:-1] + (1,) for r in rows[1:2]]
+        + [r[:-1] + (i,) for i, r in enumerate(rows[2:])], [(2, 100, 7), (len(run) - 2, 300, 9)], [])
 
 
 def test_converting_keeps_no_memory(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -233,11 +279,15 @@ def test_converting_keeps_no_memory(monkeypatch: pytest.MonkeyPatch) -> None:
         before = tracemalloc.get_traced_memory()[0]
         for _ in range(5000):
             compiled.convert_many(run, 0)
+            compiled.convert_transactions(run, [(2, 2**40, -5, 2**40 + 8), (len(run) - 2, 2**41, -6, 2**41 + 8)])
         gc.collect()
         assert tracemalloc.get_traced_memory()[0] - before < 4096
     finally:
         tracemalloc.stop()
-    counts = [sys.getrefcount(o) for o in (shared, None, *good, *run)]
+    txns = [(2, 2**40, -5, 2**40 + 8), (0, 2**41, -6, 2**41 + 8), (len(run) - 2, 2**42, -7, 2**42 + 8)]
+    held = (shared, None, *good, *run, *txns, *(x for txn in txns for x in txn if not -5 <= x <= 256))  # not cached
+    counts = [sys.getrefcount(o) for o in held]
     for _ in range(2000):
         compiled.convert_many(run, 0)
-    assert [sys.getrefcount(o) for o in (shared, None, *good, *run)] == counts
+        compiled.convert_transactions(run, txns)
+    assert [sys.getrefcount(o) for o in held] == counts

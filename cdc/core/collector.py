@@ -185,18 +185,9 @@ class Collector:
             return
         counters, converter = self.counters, cached[1]
         counters.rows_seen += len(tuples)
-        rows: list[EventRow] = []
-        commits: list[tuple[int, int, int]] = []  # (rows, commit LSN, commit time) of each
-        start = 0
-        for n, commit_lsn, commit_time, _ in txns:
-            if n:
-                converted, rejected = converter.convert_many(tuples[start:start + n], 0)
-                start += n
-                if rejected:
-                    self._reject(converter, rejected, commit_lsn, commit_time)
-                if converted:
-                    rows += converted
-                    commits.append((len(converted), commit_lsn, commit_time))
+        rows, commits, rejections = converter.convert_transactions(tuples, txns)
+        for commit_lsn, commit_time, rejected in rejections:
+            self._reject(converter, rejected, commit_lsn, commit_time)
         if rows:
             admitted = self._admitted(rows)
             if not all(admitted):

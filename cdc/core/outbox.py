@@ -8,8 +8,9 @@ handful of index lookups and conversions with no dictionaries.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
@@ -37,6 +38,32 @@ _MICROSECOND: Final = timedelta(microseconds=1)
 EventRow = tuple[Any, ...]
 # (commit_seq, the row as sent, why it cannot be an event)
 Rejected = tuple[int, TupleData, str]
+# What convert_transactions makes of whole transactions: their rows that convert, in order; (how many of
+# them, commit LSN, commit time) for each transaction with any; (commit LSN, commit time, its rejected rows)
+# for each with any.
+Converted = tuple[list[EventRow], list[tuple[int, int, int]], list[tuple[int, int, list[Rejected]]]]
+ConvertMany = Callable[[Sequence[TupleData], int], tuple[list[EventRow], list[Rejected]]]
+
+
+def convert_transactions(convert_many: ConvertMany, tuples: Sequence[TupleData],
+                         txns: Sequence[tuple[int, int, int, int]]) -> Converted:
+    """``convert_many`` for each transaction's rows in turn, positions from 0 in each: ``tuples`` holds the
+    rows of ``txns`` in order, each (rows, commit LSN, commit time, end LSN). The reference of the compiled
+    Converter.convert_transactions, which does the same in one call (live traffic's small transactions)."""
+    rows: list[EventRow] = []
+    commits: list[tuple[int, int, int]] = []
+    rejections: list[tuple[int, int, list[Rejected]]] = []
+    start = 0
+    for n, commit_lsn, commit_time, _ in txns:
+        if n:
+            converted, rejected = convert_many(tuples[start:start + n], 0)
+            start += n
+            if rejected:
+                rejections.append((commit_lsn, commit_time, rejected))
+            if converted:
+                rows += converted
+                commits.append((len(converted), commit_lsn, commit_time))
+    return rows, commits, rejections
 
 
 class OutboxSchemaError(Exception):
@@ -166,7 +193,7 @@ class RowConverter(CheckedRows):
         native = accel.native
         self._compiled: Converter | None = None if native is None else native.Converter(
             self._index, self._width, self._min, self._max, min(max_payload_bytes, sys.maxsize), shared.strings,
-            self._convert_many,
+            self._convert_many, transactions=partial(convert_transactions, self._convert_many),
         )
 
     def convert_many(self, tuples: Sequence[TupleData], first_seq: int) -> tuple[list[EventRow], list[Rejected]]:
@@ -180,6 +207,12 @@ class RowConverter(CheckedRows):
         if self._compiled is not None:
             return self._compiled.convert_many(tuples, first_seq)
         return self._convert_many(tuples, first_seq)
+
+    def convert_transactions(self, tuples: Sequence[TupleData], txns: Sequence[tuple[int, int, int, int]]) -> Converted:
+        """See ``convert_transactions``."""
+        if self._compiled is not None:
+            return self._compiled.convert_transactions(tuples, txns)
+        return convert_transactions(self._convert_many, tuples, txns)
 
     def _convert_many(self, tuples: Sequence[TupleData], first_seq: int) -> tuple[list[EventRow], list[Rejected]]:
         """``convert_many`` in pure Python: the reference the compiled converter must match."""
@@ -275,6 +308,9 @@ class UnreadableRows:
 
     def convert_many(self, tuples: Sequence[TupleData], first_seq: int) -> tuple[list[EventRow], list[Rejected]]:
         return [], [(seq, values, self.reason) for seq, values in enumerate(tuples, first_seq)]
+
+    def convert_transactions(self, tuples: Sequence[TupleData], txns: Sequence[tuple[int, int, int, int]]) -> Converted:
+        return convert_transactions(self.convert_many, tuples, txns)
 
     def dead_letter(self, values: TupleData, commit_lsn: int, seq: int, commit_time: int, reason: str) -> DeadLetter:
         return dead_letter(self.relation_name, self.names, values, commit_lsn, seq, commit_time, reason)

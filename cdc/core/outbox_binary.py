@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import sys
 import uuid
+from functools import partial
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Final
 
 from .. import accel
 from .outbox import (
-    REQUIRED_COLUMNS, CheckedRows, EventRow, OutboxSchemaError, Rejected, RowRejected, SharedText, dead_letter,
+    REQUIRED_COLUMNS, CheckedRows, Converted, EventRow, OutboxSchemaError, Rejected, RowRejected, SharedText,
+    convert_transactions, dead_letter,
 )
 from ..pgoutput.messages import Relation, TupleData
 from .events import DeadLetter
@@ -112,7 +114,7 @@ class BinaryRowConverter(CheckedRows):
         native = accel.native
         self._compiled: Converter | None = None if native is None or not self._fast else native.Converter(
             self._index, self._width, self._min, self._max, min(max_payload_bytes, sys.maxsize), shared.strings,
-            self._convert_many, binary=True,
+            self._convert_many, binary=True, transactions=partial(convert_transactions, self._convert_many),
         )
 
     def convert_many(self, tuples: Sequence[TupleData], first_seq: int) -> tuple[list[EventRow], list[Rejected]]:
@@ -120,6 +122,12 @@ class BinaryRowConverter(CheckedRows):
         if self._compiled is not None:
             return self._compiled.convert_many(tuples, first_seq)
         return self._convert_many(tuples, first_seq)
+
+    def convert_transactions(self, tuples: Sequence[TupleData], txns: Sequence[tuple[int, int, int, int]]) -> Converted:
+        """See ``cdc.core.outbox.convert_transactions``."""
+        if self._compiled is not None:
+            return self._compiled.convert_transactions(tuples, txns)
+        return convert_transactions(self._convert_many, tuples, txns)
 
     def _convert_many(self, tuples: Sequence[TupleData], first_seq: int) -> tuple[list[EventRow], list[Rejected]]:
         """``convert_many`` in pure Python: the reference the compiled converter must match."""
