@@ -97,20 +97,23 @@ cdc_convert_transactions(Converter *self, PyObject *const *args, Py_ssize_t narg
         }
         return PyObject_Vectorcall(self->transactions, args, (size_t)nargs, NULL);
     }
-    PyObject *tuples = args[0], *txns = Py_NewRef(args[1]);
+    /* A copy of the list as checked: Python code the fallback runs cannot change what is read below. */
+    PyObject *tuples = args[0], *txns = PyList_AsTuple(args[1]);
+    if (txns == NULL) {
+        return NULL;
+    }
     PyObject *rows = PyList_New(0), *commits = PyList_New(0), *rejections = PyList_New(0);
     PyObject *rejected = PyList_New(0);  /* the transaction's, reused while empty */
     if (rows == NULL || commits == NULL || rejections == NULL || rejected == NULL) {
         goto fail;
     }
     Py_ssize_t start = 0;
-    for (Py_ssize_t t = 0; t < PyList_GET_SIZE(txns); t++) {
-        PyObject *txn = PyList_GET_ITEM(txns, t);  /* a tuple: it cannot change; the list is held */
+    for (Py_ssize_t t = 0; t < PyTuple_GET_SIZE(txns); t++) {
+        PyObject *txn = PyTuple_GET_ITEM(txns, t);
         Py_ssize_t n = PyLong_AsSsize_t(PyTuple_GET_ITEM(txn, 0)), before = PyList_GET_SIZE(rows);
         if (n == 0) {
             continue;
         }
-        Py_INCREF(txn);
         int failed = convert_transaction(self, tuples, start, n, rows, rejected) < 0;
         start += n;
         PyObject *lsn = PyTuple_GET_ITEM(txn, 1), *time = PyTuple_GET_ITEM(txn, 2);
@@ -122,7 +125,6 @@ cdc_convert_transactions(Converter *self, PyObject *const *args, Py_ssize_t narg
         if (!failed && PyList_GET_SIZE(rows) > before) {
             failed = append_triple(commits, PyLong_FromSsize_t(PyList_GET_SIZE(rows) - before), lsn, time) < 0;
         }
-        Py_DECREF(txn);
         if (failed) {
             goto fail;
         }
