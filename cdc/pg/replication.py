@@ -9,7 +9,9 @@ checks the slot and starts streaming it with the options cdc uses.
 
 from __future__ import annotations
 
+import os
 import select
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +31,10 @@ from . import preflight
 from .connect import connect, startup_options
 from .copy_stream import CopyEnded, Frame, LibpqCopy, SocketCopy, libpq_error
 from .monitor import MESSAGES_SINCE
+
+
+# How long closing waits for the server to close its end (its walsender has then released the slot).
+_RELEASE_WAIT: Final = 5.0
 
 
 class ReplicationError(Exception):
@@ -196,11 +202,40 @@ class ReplicationConnection:
         with self._io():
             self._copy.send(data)
 
-    def close(self) -> None:
+    def close(self, release_wait: float = _RELEASE_WAIT) -> None:
+        """Close the connection, then wait up to ``release_wait`` seconds for the server to close its end.
+
+        The walsender releases its slot as it exits, a moment after our Terminate; the server closes
+        the connection after that. Waiting for it means that whoever uses the slot next (a script
+        dropping it after ``cdc run --until-lsn``, or our own reconnection) does not find it active.
+        """
         if self._copy is not None:
             self._copy.close()
         self._copy = None
+        watch = None
+        if self._pgconn.status == pq.ConnStatus.OK and release_wait > 0:
+            # A descriptor of our own keeps the connection open after libpq closes its one.
+            watch = socket.socket(fileno=os.dup(self._pgconn.socket))
         self._pgconn.finish()
+        if watch is not None:
+            with watch:
+                _wait_closed(watch, release_wait)
+
+
+def _wait_closed(sock: socket.socket, timeout: float) -> None:
+    """Read and drop what comes until the peer closes ``sock``, an error, or ``timeout`` seconds."""
+    sock.setblocking(False)
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([sock], [], [], left)[0]:
+            return
+        try:
+            if not sock.recv(65536):
+                return
+        except BlockingIOError:
+            continue
+        except OSError:
+            return
 
 
 def start_stream(s: Settings, *, start_lsn: str, reconnecting: bool) -> tuple[ReplicationConnection, str, bool]:

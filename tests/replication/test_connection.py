@@ -68,6 +68,23 @@ def streaming(pg_dsn: str, reader: str) -> Iterator[ReplicationConnection]:
             drop_slot_once_released(conn, "s")
 
 
+def test_closing_returns_once_the_server_has_let_go_of_the_slot(pg_dsn: str, reader: str) -> None:
+    # A script that drops the slot right after `cdc run --until-lsn` exits must not find it active.
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        conn.execute("CREATE TABLE unpublished (id int)")
+        conn.execute("CREATE PUBLICATION p FOR TABLE t")
+        conn.execute("SELECT pg_create_logical_replication_slot('s', 'pgoutput')")
+        repl = started(pg_dsn, "s", reader)
+        # The walsender decodes this transaction whole, sending nothing, before it reads our Terminate:
+        # for that long after the close it still holds the slot.
+        conn.execute("INSERT INTO unpublished SELECT generate_series(1, 1000000)")
+        time.sleep(0.2)  # the walsender is decoding it by now
+        repl.close(release_wait=60)
+        assert conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = 's'").fetchone() == (False,)
+        conn.execute("SELECT pg_drop_replication_slot('s')")
+
+
 def _inserts(frames: Sequence[bytes | memoryview]) -> int:
     return sum(1 for frame in frames if frame[0] == ord("w") and frame[25] == ord("I"))
 
