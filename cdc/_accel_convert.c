@@ -33,8 +33,8 @@ bytes_of(const Cell *value)
 }
 
 /* The event row (unique_id, event_type, occurred_at, environment, payload, version, id, seq) in *row: 1, or -1
-   with an exception set. ``uid`` and ``payload`` are new references (or NULL: out of memory), which this takes
-   over either way. */
+   with an exception set. ``uid``, ``type``, ``env`` and ``payload`` are new references (``uid`` and ``payload``
+   NULL when out of memory), which this takes over either way. */
 static int
 make_row(PyObject *uid, PyObject *type, long long micros, PyObject *env, PyObject *payload, long long version,
          long long id, long long seq, PyObject **row)
@@ -42,12 +42,14 @@ make_row(PyObject *uid, PyObject *type, long long micros, PyObject *env, PyObjec
     PyObject *out = uid == NULL || payload == NULL ? NULL : PyTuple_New(8);
     if (out == NULL) {
         Py_XDECREF(uid);
+        Py_DECREF(type);
+        Py_DECREF(env);
         Py_XDECREF(payload);
         return -1;
     }
     PyTuple_SET_ITEM(out, 0, uid);
-    PyTuple_SET_ITEM(out, 1, Py_NewRef(type));
-    PyTuple_SET_ITEM(out, 3, Py_NewRef(env));
+    PyTuple_SET_ITEM(out, 1, type);
+    PyTuple_SET_ITEM(out, 3, env);
     PyTuple_SET_ITEM(out, 4, payload);
     PyObject *numbers[] = {PyLong_FromLongLong(micros), PyLong_FromLongLong(version), PyLong_FromLongLong(id),
                            PyLong_FromLongLong(seq)};
@@ -66,6 +68,20 @@ make_row(PyObject *uid, PyObject *type, long long micros, PyObject *env, PyObjec
         return -1;
     }
     *row = out;
+    return 1;
+}
+
+/* The row's event type and environment as shared strings, new references: 1; 0 when either is not in the
+   table (or an error is set). Looked up last, once every other check has passed: nothing to release after. */
+static int
+shared_pair(Converter *self, const Cell *c, PyObject **type, PyObject **env)
+{
+    *type = cdc_shared(self, &c[I_TYPE]);
+    *env = *type == NULL ? NULL : cdc_shared(self, &c[I_ENV]);
+    if (*env == NULL) {
+        Py_XDECREF(*type);
+        return 0;
+    }
     return 1;
 }
 
@@ -93,9 +109,8 @@ fast_binary_row(Converter *self, const Cell *c, long long seq, PyObject **row)
         !cdc_parse_be_int(&c[I_ID], &id)) {
         return 0;
     }
-    PyObject *type = cdc_shared(self, &c[I_TYPE]);
-    PyObject *env = type == NULL ? NULL : cdc_shared(self, &c[I_ENV]);
-    if (env == NULL) {
+    PyObject *type, *env;
+    if (!shared_pair(self, c, &type, &env)) {
         return PyErr_Occurred() ? -1 : 0;
     }
     PyObject *json = PyBytes_FromStringAndSize(payload->data + 1, payload->size - 1);
@@ -109,11 +124,6 @@ fast_text_row(Converter *self, const Cell *c, long long seq, PyObject **row)
     const Cell *uid = &c[I_UID], *payload = &c[I_PAYLOAD], *at = &c[I_AT];
     if (uid->size == 0 || payload->size > self->max_payload) {
         return 0;
-    }
-    PyObject *type = cdc_shared(self, &c[I_TYPE]);
-    PyObject *env = type == NULL ? NULL : cdc_shared(self, &c[I_ENV]);
-    if (env == NULL) {
-        return PyErr_Occurred() ? -1 : 0;
     }
     long long version, id, micros;
     if (!cdc_parse_int(&c[I_VERSION], &version) || version < INT32_MIN || version > INT32_MAX ||
@@ -134,6 +144,10 @@ fast_text_row(Converter *self, const Cell *c, long long seq, PyObject **row)
     }
     if (micros < self->low || micros > self->high) {
         return 0;
+    }
+    PyObject *type, *env;
+    if (!shared_pair(self, c, &type, &env)) {
+        return PyErr_Occurred() ? -1 : 0;
     }
     return make_row(bytes_of(uid), type, micros, env, bytes_of(payload), version, id, seq, row);
 }

@@ -45,7 +45,7 @@ typedef struct {
 int cdc_parse_timestamptz(const unsigned char *s, Py_ssize_t n, long long *micros);
 int cdc_parse_int(const Cell *value, long long *out);     /* decimal text, as PostgreSQL prints int4, int8 */
 int cdc_parse_be_int(const Cell *value, long long *out);  /* big-endian, 2, 4 or 8 bytes */
-/* The table's str for a value's bytes (borrowed), or NULL: not in the table, or an error set. */
+/* The table's str for a value's bytes (a new reference), or NULL: not in the table, or an error set. */
 PyObject *cdc_shared(Converter *self, const Cell *value);
 void cdc_clear_shared(Converter *self);
 

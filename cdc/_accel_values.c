@@ -157,21 +157,23 @@ cached_as(PyObject *key, const char *data, Py_ssize_t size)
     return key != NULL && PyBytes_GET_SIZE(key) == size && memcmp(PyBytes_AS_STRING(key), data, (size_t)size) == 0;
 }
 
-/* A shared string for bytes already in the table: a borrowed str, or NULL (an error set only on failure). */
+/* A shared string for bytes already in the table: a new reference to the str, or NULL (an error set only on
+   failure). A new reference, not a borrowed one: the next lookup may take the slot that held it, and the
+   table may have let it go already. */
 PyObject *
 cdc_shared(Converter *self, const Cell *value)
 {
     PyObject *text;
     if (value->object != NULL) {
         text = PyDict_GetItemWithError(self->strings, value->object);
-        return text != NULL && PyUnicode_CheckExact(text) ? text : NULL;
+        return text != NULL && PyUnicode_CheckExact(text) ? Py_NewRef(text) : NULL;
     }
     size_t slot = slot_of(value->data, value->size), other = (slot + 1) & (CACHE_SLOTS - 1);
     if (cached_as(self->cache_key[slot], value->data, value->size)) {
-        return self->cache_text[slot];
+        return Py_NewRef(self->cache_text[slot]);
     }
     if (cached_as(self->cache_key[other], value->data, value->size)) {
-        return self->cache_text[other];
+        return Py_NewRef(self->cache_text[other]);
     }
     PyObject *key = PyBytes_FromStringAndSize(value->data, value->size);
     if (key == NULL) {
@@ -188,9 +190,8 @@ cdc_shared(Converter *self, const Cell *value)
     }
     Py_XSETREF(self->cache_key[slot], key);
     Py_XSETREF(self->cache_text[slot], Py_NewRef(text));
-    return text;
+    return Py_NewRef(text);
 }
-
 
 void
 cdc_clear_shared(Converter *self)

@@ -218,3 +218,34 @@ def test_converting_binary_rows_keeps_no_memory(monkeypatch: pytest.MonkeyPatch)
         compiled.convert_many(run, 0)
         compiled.convert_transactions(run, txns)
     assert [sys.getrefcount(o) for o in held] == counts
+
+
+def _cache_slot(value: bytes) -> int:
+    """The compiled converter's cache slot for a shared string's bytes (FNV-1a, 256 slots)."""
+    h = 2166136261
+    for byte in value:
+        h = ((h ^ byte) * 16777619) & 0xFFFFFFFF
+    return h & 255
+
+
+def test_a_shared_string_outlives_the_cache_slot_it_came_from() -> None:
+    # Three event types with one cache slot: the third's lookup takes the slot of the first, which the
+    # table let go of (it is cleared when it grows too large). The row must keep its own reference.
+    first, second, third = [name for name in (f"type-{i}".encode() for i in range(100_000))
+                            if _cache_slot(name) == _cache_slot(b"type-0")][:3]
+    strings = {first: first.decode() + "", second: "".join(["e", "nv"])}
+    index = BinaryRowConverter(relation(), bounds=BOUNDS, max_payload_bytes=MAX_PAYLOAD)._index
+    epoch = 946_684_800_000_000
+    fast = compiled_module().Converter(index, len(NAMES), LOW + epoch, HIGH + epoch, MAX_PAYLOAD, strings,
+                                       lambda *a: ([], []), binary=True)
+
+    def row(event_type: bytes, environment: bytes) -> Any:
+        values = list(good_row(0))
+        values[NAMES.index("event_type")], values[NAMES.index("environment")] = event_type, environment
+        return wire_tuple(values)
+
+    assert fast.convert_many([row(first, second)], 0)[0][0][1] == first.decode()  # both now cached
+    strings.clear()
+    strings[third] = "".join(["th", "ird"])
+    rows, _ = fast.convert_many([row(first, third)], 0)  # the first's text: held by its cache slot alone
+    assert rows[0][1] == first.decode() and rows[0][3] == "third"
