@@ -137,6 +137,41 @@ class CheckedRows:
         self._max: Final = to_micros(bounds[1])
         self._max_payload: Final = max_payload_bytes
         self._width: Final = len(names)
+        # The compiled converter, when a subclass makes one (cdc.accel picked it): it takes the plainly
+        # fine rows and hands every other one to _convert_many.
+        self._compiled: Converter | None = None
+
+    def convert_many(self, tuples: Sequence[TupleData], first_seq: int) -> tuple[list[EventRow], list[Rejected]]:
+        """Event rows for consecutive tuples, the first at position ``first_seq`` of its transaction.
+
+        Returns the rows that convert, in order, and the ones that do not as
+        (seq, values, reason) for the dead-letter table. unique_id and payload
+        stay the UTF-8 bytes PostgreSQL sent (the preflight insists on a UTF8
+        database); event_type and environment are shared strings.
+        """
+        if self._compiled is not None:
+            return self._compiled.convert_many(tuples, first_seq)
+        return self._convert_many(tuples, first_seq)
+
+    def convert_transactions(self, tuples: Sequence[TupleData], txns: Sequence[tuple[int, int, int, int]]) -> Converted:
+        """See ``convert_transactions``."""
+        if self._compiled is not None:
+            return self._compiled.convert_transactions(tuples, txns)
+        return convert_transactions(self._convert_many, tuples, txns)
+
+    def _convert_many(self, tuples: Sequence[TupleData], first_seq: int) -> tuple[list[EventRow], list[Rejected]]:
+        """``convert_many`` in pure Python: the reference the compiled converter must match."""
+        raise NotImplementedError
+
+    def _compile(self, strings: dict[bytes, str], *, binary: bool) -> None:
+        """Use the compiled converter (cdc/_accel_convert.c) when cdc.accel picked it: read here, not at
+        import, since tests switch paths by setting cdc.accel.native. ``strings``: the shared-string table."""
+        native = accel.native
+        if native is not None:
+            self._compiled = native.Converter(
+                self._index, self._width, self._min, self._max, min(self._max_payload, sys.maxsize), strings,
+                self._convert_many, binary=binary, transactions=partial(convert_transactions, self._convert_many),
+            )
 
     def _text(self, values: TupleData, index: int) -> str:
         raise NotImplementedError
@@ -187,32 +222,7 @@ class RowConverter(CheckedRows):
         # it: the previous row's text and microseconds are usually the answer.
         self._last_at: object = None
         self._last_micros = 0
-        # The compiled converter, when cdc.accel picked it (read here, not at
-        # import: tests switch paths by setting cdc.accel.native). It takes the
-        # plainly fine rows and hands every other one to _convert_many.
-        native = accel.native
-        self._compiled: Converter | None = None if native is None else native.Converter(
-            self._index, self._width, self._min, self._max, min(max_payload_bytes, sys.maxsize), shared.strings,
-            self._convert_many, transactions=partial(convert_transactions, self._convert_many),
-        )
-
-    def convert_many(self, tuples: Sequence[TupleData], first_seq: int) -> tuple[list[EventRow], list[Rejected]]:
-        """Event rows for consecutive tuples, the first at position ``first_seq`` of its transaction.
-
-        Returns the rows that convert, in order, and the ones that do not as
-        (seq, values, reason) for the dead-letter table. unique_id and payload
-        stay the UTF-8 bytes PostgreSQL sent (the preflight insists on a UTF8
-        database); event_type and environment are shared strings.
-        """
-        if self._compiled is not None:
-            return self._compiled.convert_many(tuples, first_seq)
-        return self._convert_many(tuples, first_seq)
-
-    def convert_transactions(self, tuples: Sequence[TupleData], txns: Sequence[tuple[int, int, int, int]]) -> Converted:
-        """See ``convert_transactions``."""
-        if self._compiled is not None:
-            return self._compiled.convert_transactions(tuples, txns)
-        return convert_transactions(self._convert_many, tuples, txns)
+        self._compile(shared.strings, binary=False)
 
     def _convert_many(self, tuples: Sequence[TupleData], first_seq: int) -> tuple[list[EventRow], list[Rejected]]:
         """``convert_many`` in pure Python: the reference the compiled converter must match."""

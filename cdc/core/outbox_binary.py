@@ -15,23 +15,17 @@ as text.
 
 from __future__ import annotations
 
-import sys
 import uuid
-from functools import partial
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-from .. import accel
 from .outbox import (
-    REQUIRED_COLUMNS, CheckedRows, Converted, EventRow, OutboxSchemaError, Rejected, RowRejected, SharedText,
-    convert_transactions, dead_letter,
+    REQUIRED_COLUMNS, CheckedRows, EventRow, OutboxSchemaError, Rejected, RowRejected, SharedText,
+    dead_letter,
 )
 from ..pgoutput.messages import Relation, TupleData
 from .events import DeadLetter
-
-if TYPE_CHECKING:
-    from .._accel import Converter
 
 INT2, INT4, INT8, TEXT, NAME, BPCHAR, VARCHAR, JSON, JSONB, UUID, TIMESTAMP, TIMESTAMPTZ = (
     21, 23, 20, 25, 19, 1042, 1043, 114, 3802, 2950, 1114, 1184,
@@ -109,25 +103,8 @@ class BinaryRowConverter(CheckedRows):
         self._fast: Final = (
             types["occurred_at"] == TIMESTAMPTZ and types["payload"] == JSONB and types["unique_id"] != UUID
         )
-        # For that outbox, the compiled converter when cdc.accel picked it (binary=True: cdc/_accel_convert.c),
-        # which takes the plainly fine rows and hands every other one to _convert_many.
-        native = accel.native
-        self._compiled: Converter | None = None if native is None or not self._fast else native.Converter(
-            self._index, self._width, self._min, self._max, min(max_payload_bytes, sys.maxsize), shared.strings,
-            self._convert_many, binary=True, transactions=partial(convert_transactions, self._convert_many),
-        )
-
-    def convert_many(self, tuples: Sequence[TupleData], first_seq: int) -> tuple[list[EventRow], list[Rejected]]:
-        """As ``RowConverter.convert_many``: the rows that convert in order, the others with the reason."""
-        if self._compiled is not None:
-            return self._compiled.convert_many(tuples, first_seq)
-        return self._convert_many(tuples, first_seq)
-
-    def convert_transactions(self, tuples: Sequence[TupleData], txns: Sequence[tuple[int, int, int, int]]) -> Converted:
-        """See ``cdc.core.outbox.convert_transactions``."""
-        if self._compiled is not None:
-            return self._compiled.convert_transactions(tuples, txns)
-        return convert_transactions(self._convert_many, tuples, txns)
+        if self._fast:  # the compiled converter reads that outbox only
+            self._compile(shared.strings, binary=True)
 
     def _convert_many(self, tuples: Sequence[TupleData], first_seq: int) -> tuple[list[EventRow], list[Rejected]]:
         """``convert_many`` in pure Python: the reference the compiled converter must match."""
