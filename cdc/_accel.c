@@ -434,10 +434,7 @@ static PyTypeObject InsertDecoder_Type = {
 int
 cdc_accel_add_decoder(PyObject *module)
 {
-    if (PyType_Ready(&InsertDecoder_Type) < 0) {
-        return -1;
-    }
-    return PyModule_AddObjectRef(module, "InsertDecoder", (PyObject *)&InsertDecoder_Type);
+    return PyModule_AddType(module, &InsertDecoder_Type);  /* readied, and added by its name */
 }
 
 static int

@@ -400,8 +400,5 @@ static PyTypeObject Converter_Type = {
 int
 cdc_accel_add_converter(PyObject *module)
 {
-    if (PyType_Ready(&Converter_Type) < 0) {
-        return -1;
-    }
-    return PyModule_AddObjectRef(module, "Converter", (PyObject *)&Converter_Type);
+    return PyModule_AddType(module, &Converter_Type);  /* readied, and added by its name */
 }

@@ -289,8 +289,5 @@ static PyTypeObject WireTuple_Type = {
 int
 cdc_accel_add_wire_tuple(PyObject *module)
 {
-    if (PyType_Ready(&WireTuple_Type) < 0) {
-        return -1;
-    }
-    return PyModule_AddObjectRef(module, "WireTuple", (PyObject *)&WireTuple_Type);
+    return PyModule_AddType(module, &WireTuple_Type);  /* readied, and added by its name */
 }
