@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cdc.pgoutput import UNCHANGED, Begin, Commit, Insert
-from implementations import InsertDecoding, insert_decoding, is_wire_tuple
+from implementations import InsertDecoding, insert_decoding, is_wire_tuple, wire_tuple
 
 from .captures import all_messages
 from .encoder import encode
@@ -39,12 +39,6 @@ def frame(row: tuple[Any, ...], relation_id: int = 1) -> bytes:
     return HEADER + encode(Insert(None, relation_id, row))
 
 
-def wired(compiled: InsertDecoding, row: tuple[Any, ...]) -> Any:
-    _, run, _ = compiled.insert_run_at([frame(row)], 0, OFFSET)
-    assert is_wire_tuple(run[0])
-    return run[0]
-
-
 def test_runs_and_groups_of_bytes_frames_come_as_wire_tuples(compiled: InsertDecoding) -> None:
     rows = [(b"a", None, UNCHANGED), (b"", b"b" * 300, None)]
     _, run, _ = compiled.insert_run_at([frame(row) for row in rows], 0, OFFSET)
@@ -58,8 +52,7 @@ def test_runs_and_groups_of_bytes_frames_come_as_wire_tuples(compiled: InsertDec
 
 @given(values)
 def test_a_wire_tuple_is_its_tuple_as_a_sequence(row: tuple[Any, ...]) -> None:
-    compiled = insert_decoding("compiled")
-    wire = wired(compiled, row)
+    wire = wire_tuple(row)
     assert wire == row and row == wire and (wire != row) is False
     assert hash(wire) == hash(row) and repr(wire) == repr(row) and len(wire) == len(row)
     assert tuple(wire) == row and list(wire) == list(row) and wire != list(row)
@@ -74,7 +67,7 @@ def test_a_wire_tuple_is_its_tuple_as_a_sequence(row: tuple[Any, ...]) -> None:
     assert wire[1:] == row[1:] and wire[::-1] == row[::-1] and wire[:0] == ()
     assert (wire < row + (b"",)) and (wire <= row) and not (wire > row)
     assert pickle.loads(pickle.dumps(wire)) == row and copy.deepcopy(wire) == row
-    assert wire == wired(compiled, row) and hash(wire) == hash(wired(compiled, row))
+    assert wire == wire_tuple(row) and hash(wire) == hash(wire_tuple(row))
     with pytest.raises(TypeError):
         wire["0"]
 
