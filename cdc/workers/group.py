@@ -119,7 +119,8 @@ class WorkerGroup:
 
     def _tick(self) -> None:
         session = self._session
-        session.heartbeat(self._indexes())
+        beaten = self._indexes()
+        session.heartbeat(beaten)
         self._collect()
         workers = session.workers()
         alive = [w for w in workers if w.alive]
@@ -142,6 +143,10 @@ class WorkerGroup:
         if len(keep) < target:
             self._take(shards, target - len(keep), target, len(alive))
         self._restart_due()
+        if self._indexes() != beaten:
+            # The row says what this worker holds now, before a shard it took starts streaming, so that `cdc
+            # shards show` lists under each worker the shards it streams, not those of its last beat.
+            session.heartbeat(self._indexes())
         if self._until is not None and shards and all(o.done for o in self._owned.values()):
             # Done when every slot has acknowledged the LSN, or (with --retain, which holds
             # acknowledgements back) when every other shard is owned by a live worker: its own.
