@@ -20,20 +20,6 @@
 #include <stdint.h>
 #include <string.h>
 
-/* -- reading big-endian fields ------------------------------------------------------------- */
-
-static inline uint32_t
-read_u32(const unsigned char *p)
-{
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
-}
-
-static inline uint16_t
-read_u16(const unsigned char *p)
-{
-    return (uint16_t)(((unsigned)p[0] << 8) | (unsigned)p[1]);
-}
-
 /* -- TupleData ------------------------------------------------------------------------------- */
 
 /*
@@ -49,42 +35,27 @@ walk_tuple(const unsigned char *data, Py_ssize_t pos, Py_ssize_t end, PyObject *
     if (end - pos < 2) {
         return 0;
     }
-    Py_ssize_t ncols = read_u16(data + pos);
+    Py_ssize_t ncols = cdc_read_u16(data + pos);
     pos += 2;
     PyObject *out = PyTuple_New(ncols);
     if (out == NULL) {
         return -1;
     }
     for (Py_ssize_t i = 0; i < ncols; i++) {
-        if (pos >= end) {
-            goto malformed;
-        }
-        unsigned char kind = data[pos];
+        Py_ssize_t start, length = cdc_tuple_value(data, &pos, end, &start);
         PyObject *value;
-        if (kind == 't' || kind == 'b') {
-            if (end - pos < 5) {
-                goto malformed;
-            }
-            /* Unsigned, as the reference reads it: a negative Int32 is a huge length and fails the check. */
-            uint32_t length = read_u32(data + pos + 1);
-            Py_ssize_t start = pos + 5;
-            if ((uint64_t)length > (uint64_t)(end - start)) {
-                goto malformed;
-            }
-            value = PyBytes_FromStringAndSize((const char *)data + start, (Py_ssize_t)length);
+        if (length >= 0) {
+            value = PyBytes_FromStringAndSize((const char *)data + start, length);
             if (value == NULL) {
                 Py_DECREF(out);
                 return -1;
             }
-            pos = start + (Py_ssize_t)length;
         }
-        else if (kind == 'n') {
+        else if (length == CDC_VALUE_NULL) {
             value = Py_NewRef(Py_None);
-            pos += 1;
         }
-        else if (kind == 'u') {
+        else if (length == CDC_VALUE_UNCHANGED) {
             value = Py_NewRef(unchanged);
-            pos += 1;
         }
         else {
             goto malformed;
@@ -123,7 +94,7 @@ cdc_insert_values(PyObject *frame, const unsigned char *data, Py_ssize_t offset,
         Py_DECREF(*values);
         return 0;
     }
-    *relation_id = read_u32(data + offset + 1);
+    *relation_id = cdc_read_u32(data + offset + 1);
     return 1;
 }
 

@@ -6,6 +6,60 @@
 #include <Python.h>
 #include <stdint.h>
 
+/* -- the wire's big-endian fields, and a TupleData's values (every decoder reads them alike) ---------------- */
+
+static inline uint16_t
+cdc_read_u16(const unsigned char *p)
+{
+    return (uint16_t)(((unsigned)p[0] << 8) | (unsigned)p[1]);
+}
+
+static inline uint32_t
+cdc_read_u32(const unsigned char *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+}
+
+static inline uint64_t
+cdc_read_u64(const unsigned char *p)
+{
+    return ((uint64_t)cdc_read_u32(p) << 32) | cdc_read_u32(p + 4);
+}
+
+#define CDC_VALUE_NULL (-1)       /* 'n' */
+#define CDC_VALUE_UNCHANGED (-2)  /* 'u': an unchanged TOAST value, not sent */
+#define CDC_VALUE_MALFORMED (-3)
+
+/*
+ * The TupleData value at data[*pos:end]: the length of its bytes ('t' or 'b'), which start at *start, or
+ * CDC_VALUE_NULL or CDC_VALUE_UNCHANGED; *pos is moved past it. CDC_VALUE_MALFORMED (nothing moved) when it
+ * does not decode: the caller asks the reference why.
+ */
+static inline Py_ssize_t
+cdc_tuple_value(const unsigned char *data, Py_ssize_t *pos, Py_ssize_t end, Py_ssize_t *start)
+{
+    Py_ssize_t at = *pos;
+    if (at >= end) {
+        return CDC_VALUE_MALFORMED;
+    }
+    unsigned char kind = data[at];
+    if (kind == 'n' || kind == 'u') {
+        *pos = at + 1;
+        return kind == 'n' ? CDC_VALUE_NULL : CDC_VALUE_UNCHANGED;
+    }
+    if ((kind != 't' && kind != 'b') || end - at < 5) {
+        return CDC_VALUE_MALFORMED;
+    }
+    /* Unsigned, as the reference reads it: a negative Int32 is a huge length and fails the check. */
+    uint32_t length = cdc_read_u32(data + at + 1);
+    if ((uint64_t)length > (uint64_t)(end - at - 5)) {
+        return CDC_VALUE_MALFORMED;
+    }
+    *start = at + 5;
+    *pos = at + 5 + (Py_ssize_t)length;
+    return (Py_ssize_t)length;
+}
+
 int cdc_accel_add_decoder(PyObject *module);    /* _accel.c: InsertDecoder */
 int cdc_accel_add_converter(PyObject *module);  /* _accel_convert.c: Converter */
 int cdc_accel_add_dedup(PyObject *module);      /* _accel_dedup.c: insert_ids */

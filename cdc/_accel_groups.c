@@ -20,16 +20,6 @@
 #define BEGIN_BODY 20      /* final_lsn, commit_time, xid */
 #define COMMIT_BODY 25     /* flags, commit_lsn, end_lsn, commit_time */
 
-static inline uint64_t
-read_u64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int k = 0; k < 8; k++) {
-        v = (v << 8) | p[k];
-    }
-    return v;
-}
-
 /* One frame's bytes, and whether a buffer is held: see cdc_frame_bytes. */
 typedef struct {
     Py_buffer view;
@@ -106,8 +96,8 @@ add_transaction(InsertDecoder *self, PyObject *frames, Py_ssize_t i, Py_ssize_t 
             goto failed;
         }
     }
-    PyObject *txn = Py_BuildValue("(nKLK)", j - i - 1, (unsigned long long)read_u64(begin),
-                                  (long long)read_u64(begin + 8), (unsigned long long)end_lsn);
+    PyObject *txn = Py_BuildValue("(nKLK)", j - i - 1, (unsigned long long)cdc_read_u64(begin),
+                                  (long long)cdc_read_u64(begin + 8), (unsigned long long)end_lsn);
     if (txn == NULL) {
         goto failed;
     }
@@ -188,8 +178,8 @@ cdc_transactions_at(InsertDecoder *self, PyObject *const *args, Py_ssize_t nargs
             goto drop;
         }
         if (f.size == KEEPALIVE_FRAME && f.data[0] == KEEPALIVE) {
-            g.pending_end = read_u64(f.data + 1);
-            g.pending_time = (int64_t)read_u64(f.data + 9);
+            g.pending_end = cdc_read_u64(f.data + 1);
+            g.pending_time = (int64_t)cdc_read_u64(f.data + 9);
             g.pending_reply |= f.data[17] != 0;
             g.pending = 1;
             frame_done(&f);
@@ -226,7 +216,7 @@ cdc_transactions_at(InsertDecoder *self, PyObject *const *args, Py_ssize_t nargs
             frame_done(&f);
             break;
         }
-        uint64_t end_lsn = read_u64(f.data + offset + 1 + 1 + 8);
+        uint64_t end_lsn = cdc_read_u64(f.data + offset + 1 + 1 + 8);
         frame_done(&f);
         int added = add_transaction(self, frames, i, j, offset, begin, end_lsn, &g);
         if (added == -2) {

@@ -18,8 +18,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#define SPAN_NULL (-1)
-#define SPAN_UNCHANGED (-2)
+#define SPAN_NULL CDC_VALUE_NULL
+#define SPAN_UNCHANGED CDC_VALUE_UNCHANGED
 
 typedef struct {
     uint32_t start;  /* offset of the value in the owner's bytes */
@@ -35,12 +35,6 @@ typedef struct {
 
 static PyTypeObject WireTuple_Type;
 
-static inline uint32_t
-read_u32(const unsigned char *p)
-{
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-
 int
 cdc_wire_tuple(PyObject *frame, const unsigned char *data, Py_ssize_t pos, Py_ssize_t end, PyObject *unchanged,
                PyObject **values, Py_ssize_t *next)
@@ -49,7 +43,7 @@ cdc_wire_tuple(PyObject *frame, const unsigned char *data, Py_ssize_t pos, Py_ss
     if (end - pos < 2 || end > INT32_MAX) {
         return 0;
     }
-    Py_ssize_t ncols = ((Py_ssize_t)data[pos] << 8) | data[pos + 1];
+    Py_ssize_t ncols = cdc_read_u16(data + pos);
     Py_ssize_t first = pos;
     pos += 2;
     WireTuple *out = PyObject_NewVar(WireTuple, &WireTuple_Type, ncols);
@@ -59,32 +53,12 @@ cdc_wire_tuple(PyObject *frame, const unsigned char *data, Py_ssize_t pos, Py_ss
     out->owner = NULL;
     out->unchanged = NULL;
     for (Py_ssize_t i = 0; i < ncols; i++) {
-        if (pos >= end) {
+        Py_ssize_t start = 0, length = cdc_tuple_value(data, &pos, end, &start);
+        if (length == CDC_VALUE_MALFORMED) {
             goto malformed;
         }
-        unsigned char kind = data[pos];
-        if (kind == 't' || kind == 'b') {
-            if (end - pos < 5) {
-                goto malformed;
-            }
-            /* Unsigned, as the reference reads it: a negative Int32 is a huge length and fails the check. */
-            uint32_t length = read_u32(data + pos + 1);
-            Py_ssize_t start = pos + 5;
-            if ((uint64_t)length > (uint64_t)(end - start)) {
-                goto malformed;
-            }
-            out->spans[i].start = (uint32_t)start;
-            out->spans[i].length = (int32_t)length;
-            pos = start + (Py_ssize_t)length;
-        }
-        else if (kind == 'n' || kind == 'u') {
-            out->spans[i].start = 0;
-            out->spans[i].length = kind == 'n' ? SPAN_NULL : SPAN_UNCHANGED;
-            pos += 1;
-        }
-        else {
-            goto malformed;
-        }
+        out->spans[i].start = (uint32_t)start;
+        out->spans[i].length = (int32_t)length;  /* below 2**31 (end is), or SPAN_NULL, SPAN_UNCHANGED */
     }
     if (PyBytes_CheckExact(frame) && (const unsigned char *)PyBytes_AS_STRING(frame) == data) {
         out->owner = Py_NewRef(frame);

@@ -65,8 +65,7 @@ copy_frames(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
     Py_ssize_t pos = start, size = 0, count = 0;
     while (count < max_messages && size < max_bytes && end - pos >= 5) {
         const unsigned char *p = data + pos;
-        Py_ssize_t length = (Py_ssize_t)(((uint32_t)p[1] << 24) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 8) |
-                                         (uint32_t)p[4]);
+        Py_ssize_t length = (Py_ssize_t)cdc_read_u32(p + 1);
         if (p[0] != 'd' || length < 4 || length > end - pos - 1) {
             break;
         }
